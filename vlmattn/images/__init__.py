@@ -1,0 +1,1 @@
+"""Image sources: the synthetic shapes set and user-supplied files."""

@@ -1,0 +1,1 @@
+"""Models the pipeline builds itself (offline), in real transformers architectures."""
