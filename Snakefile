@@ -1,0 +1,17 @@
+# vlmattn: images x questions x models -> attention capture (HDF5) -> per-metric tables and plots.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/images.smk"
+include: "rules/models.smk"
+include: "rules/extract.smk"
+include: "rules/metrics.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,67 @@
+# One rule per metric and stage, generated from the `metrics` config block. Each metric job gets only
+# its own config block as params and its library module as an input, so editing one metric's config
+# or code reruns that metric's jobs alone.
+for _metric in METRICS:
+
+    rule:
+        name:
+            f"metric_{_metric}"
+        input:
+            h5=f"{R}/attention/{{model}}/{{image}}__{{question}}.h5",
+            code=LIB / "metrics" / f"{_metric}.py",
+        output:
+            f"{R}/metrics/{_metric}/{{model}}/{{image}}__{{question}}.csv",
+        params:
+            metric=_metric,
+            cfg=config["metrics"][_metric],
+        log:
+            f"{R}/logs/metrics/{_metric}/{{model}}/{{image}}__{{question}}.log",
+        conda:
+            ENV
+        script:
+            "../workflow_scripts/metric.py"
+
+    rule:
+        name:
+            f"table_{_metric}"
+        input:
+            tables=sample_files(
+                f"{R}/metrics/{_metric}/{{model}}/{{image}}__{{question}}.csv"
+            ),
+        output:
+            report(
+                f"{R}/tables/{_metric}.csv",
+                caption=f"../report/{_metric}.rst",
+                category="Tables",
+            ),
+        log:
+            f"{R}/logs/tables/{_metric}.log",
+        conda:
+            ENV
+        script:
+            "../workflow_scripts/aggregate.py"
+
+    rule:
+        name:
+            f"plot_{_metric}"
+        input:
+            table=f"{R}/tables/{_metric}.csv",
+            code=LIB / "metrics" / f"{_metric}.py",
+        output:
+            [
+                report(
+                    f"{R}/plots/{p}.png",
+                    caption=f"../report/{_metric}.rst",
+                    category="Plots",
+                )
+                for p in get_metric(_metric).PLOTS
+            ],
+        params:
+            metric=_metric,
+            cfg=config["metrics"][_metric],
+        log:
+            f"{R}/logs/plots/{_metric}.log",
+        conda:
+            ENV
+        script:
+            "../workflow_scripts/plot_metric.py"

@@ -1,0 +1,20 @@
+"""Family adapters, looked up by the ``family`` name given in config."""
+
+from __future__ import annotations
+
+from ..errors import ModelError
+from .base import Adapter, VisionLayout
+from .llava import LlavaAdapter
+
+ADAPTERS: dict[str, type[Adapter]] = {a.family: a for a in (LlavaAdapter,)}
+
+
+def get_adapter(family: str) -> Adapter:
+    """The adapter for ``family``; raises :class:`ModelError` naming the known families."""
+    try:
+        return ADAPTERS[family]()
+    except KeyError:
+        raise ModelError(f"unknown model family {family!r} (known: {', '.join(sorted(ADAPTERS))})") from None
+
+
+__all__ = ["ADAPTERS", "Adapter", "VisionLayout", "get_adapter"]

@@ -1,0 +1,51 @@
+"""The family adapter contract: how a model family builds its prompt and lays out its vision tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass
+class VisionLayout:
+    """Where the vision tokens sit and what they see.
+
+    spans ``[n_images, 2]``: (start, end) positions of each image's tokens in ``input_ids`` (end exclusive).
+    grids ``[n_images, 2]``: (rows, cols) of each image's token grid; tokens run row-major.
+    token_boxes ``[V, 4]``: each vision token's pixel box (x0, y0, x1, y1) in the original image.
+    """
+
+    spans: np.ndarray
+    grids: np.ndarray
+    token_boxes: np.ndarray
+
+    def __post_init__(self):
+        n = int(sum(e - s for s, e in self.spans))
+        if n != int(sum(r * c for r, c in self.grids)) or n != len(self.token_boxes):
+            raise ValueError(f"inconsistent vision layout: {n} tokens in spans, grids {self.grids.tolist()}")
+
+
+class Adapter:
+    """Base class. Subclasses set ``family`` and ``model_types`` and implement the two methods."""
+
+    family: str = ""
+    model_types: tuple[str, ...] = ()
+
+    def build_inputs(self, processor, image: Image.Image, question: str):
+        """Chat-template prompt with one image; returns the processor's tensors (batch of 1)."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+        return processor(images=image, text=prompt, return_tensors="pt")
+
+    def vision_layout(self, model, processor, inputs, image_size: tuple[int, int]) -> VisionLayout:
+        raise NotImplementedError
+
+
+def token_spans(input_ids: torch.Tensor, token_id: int) -> np.ndarray:
+    """Maximal runs of ``token_id`` in a 1-D id sequence as ``[n, 2]`` (start, end exclusive)."""
+    is_tok = np.concatenate([[0], (input_ids.cpu().numpy() == token_id).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(is_tok))
+    return edges.reshape(-1, 2).astype(np.int64)

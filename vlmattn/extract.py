@@ -1,0 +1,177 @@
+"""Run a VLM on one (image, question) with attention capture and assemble an :class:`AttentionSample`."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import transformers
+from PIL import Image
+
+from . import __version__
+from .adapters import Adapter, get_adapter
+from .capture import CAPTURE_IMPL, AttentionRecorder, recording
+from .errors import InputError, ModelError
+from .store import AttentionSample, settings_json
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PREFILL_MODES = ("last", "text_after_image", "all_text", "all")
+
+
+@dataclass
+class LoadedModel:
+    model_id: str
+    path: str
+    family: str
+    dtype: str
+    model: torch.nn.Module
+    processor: object
+    adapter: Adapter
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def load_model(model_id: str, family: str, path: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """Load a checkpoint (local dir or hub id) through the Auto classes and instrument its LLM.
+
+    The language model's attention is switched to :data:`CAPTURE_IMPL`; the vision tower keeps SDPA.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    adapter = get_adapter(family)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - any loading failure is reported with the model named
+        raise ModelError(f"model {model_id!r}: cannot load a checkpoint from {path!r} ({type(e).__name__})") from e
+    if config.model_type not in adapter.model_types:
+        raise ModelError(
+            f"model {model_id!r}: checkpoint {path!r} is of type {config.model_type!r}, not family {family!r}"
+        )
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
+    try:
+        model.set_attn_implementation({"text_config": CAPTURE_IMPL})
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented ({e})") from e
+    if model.config.get_text_config()._attn_implementation != CAPTURE_IMPL:
+        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented")
+    return LoadedModel(model_id, str(path), family, dtype, model, processor, adapter)
+
+
+def prefill_positions(mode: str, n_tokens: int, vision_index: np.ndarray) -> np.ndarray:
+    """Prompt positions whose prefill rows are stored, ``[R]`` sorted.
+
+    ``last``: the final prompt token; ``text_after_image``: every token after the last vision token;
+    ``all_text``: every non-vision token; ``all``: every token.
+    """
+    pos = np.arange(n_tokens)
+    if mode == "last":
+        return pos[-1:]
+    if mode == "text_after_image":
+        return pos[pos > (vision_index.max() if len(vision_index) else -1)]
+    if mode == "all_text":
+        return np.setdiff1d(pos, vision_index)
+    if mode == "all":
+        return pos
+    raise ValueError(f"prefill_rows must be one of {PREFILL_MODES}, got {mode!r}")
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(settings_json(settings).encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def extract(
+    lm: LoadedModel,
+    image: Image.Image,
+    question: str,
+    *,
+    max_new_tokens: int,
+    prefill_rows: str = "last",
+    seed: int = 0,
+    meta: dict | None = None,
+) -> AttentionSample:
+    """Greedy generation with row-selective capture.
+
+    Decode row ``t`` (``[L, H, N + t]``) is the attention of the query that predicts generated token
+    ``t``: row 0 is the last prompt token in prefill, row ``t > 0`` the decode step fed token ``t-1``.
+    """
+    torch.manual_seed(seed)
+    try:
+        inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({e})") from e
+    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+        inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
+    ids = inputs["input_ids"][0]
+    n = int(ids.shape[0])
+    max_pos = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
+    if max_pos is not None and n + max_new_tokens > max_pos:
+        raise InputError(
+            f"model {lm.model_id!r}: prompt of {n} tokens + {max_new_tokens} new exceeds the context of {max_pos}"
+        )
+    layout = lm.adapter.vision_layout(lm.model, lm.processor, inputs, image.size)
+    vision_index = np.concatenate([np.arange(s, e) for s, e in layout.spans])
+    stored = prefill_positions(prefill_rows, n, vision_index)
+    recorded = np.union1d(stored, [n - 1])
+    recorder = AttentionRecorder(prefill_positions=torch.as_tensor(recorded))
+    with recording(recorder):
+        out = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    gen = out[0, n:].cpu()
+    n_layers = len(recorder.prefill)
+    pre = torch.stack([recorder.prefill[layer] for layer in range(n_layers)])  # [L, H, R', N]
+    n_steps = int(gen.shape[0])
+    heads = pre.shape[1]
+    decode = torch.zeros(n_steps, n_layers, heads, n + max(n_steps - 1, 0))
+    decode[0, :, :, :n] = pre[:, :, int(np.searchsorted(recorded, n - 1)), :]
+    for t in range(1, n_steps):
+        for layer in range(n_layers):
+            decode[t, layer, :, : n + t] = recorder.decode[layer][t - 1]
+    keep = np.searchsorted(recorded, stored)
+    tok = lm.processor.tokenizer
+    settings = {"max_new_tokens": max_new_tokens, "prefill_rows": prefill_rows, "seed": seed, "dtype": lm.dtype}
+    attrs = {
+        "model_id": lm.model_id,
+        "model_path": lm.path,
+        "family": lm.family,
+        "dtype": lm.dtype,
+        "seed": seed,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "vlmattn_version": __version__,
+        "settings_json": settings_json(settings),
+        "settings_hash": settings_hash(settings),
+        "question": question,
+        "generated_text": tok.decode(gen, skip_special_tokens=True).strip(),
+        **(meta or {}),
+    }
+    return AttentionSample(
+        input_ids=ids.cpu().numpy(),
+        input_tokens=[tok.decode([i]) for i in ids.tolist()],
+        generated_ids=gen.numpy(),
+        generated_tokens=[tok.decode([i]) for i in gen.tolist()],
+        spans=layout.spans,
+        grid=layout.grids,
+        token_boxes=layout.token_boxes,
+        image_size=np.array(image.size),
+        decode=decode.numpy(),
+        decode_key_len=np.arange(n, n + n_steps),
+        prefill=pre[:, :, keep, :].numpy(),
+        prefill_positions=stored,
+        attrs=attrs,
+    )
+
+
+def open_image(path) -> Image.Image:
+    """Open an image file as RGB, or raise :class:`InputError` naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise InputError(f"image file not found: {path}") from None
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"not a readable image: {path} ({type(e).__name__})") from e

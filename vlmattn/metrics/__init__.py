@@ -1,0 +1,33 @@
+"""Metric registry. A metric is a module here exposing
+
+* ``compute(sample: AttentionSample, cfg: dict) -> pandas.DataFrame`` — tidy rows for one sample;
+* ``plot(table: DataFrame, cfg: dict, out_dir: Path)`` — figures from the aggregated table;
+* ``PLOTS`` — the figure names ``plot`` writes (``{out_dir}/{name}.png``).
+
+The pipeline prepends ``model, image, question`` to each per-sample table.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ..errors import ConfigError
+
+METRICS = ("concentration",)
+ID_COLUMNS = ["model", "image", "question"]
+
+
+def get_metric(name: str) -> ModuleType:
+    """The metric module ``name``; raises :class:`ConfigError` naming the known metrics."""
+    if name not in METRICS:
+        raise ConfigError(f"metrics.{name}: unknown metric (known: {', '.join(METRICS)})")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def compute_table(name: str, sample, cfg: dict, ids: dict) -> "pd.DataFrame":  # noqa: F821
+    """Run metric ``name`` on one sample and prepend the id columns."""
+    df = get_metric(name).compute(sample, cfg)
+    for i, col in enumerate(ID_COLUMNS):
+        df.insert(i, col, ids[col])
+    return df

@@ -1,0 +1,101 @@
+"""Concentration of attention over the vision tokens (one row per step pooling × layer × head).
+
+For a vector ``p [..., N]`` (renormalised to Σp = 1 by default):
+
+* ``entropy``       H = −Σ pᵢ log pᵢ (nats, 0·log 0 = 0)
+* ``norm_entropy``  H / log N
+* ``gini``          G = Σᵢ (2i − N − 1)·p₍ᵢ₎ / (N Σp), p₍ᵢ₎ sorted ascending, i = 1..N
+* ``effective_span`` fewest tokens whose largest weights reach ``span_threshold``·Σp
+* ``peak_to_mean``  max p / mean p
+* ``vision_share``  raw Σ of the row's attention on vision tokens (before renormalisation)
+
+Closed forms: uniform → H = log N, G = 0, span = ⌈0.9N⌉; one-hot → H = 0, G = (N−1)/N, span = 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .common import views
+
+COLUMNS = ["entropy", "norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]
+PLOTS = ["concentration_by_layer"]
+
+
+def entropy(p: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) over the last axis."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(-1)
+
+
+def gini(p: np.ndarray) -> np.ndarray:
+    """Gini coefficient over the last axis (0 = equal, (N−1)/N = one-hot)."""
+    n = p.shape[-1]
+    s = np.sort(p, axis=-1)
+    i = np.arange(1, n + 1)
+    total = s.sum(-1)
+    return ((2 * i - n - 1) * s).sum(-1) / (n * np.where(total > 0, total, 1.0))
+
+
+def effective_span(p: np.ndarray, threshold: float = 0.9) -> np.ndarray:
+    """Fewest tokens whose largest weights cover ``threshold`` of the total, over the last axis."""
+    c = np.cumsum(-np.sort(-p, axis=-1), axis=-1)
+    target = threshold * c[..., -1:]
+    # relative slack of a few ulps so that exact ties (e.g. 9 × 0.1 vs 0.9) count as reached
+    reached = c >= target * (1 - 1e-12)
+    return reached.argmax(-1) + 1
+
+
+def peak_to_mean(p: np.ndarray) -> np.ndarray:
+    total = p.sum(-1)
+    return p.max(-1) * p.shape[-1] / np.where(total > 0, total, 1.0)
+
+
+def compute(sample, cfg: dict) -> pd.DataFrame:
+    """Tidy rows ``step_pool, layer, head, n_vision`` + :data:`COLUMNS` for one sample."""
+    frames = []
+    for v in views(sample, cfg):
+        n_layers, n_heads, n = v.p.shape
+        h = entropy(v.p)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "step_pool": v.step_pool,
+                    "layer": np.repeat(np.arange(n_layers), n_heads),
+                    "head": np.tile(v.heads, n_layers),
+                    "n_vision": n,
+                    "entropy": h.ravel(),
+                    "norm_entropy": (h / np.log(n)).ravel(),
+                    "gini": gini(v.p).ravel(),
+                    "effective_span": effective_span(v.p, cfg.get("span_threshold", 0.9)).ravel(),
+                    "peak_to_mean": peak_to_mean(v.p).ravel(),
+                    "vision_share": v.share.ravel(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
+    """``concentration_by_layer.png``: each metric vs layer, mean over samples, per pooling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pooled = table[table["head"].isin(["mean", "max"])]
+    metrics = ["norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), constrained_layout=True)
+    for (model, sp, hp), g in pooled.groupby(["model", "step_pool", "head"], sort=True):
+        m = g.groupby("layer")[metrics].mean()
+        for ax, col in zip(axes, metrics, strict=True):
+            ax.plot(m.index, m[col], marker="o", label=f"{model} · steps {sp} · heads {hp}")
+    for ax, col in zip(axes, metrics, strict=True):
+        ax.set_xlabel("LLM layer")
+        ax.set_title(col)
+    axes[0].legend(fontsize=7)
+    fig.savefig(Path(out_dir) / "concentration_by_layer.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,165 @@
+"""The HDF5 attention cache, schema v1: one file per (model, image, question).
+
+Layout (documented field by field in ``docs/hdf5-schema.md``)::
+
+    /                       attrs: schema_version, model_id, model_path, family, dtype, seed,
+                            torch_version, transformers_version, vlmattn_version, settings_hash,
+                            settings_json, image_id, image_path, question_id, question, generated_text
+    /tokens/input_ids       [N]      int64      prompt token ids
+    /tokens/input_tokens    [N]      str        their token strings
+    /tokens/generated_ids   [T]      int64
+    /tokens/generated_tokens[T]      str
+    /vision/spans           [I, 2]   int64      (start, end) of each image's tokens in the prompt
+    /vision/grid            [I, 2]   int64      (rows, cols) per image, tokens row-major
+    /vision/token_boxes     [V, 4]   float32    pixel box of each vision token in the original image
+    /image/size             [2]      int64      (width, height)
+    /image/boxes            [O, 4]   float32    ground-truth object boxes (may be empty)
+    /image/labels, /image/colours [O] str
+    /attention/decode       [T, L, H, K] f16|f32 row of the query predicting generated token t
+    /attention/decode_key_len [T]    int64      valid keys of row t (N + t); the rest is 0
+    /attention/prefill      [L, H, R, N] f16|f32 prefill rows for prompt positions below
+    /attention/prefill_positions [R] int64
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import SchemaVersionError
+
+SCHEMA_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class AttentionSample:
+    """Everything cached for one sample; arrays as in the module docstring."""
+
+    input_ids: np.ndarray
+    input_tokens: list[str]
+    generated_ids: np.ndarray
+    generated_tokens: list[str]
+    spans: np.ndarray
+    grid: np.ndarray
+    token_boxes: np.ndarray
+    image_size: np.ndarray
+    decode: np.ndarray
+    decode_key_len: np.ndarray
+    prefill: np.ndarray
+    prefill_positions: np.ndarray
+    attrs: dict = field(default_factory=dict)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: list[str] = field(default_factory=list)
+    colours: list[str] = field(default_factory=list)
+
+    @property
+    def vision_index(self) -> np.ndarray:
+        """Prompt positions of all vision tokens, ``[V]``, in span order."""
+        return np.concatenate([np.arange(s, e) for s, e in self.spans]) if len(self.spans) else np.zeros(0, np.int64)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.decode.shape[0])
+
+    @property
+    def token_centres(self) -> np.ndarray:
+        """Centre of each vision token in [0, 1] image coordinates, ``[V, 2]`` (x, y)."""
+        b = self.token_boxes
+        w, h = self.image_size
+        return np.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h], axis=1)
+
+
+def atomic_target(path: Path) -> Path:
+    """A temporary file beside ``path`` (same filesystem, normal permissions) to rename onto it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
+def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "float16", compression: int = 4) -> None:
+    """Write ``s`` to ``path`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = atomic_target(path)
+    kw = dict(compression="gzip", compression_opts=compression, shuffle=True, track_times=False)
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            for k, v in s.attrs.items():
+                f.attrs[k] = str(v) if isinstance(v, str) else v
+            t = f.create_group("tokens")
+            t.create_dataset("input_ids", data=s.input_ids.astype(np.int64), track_times=False)
+            t.create_dataset("input_tokens", data=np.array(s.input_tokens, dtype=object), dtype=_STR, track_times=False)
+            t.create_dataset("generated_ids", data=s.generated_ids.astype(np.int64), track_times=False)
+            t.create_dataset("generated_tokens", data=np.array(s.generated_tokens, dtype=object), dtype=_STR, track_times=False)
+            v = f.create_group("vision")
+            v.create_dataset("spans", data=s.spans.astype(np.int64), track_times=False)
+            v.create_dataset("grid", data=s.grid.astype(np.int64), track_times=False)
+            v.create_dataset("token_boxes", data=s.token_boxes.astype(np.float32), track_times=False)
+            im = f.create_group("image")
+            im.create_dataset("size", data=np.asarray(s.image_size, np.int64), track_times=False)
+            im.create_dataset("boxes", data=np.asarray(s.boxes, np.float32).reshape(-1, 4), track_times=False)
+            im.create_dataset("labels", data=np.array(s.labels, dtype=object), dtype=_STR, track_times=False)
+            im.create_dataset("colours", data=np.array(s.colours, dtype=object), dtype=_STR, track_times=False)
+            a = f.create_group("attention")
+            dec = s.decode.astype(attention_dtype)
+            a.create_dataset("decode", data=dec, chunks=(1, *dec.shape[1:]) if dec.size else None, **(kw if dec.size else {}))
+            a.create_dataset("decode_key_len", data=s.decode_key_len.astype(np.int64), track_times=False)
+            pre = s.prefill.astype(attention_dtype)
+            a.create_dataset("prefill", data=pre, chunks=(1, *pre.shape[1:]) if pre.size else None, **(kw if pre.size else {}))
+            a.create_dataset("prefill_positions", data=s.prefill_positions.astype(np.int64), track_times=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _strs(ds) -> list[str]:
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in ds[()]]
+
+
+def read_sample(path: str | Path) -> AttentionSample:
+    """Read one cache file; attention arrays come back as float32.
+
+    Raises :class:`SchemaVersionError` (naming the file and version) for an unknown schema.
+    """
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        version = f.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{path}: unsupported HDF5 schema version {version!r} (this vlmattn reads version {SCHEMA_VERSION})"
+            )
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        return AttentionSample(
+            input_ids=f["tokens/input_ids"][()],
+            input_tokens=_strs(f["tokens/input_tokens"]),
+            generated_ids=f["tokens/generated_ids"][()],
+            generated_tokens=_strs(f["tokens/generated_tokens"]),
+            spans=f["vision/spans"][()].reshape(-1, 2),
+            grid=f["vision/grid"][()].reshape(-1, 2),
+            token_boxes=f["vision/token_boxes"][()],
+            image_size=f["image/size"][()],
+            boxes=f["image/boxes"][()],
+            labels=_strs(f["image/labels"]),
+            colours=_strs(f["image/colours"]),
+            decode=f["attention/decode"][()].astype(np.float32),
+            decode_key_len=f["attention/decode_key_len"][()],
+            prefill=f["attention/prefill"][()].astype(np.float32),
+            prefill_positions=f["attention/prefill_positions"][()],
+            attrs=attrs,
+        )
+
+
+def settings_json(settings: dict) -> str:
+    """Canonical JSON of extraction settings (sorted keys), hashed into ``settings_hash``."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,6 @@
+from pathlib import Path
+
+from vlmattn import jobs
+
+jobs.log_to(snakemake.log[0])
+jobs.plot(snakemake.params.metric, snakemake.input.table, snakemake.params.cfg, Path(snakemake.output[0]).parent)
