@@ -50,7 +50,11 @@ def model_path(model):
 
 
 def model_input(wildcards):
-    return [model_path(wildcards.model)] if "build" in config["models"][wildcards.model] else []
+    return (
+        [model_path(wildcards.model)]
+        if "build" in config["models"][wildcards.model]
+        else []
+    )
 
 
 def sample_files(pattern, **kw):

@@ -9,6 +9,17 @@ rule extract:
         model=model_input,
     output:
         f"{R}/attention/{{model}}/{{image}}__{{question}}.h5",
+    log:
+        f"{R}/logs/extract/{{model}}/{{image}}__{{question}}.log",
+    benchmark:
+        f"{R}/benchmarks/extract/{{model}}/{{image}}__{{question}}.tsv"
+    conda:
+        ENV
+    threads: EXTRACT_RES["threads"]
+    resources:
+        gpu=EXTRACT_RES["gpu"],
+        mem_mb=EXTRACT_RES["mem_mb"],
+        runtime=EXTRACT_RES["runtime"],
     params:
         model=lambda w: {
             **config["models"][w.model],
@@ -19,17 +30,6 @@ rule extract:
         question=lambda w: config["questions"][w.question]["text"],
         settings={k: v for k, v in config["extraction"].items() if k != "resources"},
         seed=config["seed"],
-    log:
-        f"{R}/logs/extract/{{model}}/{{image}}__{{question}}.log",
-    benchmark:
-        f"{R}/benchmarks/extract/{{model}}/{{image}}__{{question}}.tsv"
-    threads: EXTRACT_RES["threads"]
-    resources:
-        gpu=EXTRACT_RES["gpu"],
-        mem_mb=EXTRACT_RES["mem_mb"],
-        runtime=EXTRACT_RES["runtime"],
-    conda:
-        ENV
     script:
         "../workflow_scripts/extract.py"
 
@@ -43,11 +43,11 @@ rule answers:
             caption="../report/answers.rst",
             category="Answers",
         ),
-    params:
-        expected={q: c["expected"] for q, c in config["questions"].items()},
     log:
         f"{R}/logs/answers.log",
     conda:
         ENV
+    params:
+        expected={q: c["expected"] for q, c in config["questions"].items()},
     script:
         "../workflow_scripts/answers.py"
