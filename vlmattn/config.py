@@ -61,11 +61,13 @@ class Sample:
         return f"{self.image}__{self.question}"
 
 
-def check_image_file(path: Path, key: str) -> None:
-    if not path.is_file():
+def check_image_file(path: str, key: str, base_dir: Path = Path(".")) -> None:
+    """Raise :class:`InputError` naming ``path`` (as configured) if it is missing or not an image."""
+    full = base_dir / path
+    if not full.is_file():
         raise InputError(f"{key}: image file not found: {path}")
     try:
-        with Image.open(path) as im:
+        with Image.open(full) as im:
             im.verify()
     except Exception:  # noqa: BLE001
         raise InputError(f"{key}: not an image file: {path}") from None
@@ -103,7 +105,7 @@ def check(cfg: dict, base_dir: Path) -> None:
         if "build" not in mc and "path" not in mc:
             raise ConfigError(f"config models.{m}: give a checkpoint 'path' or a 'build' block")
     for i, spec in cfg["images"]["files"].items():
-        check_image_file(base_dir / spec["path"], f"config images.files.{i}.path")
+        check_image_file(spec["path"], f"config images.files.{i}.path", base_dir)
     imgs = set(image_ids(cfg))
     for q, qc in cfg["questions"].items():
         for i in list(qc.get("images", [])) + list(qc["expected"]):

@@ -135,6 +135,7 @@ def read_sample(path: str | Path) -> AttentionSample:
     path = Path(path)
     with h5py.File(path, "r") as f:
         version = f.attrs.get("schema_version")
+        version = version.item() if isinstance(version, np.generic) else version
         if version != SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{path}: unsupported HDF5 schema version {version!r} (this vlmattn reads version {SCHEMA_VERSION})"

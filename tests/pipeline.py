@@ -1,0 +1,49 @@
+"""Running the workflow on a small config in a temporary directory (shared by pipeline tests)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+TINY_CONFIG = {
+    "images": {"synthetic": {"size": 64, "scenes": ["triangle_topleft", "square_only"]}},
+    "questions": {"top_left": {"text": "Is there anything in the top left corner?",
+                               "expected": {"triangle_topleft": "yes", "square_only": "no"}}},
+    "models": {"tiny": {"family": "llava", "build": {"kind": "random", "spec": {
+        "image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 2, "vision_heads": 2,
+        "text_hidden": 64, "text_layers": 2, "text_heads": 4, "text_kv_heads": 2, "vocab_size": 400}}}},
+    "extraction": {"max_new_tokens": 3, "resources": {"threads": 1}},
+}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run."""
+    out = snakemake(workdir, "--dry-run", "--quiet", "rules", *args).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m[1] != "total"}

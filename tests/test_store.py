@@ -1,0 +1,58 @@
+"""HDF5 cache: round trip, schema version check, atomic writes."""
+
+import h5py
+import numpy as np
+import pytest
+
+from vlmattn.errors import SchemaVersionError
+from vlmattn.extract import extract, load_model
+from vlmattn.images.synthetic import DEFAULT_SCENES, draw
+from vlmattn.store import read_sample, write_sample
+
+
+@pytest.fixture(scope="module")
+def sample(gqa_checkpoint):
+    lm = load_model("toy", "llava", str(gqa_checkpoint))
+    return extract(lm, draw(DEFAULT_SCENES["two_shapes"], 40), "How many shapes are there?", max_new_tokens=3,
+                   meta={"image_id": "two_shapes", "question_id": "count"})
+
+
+def test_round_trip_float32(sample, tmp_path):
+    path = tmp_path / "s.h5"
+    write_sample(path, sample, attention_dtype="float32")
+    back = read_sample(path)
+    np.testing.assert_array_equal(back.decode, sample.decode)
+    np.testing.assert_array_equal(back.prefill, sample.prefill)
+    assert back.input_tokens == sample.input_tokens
+    assert back.generated_tokens == sample.generated_tokens
+    np.testing.assert_array_equal(back.spans, sample.spans)
+    np.testing.assert_array_equal(back.token_boxes, sample.token_boxes)
+    assert back.attrs["image_id"] == "two_shapes"
+    assert back.attrs["transformers_version"]
+    assert len(back.vision_index) == int(np.prod(back.grid[0]))
+
+
+def test_float16_is_default_and_compressed(sample, tmp_path):
+    path = tmp_path / "s.h5"
+    write_sample(path, sample)
+    with h5py.File(path) as f:
+        d = f["attention/decode"]
+        assert d.dtype == np.float16 and d.compression == "gzip" and d.chunks[0] == 1
+        assert f["attention/prefill"].shape[2] == 1  # default: last prompt row only
+    np.testing.assert_allclose(read_sample(path).decode, sample.decode, atol=1e-3)
+
+
+def test_unknown_schema_version_names_file_and_version(sample, tmp_path):
+    path = tmp_path / "future.h5"
+    write_sample(path, sample)
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = 7
+    with pytest.raises(SchemaVersionError, match=r"future\.h5.*version 7"):
+        read_sample(path)
+
+
+def test_failed_write_leaves_nothing(sample, tmp_path):
+    path = tmp_path / "s.h5"
+    with pytest.raises(TypeError):
+        write_sample(path, sample, attention_dtype="not-a-dtype")
+    assert list(tmp_path.iterdir()) == []
