@@ -1,0 +1,37 @@
+"""The default configuration, exactly as shipped, runs end to end (once per test session)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.pipeline import REPO, snakemake
+from vlmattn.config import load_config, samples
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("default")
+    shutil.copy(REPO / "config.yaml", wd / "config.yaml")
+    snakemake(wd, "--cores", "2")
+    return wd
+
+
+def test_concentration_table_covers_every_sample_layer_head_and_pooling(default_run):
+    cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    table = pd.read_csv(default_run / "results/tables/concentration.csv", dtype={"head": str})
+    spec = cfg["models"]["toy_llava"]["build"]["spec"]
+    from vlmattn.models.toy import ToySpec
+
+    toy = ToySpec.from_dict(spec)
+    pools = cfg["metrics"]["concentration"]
+    per_sample = len(pools["step_pooling"]) * toy.text_layers * (toy.text_heads + len(pools["head_pooling"]))
+    assert len(table) == len(samples(cfg)) * per_sample
+    got = set(map(tuple, table[["model", "image", "question"]].drop_duplicates().values))
+    assert got == {(s.model, s.image, s.question) for s in samples(cfg)}
+    assert (default_run / "results/plots/concentration_by_layer.png").exists()
