@@ -6,7 +6,7 @@ sys.path.insert(0, workflow.basedir)
 
 from vlmattn.config import load_config, samples as config_samples
 from vlmattn.errors import VlmattnError
-from vlmattn.metrics import get_metric
+from vlmattn.metrics import get_metric, metric_params, sample_plots
 
 try:
     config.update(load_config(config, base_dir=Path.cwd()))
@@ -64,9 +64,23 @@ def sample_files(pattern, **kw):
     ]
 
 
+def metric_config(metric):
+    """The params of a metric's jobs: its block, plus the sink rule when it excludes sinks."""
+    return metric_params(metric, config["metrics"])
+
+
+def sample_plot_files(metric):
+    return [
+        f"{R}/plots/samples/{{model}}/{{image}}__{{question}}/{p}.png"
+        for p in sample_plots(metric)
+    ]
+
+
 def all_outputs():
     out = [f"{R}/tables/answers.csv"]
     for m in METRICS:
         out.append(f"{R}/tables/{m}.csv")
         out += [f"{R}/plots/{p}.png" for p in get_metric(m).PLOTS]
+        for pattern in sample_plot_files(m):
+            out += sample_files(pattern)
     return out

@@ -1,6 +1,7 @@
 # One rule per metric and stage, generated from the `metrics` config block. Each metric job gets only
-# its own config block as params and its library module as an input, so editing one metric's config
-# or code reruns that metric's jobs alone.
+# its own config block as params (plus the sink rule of `metrics.sinks` when it excludes sinks) and its
+# library module as an input, so editing one metric's config or code reruns that metric's jobs alone.
+# Metrics with per-sample figures (SAMPLE_PLOTS) get a fourth rule drawing them from the cache.
 for _metric in METRICS:
 
     rule:
@@ -17,7 +18,7 @@ for _metric in METRICS:
             ENV
         params:
             metric=_metric,
-            cfg=config["metrics"][_metric],
+            cfg=metric_config(_metric),
         script:
             "../workflow_scripts/metric.py"
 
@@ -62,6 +63,35 @@ for _metric in METRICS:
             ENV
         params:
             metric=_metric,
-            cfg=config["metrics"][_metric],
+            cfg=metric_config(_metric),
         script:
             "../workflow_scripts/plot_metric.py"
+
+    if sample_plots(_metric):
+
+        rule:
+            name:
+                f"figures_{_metric}"
+            input:
+                h5=f"{R}/attention/{{model}}/{{image}}__{{question}}.h5",
+                image=image_path,
+                code=LIB / "metrics" / f"{_metric}.py",
+            output:
+                [
+                    report(
+                        p,
+                        caption=f"../report/{_metric}.rst",
+                        category="Samples",
+                        subcategory="{image} / {question}",
+                    )
+                    for p in sample_plot_files(_metric)
+                ],
+            log:
+                f"{R}/logs/figures/{_metric}/{{model}}/{{image}}__{{question}}.log",
+            conda:
+                ENV
+            params:
+                metric=_metric,
+                cfg=metric_config(_metric),
+            script:
+                "../workflow_scripts/plot_sample.py"

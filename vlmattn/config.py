@@ -95,9 +95,16 @@ def check(cfg: dict, base_dir: Path) -> None:
     unknown = [s for s in cfg["images"]["synthetic"]["scenes"] if s not in DEFAULT_SCENES]
     if unknown:
         raise ConfigError(f"config images.synthetic.scenes: unknown scene {unknown[0]!r} (known: {', '.join(DEFAULT_SCENES)})")
-    for name in cfg["metrics"]:
+    for name, mc in cfg["metrics"].items():
         if name not in METRICS:
             raise ConfigError(f"config metrics.{name}: unknown metric (known: {', '.join(METRICS)})")
+        for r, (x0, y0, x1, y1) in mc.get("regions", {}).items():
+            if not (x0 < x1 and y0 < y1):
+                raise ConfigError(
+                    f"config metrics.{name}.regions.{r}: need x0 < x1 and y0 < y1, got {[x0, y0, x1, y1]}"
+                )
+        if mc.get("small_area", 0) >= mc.get("large_area", 1):
+            raise ConfigError(f"config metrics.{name}: small_area must be below large_area")
     dup = set(cfg["images"]["synthetic"]["scenes"]) & set(cfg["images"]["files"])
     if dup:
         raise ConfigError(f"config images.files.{sorted(dup)[0]}: id is also a synthetic scene")

@@ -111,15 +111,31 @@ def metric(name: str, h5: str, cfg: dict, out: str) -> None:
 
 
 def aggregate(inputs: list[str], out: str) -> None:
-    """Concatenate per-sample tables in sorted path order."""
-    write_table(pd.concat([pd.read_csv(p, dtype={"head": str}) for p in sorted(inputs)], ignore_index=True), out)
+    """Concatenate per-sample tables in sorted path order (cells kept as written, so text such as a
+    generated token ``NA`` survives)."""
+    frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(inputs)]
+    write_table(pd.concat(frames, ignore_index=True), out)
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A metric table, with the text columns ``head`` and ``token`` kept as strings."""
+    return pd.read_csv(path, dtype={"head": str, "token": str})
 
 
 def plot(name: str, table: str, cfg: dict, out_dir: str) -> None:
     from .metrics import get_metric
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    get_metric(name).plot(pd.read_csv(table, dtype={"head": str}), cfg, Path(out_dir))
+    get_metric(name).plot(read_table(table), cfg, Path(out_dir))
+
+
+def plot_sample(name: str, h5: str, image: str | None, cfg: dict, out_dir: str) -> None:
+    """Per-sample figures of metric ``name`` from one attention cache (and its image)."""
+    from .metrics import get_metric
+    from .store import read_sample
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    get_metric(name).plot_sample(read_sample(h5), cfg, Path(out_dir), image)
 
 
 def normalise_answer(text: str) -> str:

@@ -2,9 +2,12 @@
 
 * ``compute(sample: AttentionSample, cfg: dict) -> pandas.DataFrame`` — tidy rows for one sample;
 * ``plot(table: DataFrame, cfg: dict, out_dir: Path)`` — figures from the aggregated table;
-* ``PLOTS`` — the figure names ``plot`` writes (``{out_dir}/{name}.png``).
+* ``PLOTS`` — the figure names ``plot`` writes (``{out_dir}/{name}.png``);
+* optionally ``SAMPLE_PLOTS`` and ``plot_sample(sample, cfg, out_dir, image_path)`` — per-sample
+  figures drawn from the attention cache (``{out_dir}/{name}.png``).
 
-The pipeline prepends ``model, image, question`` to each per-sample table.
+The pipeline prepends ``model, image, question`` to each per-sample table. Every metric's config block
+is its own; :func:`metric_params` adds the sink rule of ``metrics.sinks`` to blocks that exclude sinks.
 """
 
 from __future__ import annotations
@@ -14,7 +17,18 @@ from types import ModuleType
 
 from ..errors import ConfigError
 
-METRICS = ("concentration",)
+METRICS = (
+    "concentration",
+    "spatial",
+    "grounding",
+    "dynamics",
+    "layer_profile",
+    "hotspots",
+    "information",
+    "head_clusters",
+    "geometry",
+    "sinks",
+)
 ID_COLUMNS = ["model", "image", "question"]
 
 
@@ -31,3 +45,20 @@ def compute_table(name: str, sample, cfg: dict, ids: dict) -> "pd.DataFrame":  #
     for i, col in enumerate(ID_COLUMNS):
         df.insert(i, col, ids[col])
     return df
+
+
+def sample_plots(name: str) -> list[str]:
+    """Per-sample figure names of metric ``name`` (empty when it draws none)."""
+    return list(getattr(get_metric(name), "SAMPLE_PLOTS", []))
+
+
+def metric_params(name: str, metrics_cfg: dict) -> dict:
+    """The config a metric's jobs receive: its own block, plus ``sink_rule`` (``ratio``,
+    ``min_fraction`` of ``metrics.sinks``) when the block excludes sinks."""
+    from .common import SINK_RULE
+
+    cfg = dict(metrics_cfg[name])
+    if cfg.get("exclude_sinks", False) is not False:
+        sinks = metrics_cfg.get("sinks", {})
+        cfg["sink_rule"] = {k: sinks.get(k, v) for k, v in SINK_RULE.items()}
+    return cfg

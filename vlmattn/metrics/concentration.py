@@ -55,17 +55,15 @@ def peak_to_mean(p: np.ndarray) -> np.ndarray:
 
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
-    """Tidy rows ``step_pool, layer, head, n_vision`` + :data:`COLUMNS` for one sample."""
+    """Tidy rows ``step_pool, step, sinks, layer, head, n_vision`` + :data:`COLUMNS` for one sample."""
     frames = []
     for v in views(sample, cfg):
-        n_layers, n_heads, n = v.p.shape
+        n = v.p.shape[-1]
         h = entropy(v.p)
         frames.append(
             pd.DataFrame(
                 {
-                    "step_pool": v.step_pool,
-                    "layer": np.repeat(np.arange(n_layers), n_heads),
-                    "head": np.tile(v.heads, n_layers),
+                    **v.index(),
                     "n_vision": n,
                     "entropy": h.ravel(),
                     "norm_entropy": (h / np.log(n)).ravel(),
@@ -86,13 +84,14 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pooled = table[table["head"].isin(["mean", "max"])]
+    pooled = table[table["head"].isin(["mean", "max"]) & (table["step_pool"] != "each")]
     metrics = ["norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), constrained_layout=True)
-    for (model, sp, hp), g in pooled.groupby(["model", "step_pool", "head"], sort=True):
+    for (model, sp, hp, sinks), g in pooled.groupby(["model", "step_pool", "head", "sinks"], sort=True):
         m = g.groupby("layer")[metrics].mean()
+        style = "-" if sinks == "included" else "--"
         for ax, col in zip(axes, metrics, strict=True):
-            ax.plot(m.index, m[col], marker="o", label=f"{model} · steps {sp} · heads {hp}")
+            ax.plot(m.index, m[col], style, marker="o", label=f"{model} · steps {sp} · heads {hp} · sinks {sinks}")
     for ax, col in zip(axes, metrics, strict=True):
         ax.set_xlabel("LLM layer")
         ax.set_title(col)

@@ -1,0 +1,82 @@
+"""Hand-made :class:`AttentionSample` objects with chosen attention, for the metric tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlmattn.store import AttentionSample
+
+
+def grid_boxes(rows: int, cols: int, width: int, height: int) -> np.ndarray:
+    """Pixel boxes ``[rows·cols, 4]`` tiling the image row-major."""
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    cw, ch = width / cols, height / rows
+    return np.stack([c * cw, r * ch, (c + 1) * cw, (r + 1) * ch], axis=1).astype(np.float64)
+
+
+def make_sample(
+    vision,
+    grid: tuple[int, int] | None = None,
+    image_size: tuple[int, int] = (64, 64),
+    n_before: int = 3,
+    n_after: int = 4,
+    boxes=(),
+    labels=(),
+    colours=None,
+    tokens=None,
+    rest: dict | None = None,
+) -> AttentionSample:
+    """A sample whose decode rows put ``vision [T, L, H, V]`` on the vision tokens.
+
+    ``rest`` optionally maps ``text_before`` / ``text_after`` / ``generated`` to ``[T, L, H]`` masses
+    spread evenly over those keys (the generated keys of row t are N … N+t−1).
+    """
+    vision = np.asarray(vision, np.float64)
+    n_steps, n_layers, n_heads, n_vis = vision.shape
+    rows, cols = grid or (int(round(np.sqrt(n_vis))),) * 2
+    assert rows * cols == n_vis
+    n = n_before + n_vis + n_after
+    decode = np.zeros((n_steps, n_layers, n_heads, n + n_steps - 1))
+    decode[..., n_before : n_before + n_vis] = vision
+    for key, mass in (rest or {}).items():
+        mass = np.asarray(mass, np.float64)
+        if key == "text_before":
+            decode[..., :n_before] += mass[..., None] / n_before
+        elif key == "text_after":
+            decode[..., n_before + n_vis : n] += mass[..., None] / n_after
+        elif key == "generated":
+            for t in range(1, n_steps):
+                decode[t, ..., n : n + t] += mass[t][..., None] / t
+        else:
+            raise KeyError(key)
+    w, h = image_size
+    labels = list(labels)
+    return AttentionSample(
+        input_ids=np.arange(n),
+        input_tokens=["t"] * n_before + ["<image>"] * n_vis + ["q"] * n_after,
+        generated_ids=np.arange(n_steps),
+        generated_tokens=list(tokens) if tokens is not None else [f"w{t}" for t in range(n_steps)],
+        spans=np.array([[n_before, n_before + n_vis]]),
+        grid=np.array([[rows, cols]]),
+        token_boxes=grid_boxes(rows, cols, w, h),
+        image_size=np.array([w, h]),
+        decode=decode,
+        decode_key_len=n + np.arange(n_steps),
+        prefill=np.zeros((n_layers, n_heads, 0, n), np.float32),
+        prefill_positions=np.zeros(0, np.int64),
+        attrs={"image_id": "img", "question": "q?", "generated_text": "w"},
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        labels=labels,
+        colours=list(colours) if colours is not None else [""] * len(labels),
+    )
+
+
+def one_hot(v: int, n: int) -> np.ndarray:
+    x = np.zeros(n)
+    x[v] = 1.0
+    return x
+
+
+def tile(p, n_steps: int = 1, n_layers: int = 1, n_heads: int = 1) -> np.ndarray:
+    """The same map ``p [V]`` in every (step, layer, head): ``[T, L, H, V]``."""
+    return np.broadcast_to(np.asarray(p, np.float64), (n_steps, n_layers, n_heads, len(p))).copy()

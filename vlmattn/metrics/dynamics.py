@@ -1,0 +1,100 @@
+"""Dynamics: the attention of each generated token, step by step.
+
+Decode row t is the query that predicts generated token t (``token``). For its map ``p [V]``:
+
+* ``entropy``       H = −Σ pᵥ log pᵥ (nats); ``norm_entropy`` H / log V
+* ``peak``          max_v pᵥ
+* ``vision_share``  raw Σ of the row's attention on the (kept) vision tokens
+* ``mass_<region>`` Σ_{v∈R} pᵥ for each quadrant, each ROI of ``regions``, and ``mass_objects`` for
+  the union of the ground-truth boxes (NaN without boxes)
+
+Rows: ``step_pool = each``, ``step``, ``sinks``, ``layer``, ``head``; every step is kept, so there is
+no step pooling option.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plotting
+from .common import box_mask, object_boxes, regions, step_views
+from .concentration import entropy
+
+COLUMNS = ["token", "entropy", "norm_entropy", "peak", "vision_share"]
+PLOTS = ["dynamics_tokens"]
+
+
+def mass_columns(sample, cfg: dict, p: np.ndarray) -> dict[str, np.ndarray]:
+    """``mass_<name>`` of ``p [..., V]`` for the quadrants, the ROIs and the union of the objects."""
+    out = {f"mass_{r.name}": (p * r.mask).sum(-1) for r in regions(sample, {**cfg, "objects": False}, image=False)}
+    boxes = object_boxes(sample)
+    if len(boxes) and cfg.get("objects", True):
+        union = np.any([box_mask(sample, b) for b in boxes], axis=0)
+        out["mass_objects"] = (p * union).sum(-1)
+    else:
+        out["mass_objects"] = np.full(p.shape[:-1], np.nan)
+    return out
+
+
+def compute(sample, cfg: dict) -> pd.DataFrame:
+    """Rows ``step_pool, step, sinks, layer, head`` (every step) with :data:`COLUMNS` + ``mass_*``."""
+    frames = []
+    for s in step_views(sample, cfg):
+        n_steps, n_layers, n_heads, n = s.p.shape
+        h = entropy(s.p)
+        masses = mass_columns(sample, cfg, s.p)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "step_pool": "each",
+                    "step": np.repeat(np.arange(n_steps), n_layers * n_heads),
+                    "sinks": s.sinks,
+                    "layer": np.tile(np.repeat(np.arange(n_layers), n_heads), n_steps),
+                    "head": np.tile(s.heads, n_steps * n_layers),
+                    "token": np.repeat(np.asarray(sample.generated_tokens[:n_steps], dtype=object), n_layers * n_heads),
+                    "entropy": h.ravel(),
+                    "norm_entropy": (h / np.log(n)).ravel() if n > 1 else np.zeros(h.size),
+                    "peak": s.p.max(-1).ravel(),
+                    "vision_share": s.share.ravel(),
+                    **{k: m.ravel() for k, m in masses.items()},
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
+    """``dynamics_tokens.png``: per sample (row), entropy, peak, vision share and region masses of the
+    first pooled head (mean over layers) against the generated tokens; dashed: sinks excluded."""
+    plt = plotting.pyplot()
+    pools = [h for h in cfg.get("head_pooling", ["mean"]) if h in set(table["head"])] or ["0"]
+    d = table[table["head"] == pools[0]].copy()
+    d["token"] = d["token"].fillna("").astype(str)
+    masses = [c for c in d.columns if c.startswith("mass_") and d[c].notna().any()]
+    cols = ["norm_entropy", "peak", "vision_share"] + masses
+    samples = list(d.groupby(["model", "image", "question"], sort=True))
+    if not samples:
+        plotting.empty_figure(out_dir / "dynamics_tokens.png", "no rows")
+        return
+    fig, axes = plt.subplots(len(samples), 4, figsize=(18, 2.6 * len(samples)), constrained_layout=True,
+                             squeeze=False)
+    for row, ((model, image, question), g) in zip(axes, samples, strict=True):
+        for sinks, gs in g.groupby("sinks", sort=True):
+            m = gs.groupby("step")[cols].mean()
+            style = "-" if sinks == "included" else "--"
+            for ax, col in zip(row[:3], cols[:3], strict=True):
+                ax.plot(m.index, m[col], style, marker="o", color="C0", label=f"sinks {sinks}")
+            for i, col in enumerate(masses):
+                row[3].plot(m.index, m[col], style, marker=".", color=f"C{i}",
+                            label=col.removeprefix("mass_") if sinks == "included" else None)
+        tokens = g.drop_duplicates("step").sort_values("step")
+        for ax, title in zip(row, cols[:3] + ["mass per region"], strict=True):
+            ax.set_xticks(tokens["step"], [repr(t)[1:-1] for t in tokens["token"]], rotation=45, fontsize=7)
+            ax.set_title(f"{title} · {image} / {question}", fontsize=8)
+        row[0].set_ylabel(f"{model}\nheads {pools[0]}, mean of layers", fontsize=7)
+        row[0].legend(fontsize=6)
+        row[3].legend(fontsize=6, ncol=2)
+    plotting.save(fig, out_dir / "dynamics_tokens.png")

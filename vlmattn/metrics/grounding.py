@@ -1,0 +1,117 @@
+"""Grounding: how well the attention map lands on each ground-truth box.
+
+For a map ``p [V]`` and a box B (token mask M_B: tokens whose centre lies inside, see
+:func:`common.box_mask`):
+
+* ``iou``       |A_q ∩ M_B| / |A_q ∪ M_B| (token counts), A_q = fewest tokens holding ``top_mass``
+  (q) of Σp, largest weights first
+* ``pointing``  1 if argmax_v pᵥ ∈ M_B else 0 (first maximum on ties)
+* ``energy``    Σ_{v∈M_B} pᵥ / Σ_v pᵥ (energy-based pointing game)
+* ``box_token_share``  token-area share of M_B — the energy of uniform attention (baseline)
+* ``box_area``  box area / image area; ``size_class`` small (< ``small_area``), large
+  (≥ ``large_area``), else medium
+
+Closed forms: p one-hot inside B → pointing 1, energy 1, IoU 1/|M_B|; p uniform on exactly M_B and
+q = 1 → IoU 1, energy 1. Images without boxes give no rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plotting
+from .common import box_mask, object_boxes, object_names, token_areas, top_mass_mask, views
+
+COLUMNS = ["object", "label", "box_area", "size_class", "n_box_tokens", "box_token_share", "iou", "pointing", "energy"]
+INDEX = ["step_pool", "step", "sinks", "layer", "head"]
+SIZE_CLASSES = ("small", "medium", "large")
+PLOTS = ["grounding_by_size", "grounding_layer_head"]
+
+
+def size_class(area: float, small: float = 0.005, large: float = 0.05) -> str:
+    return "small" if area < small else ("large" if area >= large else "medium")
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boolean token masks over the last axis (0 when both are empty)."""
+    union = (a | b).sum(-1)
+    return np.where(union > 0, (a & b).sum(-1) / np.where(union > 0, union, 1), 0.0)
+
+
+def pointing(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """1 where the argmax over the last axis of ``p`` falls in ``mask [V]``."""
+    return mask[p.argmax(-1)].astype(np.int64)
+
+
+def energy(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    total = p.sum(-1)
+    return (p * mask).sum(-1) / np.where(total > 0, total, np.nan)
+
+
+def compute(sample, cfg: dict) -> pd.DataFrame:
+    """Rows ``step_pool, step, sinks, layer, head`` × ground-truth box, with :data:`COLUMNS`."""
+    boxes = object_boxes(sample)
+    if len(boxes) == 0:
+        return pd.DataFrame(columns=INDEX + COLUMNS)
+    names = object_names(sample.labels, sample.colours)
+    area = token_areas(sample)
+    small, large = cfg.get("small_area", 0.005), cfg.get("large_area", 0.05)
+    masks = [box_mask(sample, b) for b in boxes]
+    frames = []
+    for v in views(sample, cfg):
+        idx = v.index()
+        top = top_mass_mask(v.p, cfg.get("top_mass", 0.5))
+        for name, label, box, m in zip(names, sample.labels, boxes, masks, strict=True):
+            box_area = float((box[2] - box[0]) * (box[3] - box[1]))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        **idx,
+                        "object": name,
+                        "label": label,
+                        "box_area": box_area,
+                        "size_class": size_class(box_area, small, large),
+                        "n_box_tokens": int(m.sum()),
+                        "box_token_share": float(area[m].sum()),
+                        "iou": iou(top, m).ravel(),
+                        "pointing": pointing(v.p, m).ravel(),
+                        "energy": energy(v.p, m).ravel(),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
+    """``grounding_by_size.png``: IoU, pointing accuracy and energy of the pooled maps per layer and
+    box-size class (mean over boxes and samples; dotted: uniform-attention energy);
+    ``grounding_layer_head.png``: energy per layer × head."""
+    pooled = table[table["head"].isin(["mean", "max"])]
+    panels = plotting.facets(pooled)
+    path = out_dir / "grounding_by_size.png"
+    if not panels:
+        plotting.empty_figure(path, "no ground-truth boxes in any sample")
+    else:
+        cols = ["iou", "pointing", "energy"]
+        plt = plotting.pyplot()
+        fig, axes = plt.subplots(len(panels), 3, figsize=(12, 3 * len(panels)), constrained_layout=True,
+                                 squeeze=False)
+        for row, (name, g) in zip(axes, panels, strict=True):
+            for (sc, hp), gs in g.groupby(["size_class", "head"], sort=True):
+                m = gs.groupby("layer")[cols + ["box_token_share"]].mean()
+                style = "-" if hp == "mean" else "--"
+                colour = f"C{SIZE_CLASSES.index(sc)}" if sc in SIZE_CLASSES else "k"
+                for ax, col in zip(row, cols, strict=True):
+                    ax.plot(m.index, m[col], style, marker="o", color=colour, label=f"{sc} · heads {hp}")
+                row[2].plot(m.index, m["box_token_share"], ":", color=colour)
+            for ax, col in zip(row, cols, strict=True):
+                ax.set_title(f"{col} · {name}", fontsize=8)
+                ax.set_xlabel("LLM layer")
+                ax.set_ylim(-0.02, 1.02)
+            row[0].legend(fontsize=7)
+        plotting.save(fig, path)
+    plotting.layer_head_heatmap(table, "energy", out_dir / "grounding_layer_head.png",
+                                "Energy inside the ground-truth boxes")

@@ -1,0 +1,176 @@
+"""Head clusters: group the (layer, head) pairs by the shape of their attention over the image.
+
+Features: the step-pooled vision map of each single head, ``F [L·H, V]`` (pooled heads are not
+clustered). With rows L2-normalised (F̂):
+
+* cosine similarity S = F̂ F̂ᵀ ``[L·H, L·H]`` (drawn per sample, ``head_clusters_similarity``);
+* KMeans on F̂ (scikit-learn; ``k`` clusters, capped at L·H; ``n_init`` and ``random_state`` fixed);
+  clusters are renumbered by their first head in (layer, head) order;
+* ``silhouette`` score of the labels with cosine distance (NaN unless 2 ≤ clusters ≤ L·H − 1).
+
+The table carries two kinds of rows (``kind``):
+
+* ``head``: one per (layer, head) — ``cluster`` and ``centroid_similarity`` (cosine between the
+  head's map and its cluster's mean normalised map);
+* ``cluster``: one per cluster × region (quadrants, ROIs, objects) — ``size`` (heads) and ``mass``
+  (mean over the cluster's heads of Σ_{v∈R} pᵥ).
+
+``k`` (the clusters used) and ``silhouette`` repeat on every row of a view.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plotting
+from .common import regions, views
+
+COLUMNS = ["kind", "step_pool", "step", "sinks", "layer", "head", "cluster", "k", "silhouette", "centroid_similarity",
+           "size", "region", "region_kind", "mass"]
+PLOTS = ["head_clusters_coassignment", "head_clusters_silhouette"]
+SAMPLE_PLOTS = ["head_clusters_similarity"]
+
+
+def cosine_similarity(features: np.ndarray) -> np.ndarray:
+    from sklearn.metrics.pairwise import cosine_similarity as cs
+
+    return cs(features)
+
+
+def cluster(features: np.ndarray, k: int, n_init: int = 10, random_state: int = 0) -> tuple[np.ndarray, int, float]:
+    """``(labels [N], clusters used, silhouette)`` of KMeans on the L2-normalised rows of ``features [N, V]``."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import normalize
+
+    n = len(features)
+    k = max(1, min(int(k), n))
+    x = normalize(features)
+    if k == 1:
+        labels = np.zeros(n, np.int64)
+    else:
+        labels = KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit_predict(x)
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(first)  # old labels ordered by first appearance
+    labels = np.argsort(order)[np.searchsorted(np.unique(labels), labels)]
+    used = len(np.unique(labels))
+    sil = float(silhouette_score(x, labels, metric="cosine")) if 2 <= used <= n - 1 else np.nan
+    return labels.astype(np.int64), used, sil
+
+
+def centroid_similarity(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    from sklearn.preprocessing import normalize
+
+    x = normalize(features)
+    out = np.zeros(len(x))
+    for c in np.unique(labels):
+        m = labels == c
+        centre = x[m].mean(0)
+        norm = np.linalg.norm(centre)
+        out[m] = x[m] @ centre / norm if norm > 0 else 0.0
+    return out
+
+
+def compute(sample, cfg: dict) -> pd.DataFrame:
+    """``head`` and ``cluster`` rows per step view (see the module docstring) with :data:`COLUMNS`."""
+    cfg = {**cfg, "head_pooling": []}
+    regs = regions(sample, cfg, image=False)
+    k, n_init, seed = cfg.get("k", 4), cfg.get("n_init", 10), cfg.get("random_state", 0)
+    frames = []
+    for v in views(sample, cfg):
+        n_layers, n_heads, n = v.p.shape
+        f = v.p.reshape(-1, n)
+        labels, used, sil = cluster(f, k, n_init, seed)
+        common = {"step_pool": v.step_pool, "step": v.step, "sinks": v.sinks, "k": used, "silhouette": sil}
+        frames.append(pd.DataFrame({"kind": "head", **common, "layer": np.repeat(np.arange(n_layers), n_heads),
+                                    "head": np.tile(v.heads, n_layers), "cluster": labels,
+                                    "centroid_similarity": centroid_similarity(f, labels)}))
+        rows = []
+        for c in range(used):
+            m = labels == c
+            for r in regs:
+                rows.append({"kind": "cluster", **common, "cluster": c, "size": int(m.sum()), "region": r.name,
+                             "region_kind": r.kind, "mass": float((f[m][:, r.mask]).sum(1).mean())})
+        frames.append(pd.DataFrame(rows))
+    df = pd.concat(frames, ignore_index=True)
+    for col in ("step", "layer", "size"):
+        df[col] = df[col].astype("Int64")
+    return df[COLUMNS]
+
+
+def _head_order(d: pd.DataFrame) -> pd.DataFrame:
+    d = d.copy()
+    d["head_id"] = d["head"].astype(float).astype(int)
+    return d.sort_values(["layer", "head_id"])
+
+
+def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
+    """``head_clusters_coassignment.png``: fraction of samples in which two heads share a cluster
+    (heads in layer order); ``head_clusters_silhouette.png``: silhouette score per sample."""
+    heads = table[table["kind"] == "head"]
+    panels = plotting.facets(heads)
+    if not panels:
+        plotting.empty_figure(out_dir / "head_clusters_coassignment.png", "no head rows")
+    else:
+        fig, axes = plotting.grid_axes(len(panels), size=(4.2, 3.8))
+        for ax, (name, g) in zip(axes, panels, strict=False):
+            mats, ticks = [], None
+            for _, gs in g.groupby(["image", "question", "step"], sort=True, dropna=False):
+                gs = _head_order(gs)
+                lab = gs["cluster"].to_numpy()
+                mats.append(lab[:, None] == lab[None, :])
+                ticks = gs
+            co = np.mean(mats, axis=0)
+            im = ax.imshow(co, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+            starts = np.flatnonzero(ticks["head_id"].to_numpy() == 0)
+            layers = ticks["layer"].to_numpy().astype(int)[starts]
+            ax.set_xticks(starts, layers)
+            ax.set_yticks(starts, layers)
+            ax.set_xlabel("layer (first head)")
+            ax.set_title(f"{name} · {len(mats)} maps", fontsize=8)
+            fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.suptitle("Share of samples in which two heads fall in the same cluster")
+        plotting.save(fig, out_dir / "head_clusters_coassignment.png")
+    summary = heads.drop_duplicates(["model", "image", "question", "step_pool", "step", "sinks"])
+    panels = plotting.facets(summary)
+    if not panels:
+        plotting.empty_figure(out_dir / "head_clusters_silhouette.png", "no head rows")
+        return
+    fig, axes = plotting.grid_axes(len(panels), size=(4.2, 3.4))
+    for ax, (name, g) in zip(axes, panels, strict=False):
+        labels = (g["image"] + " / " + g["question"]).to_numpy()
+        ax.barh(np.arange(len(g)), g["silhouette"].to_numpy())
+        ax.set_yticks(np.arange(len(g)), labels, fontsize=6)
+        ax.set_xlabel(f"silhouette (cosine), k = {', '.join(map(str, sorted(set(g['k']))))}")
+        ax.set_title(name, fontsize=8)
+    plotting.save(fig, out_dir / "head_clusters_silhouette.png")
+
+
+def plot_sample(sample, cfg: dict, out_dir: Path, image_path: str | None = None) -> None:
+    """``head_clusters_similarity.png``: cosine similarity of the heads' maps, heads sorted by cluster
+    (lines: cluster boundaries), one panel per step pooling (``last``/``mean``) × sink variant."""
+    cfg = {**cfg, "head_pooling": [], "step_pooling": [s for s in cfg.get("step_pooling", ["last"]) if s != "each"]
+           or ["last"]}
+    vs = list(views(sample, cfg))
+    fig, axes = plotting.grid_axes(len(vs), size=(4.4, 4.0))
+    for ax, v in zip(axes, vs, strict=False):
+        n_layers, n_heads, n = v.p.shape
+        f = v.p.reshape(-1, n)
+        labels, used, sil = cluster(f, cfg.get("k", 4), cfg.get("n_init", 10), cfg.get("random_state", 0))
+        order = np.lexsort((np.arange(len(labels)), labels))
+        im = ax.imshow(cosine_similarity(f)[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
+        for b in np.flatnonzero(np.diff(labels[order])) + 0.5:
+            ax.axhline(b, color="white", lw=0.8)
+            ax.axvline(b, color="white", lw=0.8)
+        names = [f"L{i // n_heads}H{i % n_heads}" for i in order]
+        if len(names) <= 64:
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
+            ax.set_yticks(range(len(names)), names, fontsize=5)
+        ax.set_title(f"steps {v.step_pool} · sinks {v.sinks} · k {used} · silhouette {sil:.3f}", fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    title = f"{sample.attrs.get('image_id', '')} · {sample.attrs.get('question', '')}"
+    fig.suptitle(f"{title}: cosine similarity of heads")
+    plotting.save(fig, Path(out_dir) / "head_clusters_similarity.png")

@@ -1,0 +1,96 @@
+"""Mutual information between the vision token attended to and the token being generated.
+
+For one (layer, head), stack the maps of the T decode steps into ``A [T, V]`` (row t: attention of the
+query predicting generated token t on vision token v; renormalised per row unless ``renormalize:
+false``). Read it as a joint distribution of Y (the generated token) and X (the vision token):
+
+    P(y, x) = A[y, x] / Σ A,   P(y) = Σ_x P(y, x),   P(x) = Σ_y P(y, x)
+    MI = Σ_{y,x} P(y, x) log[P(y, x) / (P(y) P(x))]   (nats, 0·log 0 = 0)
+
+MI = 0 when every step attends with the same profile (A = outer product) and reaches log T when
+each step attends to vision tokens no other step attends to; MI ≤ min(H(X), H(Y)). Within a region R
+the columns are restricted to R's tokens and renormalised (``mass`` = Σ A over R / Σ A). Columns:
+``mi``, ``mi_norm`` = MI / log T (NaN for T = 1), ``h_tokens`` H(X), ``h_steps`` H(Y), ``mass``.
+All steps enter, so there is no step pooling option (``step_pool = all``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plotting
+from .common import regions, step_views
+from .concentration import entropy
+
+COLUMNS = ["region", "region_kind", "mi", "mi_norm", "h_tokens", "h_steps", "mass"]
+PLOTS = ["information_layer_head", "information_regions"]
+
+
+def mutual_information(joint: np.ndarray) -> np.ndarray:
+    """MI (nats) of joints ``[..., T, V]`` (any non-negative weights; normalised here). Zero-mass → NaN."""
+    total = joint.sum((-2, -1), keepdims=True)
+    p = joint / np.where(total > 0, total, 1.0)
+    py = p.sum(-1, keepdims=True)
+    px = p.sum(-2, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p / (py * px)), 0.0)
+    mi = np.clip(terms.sum((-2, -1)), 0.0, None)
+    return np.where(total[..., 0, 0] > 0, mi, np.nan)
+
+
+def compute(sample, cfg: dict) -> pd.DataFrame:
+    """Rows ``step_pool = all, sinks, layer, head`` × region, with :data:`COLUMNS`."""
+    regs = regions(sample, cfg)
+    frames = []
+    for s in step_views(sample, cfg):
+        n_steps, n_layers, n_heads, _ = s.p.shape
+        joint = np.moveaxis(s.p, 0, 2)  # [L, K, T, V]
+        total = joint.sum((-2, -1))
+        for r in regs:
+            j = joint[..., r.mask]
+            jt = j.sum((-2, -1))
+            safe = np.where(jt > 0, jt, 1.0)[..., None]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "step_pool": "all",
+                        "sinks": s.sinks,
+                        "layer": np.repeat(np.arange(n_layers), n_heads),
+                        "head": np.tile(s.heads, n_layers),
+                        "region": r.name,
+                        "region_kind": r.kind,
+                        "mi": (mi := mutual_information(j)).ravel(),
+                        "mi_norm": (mi / np.log(n_steps)).ravel() if n_steps > 1 else np.nan,
+                        "h_tokens": np.where(jt > 0, entropy(j.sum(-2) / safe), np.nan).ravel(),
+                        "h_steps": np.where(jt > 0, entropy(j.sum(-1) / safe), np.nan).ravel(),
+                        "mass": (jt / np.where(total > 0, total, np.nan)).ravel(),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
+    """``information_layer_head.png``: MI over the whole image per layer × head (mean over samples);
+    ``information_regions.png``: MI of the pooled heads per layer in each quadrant / ROI / the image."""
+    whole = table[table["region"] == "image"]
+    plotting.layer_head_heatmap(whole, "mi", out_dir / "information_layer_head.png",
+                                "Mutual information (nats) between generated token and vision token")
+    d = table[table["head"].isin(["mean", "max"]) & table["region_kind"].isin(["image", "quadrant", "roi"])]
+    panels = list(d.groupby(["model", "head", "sinks"], sort=True))
+    if not panels:
+        plotting.empty_figure(out_dir / "information_regions.png", "no pooled-head rows")
+        return
+    fig, axes = plotting.grid_axes(len(panels))
+    for ax, ((model, head, sinks), g) in zip(axes, panels, strict=False):
+        m = g.pivot_table(index="layer", columns="region", values="mi", aggfunc="mean")
+        for region in m.columns:
+            ax.plot(m.index, m[region], "-o" if region == "image" else "--.", label=region)
+        ax.set_xlabel("LLM layer")
+        ax.set_ylabel("MI (nats)")
+        ax.set_title(f"{model} · heads {head} · sinks {sinks}", fontsize=8)
+        ax.legend(fontsize=6)
+    plotting.save(fig, out_dir / "information_regions.png")

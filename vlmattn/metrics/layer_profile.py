@@ -1,0 +1,128 @@
+"""Layer profile: per layer (and step), how focused the heads are on the image and where the whole
+attention row goes.
+
+Decode row t ``a [K]`` (``decode_key_len[t]`` valid keys) is split by key position, N = len(input_ids):
+
+* ``vision_share``       Σ over the vision tokens (the kept ones when sinks are excluded)
+* ``sink_share``         Σ over the excluded sink tokens (0 when sinks are included)
+* ``text_before_share``  Σ over prompt text before the first vision token (system prompt)
+* ``text_after_share``   Σ over prompt text after it (the question, before generation)
+* ``generated_share``    Σ over generated tokens, N ≤ k < decode_key_len[t]
+
+The five shares of a row sum to 1. Entropy is over the vision map p (as in concentration):
+``entropy_mean`` / ``entropy_min`` over the H heads (``entropy_min_head`` the argmin) and
+``entropy`` of the pooled map. One row per step view × layer × head pooling; shares are pooled over
+heads with the same operator (mean or max).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plotting
+from .common import pool_heads, pool_share, select_steps, sink_variants, views
+from .concentration import entropy
+
+SEGMENTS = ["vision", "sink", "text_before", "text_after", "generated"]
+COLUMNS = ["entropy", "entropy_mean", "entropy_min", "entropy_min_head"] + [f"{s}_share" for s in SEGMENTS]
+PLOTS = ["layer_profile", "layer_profile_steps"]
+
+
+def segment_shares(sample, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Raw attention mass ``[T, L, H]`` of each segment in :data:`SEGMENTS` (``keep [V]``: non-sinks)."""
+    a = sample.decode.astype(np.float64)
+    n_keys = a.shape[-1]
+    n_prompt = len(sample.input_ids)
+    vis = sample.vision_index
+    pos = np.arange(n_keys)
+    is_vis = np.isin(pos, vis)
+    first = int(vis.min()) if len(vis) else n_prompt
+    kept = vis if keep is None else vis[np.asarray(keep, bool)]
+    sinks = np.setdiff1d(vis, kept)
+    gen = (pos[None, :] >= n_prompt) & (pos[None, :] < np.asarray(sample.decode_key_len)[:, None])  # [T, K]
+    return {
+        "vision": a[..., kept].sum(-1),
+        "sink": a[..., sinks].sum(-1),
+        "text_before": a[..., (pos < first) & ~is_vis].sum(-1),
+        "text_after": a[..., (pos >= first) & (pos < n_prompt) & ~is_vis].sum(-1),
+        "generated": (a * gen[:, None, None, :]).sum(-1),
+    }
+
+
+def compute(sample, cfg: dict) -> pd.DataFrame:
+    """Rows ``step_pool, step, sinks, layer, head`` (head = the pooling) with :data:`COLUMNS`."""
+    n_heads = sample.decode.shape[2]
+    renorm = cfg.get("renormalize", True)
+    pools = list(cfg.get("head_pooling", ["mean", "max"])) or ["mean"]
+    segments = {label: segment_shares(sample, keep) for label, keep in sink_variants(sample, cfg)}
+    frames = []
+    for v in views(sample, cfg):
+        p = v.p[:, :n_heads]  # [L, H, V], single heads
+        h = entropy(p)
+        seg = {k: select_steps(x, v.step_pool, v.step) for k, x in segments[v.sinks].items()}
+        n_layers = p.shape[0]
+        for hp in pools:
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "step_pool": v.step_pool,
+                        "step": pd.array([v.step] * n_layers, dtype="Int64"),
+                        "sinks": v.sinks,
+                        "layer": np.arange(n_layers),
+                        "head": hp,
+                        "entropy": entropy(pool_heads(p, hp, renorm)),
+                        "entropy_mean": h.mean(1),
+                        "entropy_min": h.min(1),
+                        "entropy_min_head": h.argmin(1),
+                        **{f"{k}_share": pool_share(x, hp) for k, x in seg.items()},
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
+    """``layer_profile.png``: stacked row shares and entropy (mean / min over heads) per layer, mean over
+    samples; ``layer_profile_steps.png``: vision share per layer × decode step (``each`` views)."""
+    plt = plotting.pyplot()
+    d = table[table["head"] == "mean"]
+    panels = plotting.facets(d)
+    if not panels:
+        plotting.empty_figure(out_dir / "layer_profile.png", "no mean-pooled rows")
+    else:
+        fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 6.4), constrained_layout=True,
+                                 squeeze=False)
+        for col, (name, g) in enumerate(panels):
+            m = g.groupby("layer")[[f"{s}_share" for s in SEGMENTS] + ["entropy_mean", "entropy_min"]].mean()
+            ax = axes[0, col]
+            ax.stackplot(m.index, *[m[f"{s}_share"] for s in SEGMENTS], labels=SEGMENTS, alpha=0.85)
+            ax.set_ylim(0, 1)
+            ax.set_title(name, fontsize=8)
+            ax.set_ylabel("share of the attention row")
+            ax = axes[1, col]
+            ax.plot(m.index, m["entropy_mean"], "-o", label="mean over heads")
+            ax.plot(m.index, m["entropy_min"], "--o", label="min over heads")
+            ax.set_xlabel("LLM layer")
+            ax.set_ylabel("entropy over vision tokens (nats)")
+        axes[0, 0].legend(fontsize=7, loc="lower left")
+        axes[1, 0].legend(fontsize=7)
+        plotting.save(fig, out_dir / "layer_profile.png")
+    each = d[d["step_pool"] == "each"]
+    if each.empty:
+        plotting.empty_figure(out_dir / "layer_profile_steps.png", "no per-step rows (step_pooling has no 'each')")
+        return
+    groups = list(each.groupby(["model", "sinks"], sort=True))
+    fig, axes = plotting.grid_axes(len(groups))
+    for ax, ((model, sinks), g) in zip(axes, groups, strict=False):
+        m = g.pivot_table(index="layer", columns="step", values="vision_share", aggfunc="mean")
+        im = ax.imshow(m.to_numpy(), aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
+        ax.set_xticks(range(m.shape[1]), m.columns)
+        ax.set_yticks(range(m.shape[0]), m.index)
+        ax.set_xlabel("decode step")
+        ax.set_ylabel("LLM layer")
+        ax.set_title(f"vision share · {model} · sinks {sinks}", fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    plotting.save(fig, out_dir / "layer_profile_steps.png")

@@ -1,0 +1,130 @@
+"""Figure helpers the metric modules share (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+FACET_KEYS = ("model", "step_pool", "sinks")
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
+def individual_heads(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of single heads (numeric head labels), with an integer ``head_id`` column."""
+    d = df[df["head"].astype(str).str.isdigit()].copy()
+    d["head_id"] = d["head"].astype(int)
+    return d
+
+
+def facets(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """``(title, rows)`` per (model, step pooling, sinks) present; ``each`` step views are left out."""
+    if "step_pool" in df:
+        df = df[df["step_pool"] != "each"]
+    keys = [k for k in FACET_KEYS if k in df]
+    if df.empty:
+        return []
+    out = []
+    for key, g in df.groupby(keys, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        out.append((" · ".join(f"{k} {v}" for k, v in zip(keys, key, strict=True)), g))
+    return out
+
+
+def grid_axes(n: int, ncols: int = 4, size: tuple[float, float] = (3.6, 3.0)):
+    plt = pyplot()
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), constrained_layout=True,
+                             squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
+
+
+def empty_figure(path: Path, message: str) -> None:
+    """A placeholder figure saying why there is nothing to draw."""
+    fig, (ax,) = grid_axes(1)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    ax.set_axis_off()
+    save(fig, path)
+
+
+def layer_head_heatmap(df: pd.DataFrame, value: str, path: Path, title: str, cmap: str = "viridis") -> None:
+    """Layer × head heatmap of ``value`` (mean over the remaining rows: samples, regions, …), one panel
+    per (model, step pooling, sinks)."""
+    panels = facets(individual_heads(df.dropna(subset=[value])))
+    if not panels:
+        empty_figure(path, f"{title}: no rows")
+        return
+    fig, axes = grid_axes(len(panels))
+    for ax, (name, g) in zip(axes, panels, strict=False):
+        m = g.pivot_table(index="layer", columns="head_id", values=value, aggfunc="mean")
+        im = ax.imshow(m.to_numpy(), aspect="auto", origin="lower", cmap=cmap, interpolation="nearest")
+        ax.set_xticks(range(m.shape[1]), m.columns)
+        ax.set_yticks(range(m.shape[0]), m.index)
+        ax.set_xlabel("head")
+        ax.set_ylabel("LLM layer")
+        ax.set_title(name, fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title)
+    save(fig, path)
+
+
+def upsample(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resampling of a ``[rows, cols]`` map to ``shape`` (pixel-centre aligned)."""
+    from scipy import ndimage
+
+    rows, cols = grid.shape
+    ys = (np.arange(shape[0]) + 0.5) * rows / shape[0] - 0.5
+    xs = (np.arange(shape[1]) + 0.5) * cols / shape[1] - 0.5
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return ndimage.map_coordinates(grid, [yy, xx], order=1, mode="nearest")
+
+
+def overlay(ax, image: np.ndarray | None, grid: np.ndarray, extent: tuple[float, float, float, float],
+            boxes: np.ndarray, labels: list[str], image_size: tuple[int, int]) -> object:
+    """Draw ``image`` with the bilinear-upsampled attention ``grid`` over the token area ``extent``
+    (x0, x1, y1, y0 in pixels) and the ground-truth ``boxes`` (pixels)."""
+    from matplotlib.patches import Rectangle
+
+    w, h = (int(v) for v in image_size)
+    if image is not None:
+        ax.imshow(image, extent=(0, w, h, 0))
+    x0, x1, y1, y0 = extent
+    px = (max(1, round(y1 - y0)), max(1, round(x1 - x0)))
+    im = ax.imshow(upsample(grid, px), extent=extent, cmap="jet", alpha=0.5 if image is not None else 1.0,
+                   interpolation="nearest")
+    for box, label in zip(boxes, labels, strict=False):
+        bx0, by0, bx1, by1 = box
+        ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False, edgecolor="white", linewidth=1.5))
+        ax.text(bx0, by0, label, color="white", fontsize=6, va="bottom")
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
+
+
+def read_image(path: str | Path | None) -> np.ndarray | None:
+    """RGB array of the image at ``path`` (None when absent or unreadable)."""
+    if not path or not Path(path).is_file():
+        return None
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))

@@ -1,0 +1,91 @@
+"""Attention sinks among the vision tokens.
+
+With ``p̄[l, h, v]`` the renormalised vision attention of layer l, head h averaged over decode steps and
+V vision tokens, a token is a sink when it draws more than ``ratio`` times the uniform share in at least
+``min_fraction`` of the (layer, head) pairs:
+
+    fraction_v = mean_{l,h} 1[p̄[l, h, v] > ratio / V],   is_sink_v = fraction_v ≥ min_fraction
+
+(the rule of :func:`common.find_sinks`; the other metrics use the same rule, from this block, when
+they exclude sinks). One row per vision token: ``token`` (index in [V]), ``position`` (prompt
+position), ``image_index``, grid ``row``/``col``, centre ``x``/``y``, ``fraction``, ``mean_ratio`` =
+V · mean_{l,h} p̄ and ``max_ratio`` = V · max_{l,h} p̄ (1 = uniform share), ``is_sink``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plotting
+from .common import SINK_RULE, image_grids, sink_fraction, vision_attention
+
+COLUMNS = ["token", "position", "image_index", "row", "col", "x", "y", "fraction", "mean_ratio", "max_ratio",
+           "is_sink"]
+PLOTS = ["sinks_map"]
+
+
+def compute(sample, cfg: dict) -> pd.DataFrame:
+    """One row per vision token with :data:`COLUMNS`."""
+    ratio = cfg.get("ratio", SINK_RULE["ratio"])
+    min_fraction = cfg.get("min_fraction", SINK_RULE["min_fraction"])
+    p, _ = vision_attention(sample, True)
+    n = p.shape[-1]
+    pm = p.mean(0)  # [L, H, V]
+    frac = sink_fraction(sample, ratio)
+    image_index = np.zeros(n, np.int64)
+    row = np.zeros(n, np.int64)
+    col = np.zeros(n, np.int64)
+    for i, (idx, (_, cols)) in enumerate(image_grids(sample)):
+        image_index[idx] = i
+        row[idx], col[idx] = np.divmod(np.arange(len(idx)), cols)
+    c = sample.token_centres
+    return pd.DataFrame(
+        {
+            "token": np.arange(n),
+            "position": sample.vision_index,
+            "image_index": image_index,
+            "row": row,
+            "col": col,
+            "x": c[:, 0],
+            "y": c[:, 1],
+            "fraction": frac,
+            "mean_ratio": pm.mean((0, 1)) * n,
+            "max_ratio": pm.max((0, 1)) * n,
+            "is_sink": frac >= min_fraction,
+        }
+    )
+
+
+def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
+    """``sinks_map.png``: per model, on the (first image's) grid: share of samples in which the token is
+    a sink, mean sink ``fraction`` and mean ``mean_ratio``; and the number of sinks per sample."""
+    plt = plotting.pyplot()
+    models = sorted(table["model"].unique())
+    if not models:
+        plotting.empty_figure(out_dir / "sinks_map.png", "no rows")
+        return
+    fig, axes = plt.subplots(len(models), 4, figsize=(16, 3.6 * len(models)), constrained_layout=True, squeeze=False)
+    for row, model in zip(axes, models, strict=True):
+        d = table[(table["model"] == model) & (table["image_index"] == 0)].copy()
+        d["is_sink"] = d["is_sink"].astype(str).str.lower().isin(["true", "1"])
+        panels = [("is_sink", "share of samples where a sink"),
+                  ("fraction", f"fraction of (layer, head) above {cfg.get('ratio', 5):g}/V"),
+                  ("mean_ratio", "mean attention ÷ uniform share")]
+        for ax, (col, title) in zip(row[:3], panels, strict=True):
+            m = d.pivot_table(index="row", columns="col", values=col, aggfunc="mean")
+            im = ax.imshow(m.to_numpy(dtype=float), cmap="magma", interpolation="nearest")
+            ax.set_title(f"{model}: {title}", fontsize=8)
+            ax.set_xlabel("grid column")
+            ax.set_ylabel("grid row")
+            fig.colorbar(im, ax=ax, shrink=0.8)
+        per = table[table["model"] == model].groupby(["image", "question"])["is_sink"].apply(
+            lambda s: s.astype(str).str.lower().isin(["true", "1"]).sum())
+        row[3].barh(np.arange(len(per)), per.to_numpy())
+        row[3].set_yticks(np.arange(len(per)), [f"{i} / {q}" for i, q in per.index], fontsize=6)
+        row[3].set_xlabel("sink tokens")
+        row[3].set_title(f"{model}: sinks per sample (ratio {cfg.get('ratio', 5):g}, "
+                         f"min fraction {cfg.get('min_fraction', 0.5):g})", fontsize=8)
+    plotting.save(fig, out_dir / "sinks_map.png")
