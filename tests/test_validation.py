@@ -1,0 +1,51 @@
+"""Validation checks on hand-made tables whose outcome is known."""
+
+import pandas as pd
+import pytest
+
+from vlmattn.validation import validate
+
+CFG = {"trained": "t", "untrained": "u", "object_questions": ["shape"], "min_object_lift": 2.0,
+       "untrained_lift_tolerance": 0.25,
+       "pooling": {"step_pool": "last", "head": "mean", "sinks": "included", "layers": "all"}}
+
+
+def tables(lift_t, lift_u, ent_t, ent_u):
+    answers = pd.DataFrame({"model": ["t", "t", "u"], "image": ["a", "b", "a"], "question": ["shape"] * 3,
+                            "answer": ["circle", "square", "x"], "expected": ["circle", "square", "circle"],
+                            "correct": [True, True, False]})
+    sp, co = [], []
+    for model, lifts, ent in (("t", lift_t, ent_t), ("u", lift_u, ent_u)):
+        for layer, lift in enumerate(lifts):
+            base = dict(model=model, image="a", question="shape", step_pool="last", head="mean", sinks="included",
+                        layer=layer)
+            sp.append({**base, "region": "obj", "region_kind": "object", "lift": lift})
+            sp.append({**base, "region": "top_left", "region_kind": "quadrant", "lift": 99.0})
+            sp.append({**base, "head": "0", "region": "obj", "region_kind": "object", "lift": 99.0})
+            co.append({**base, "norm_entropy": ent, "effective_span": 10 * ent, "gini": 1 - ent})
+    return answers, pd.DataFrame(sp), pd.DataFrame(co)
+
+
+def test_all_pass_when_trained_model_looks_at_the_object():
+    v = validate(*tables([2.0, 4.0], [1.1, 0.9], 0.5, 0.9), CFG)
+    assert v["passed"].all(), v
+    lift = v[(v.check == "object_lift") & (v.model == "t")].observed.item()
+    assert lift == pytest.approx(3.0)  # mean over layers, quadrant and single-head rows ignored
+    assert v[v.check == "entropy_lower"].observed.item() == pytest.approx(-0.4)
+    assert list(v.check) == ["answers_correct", "object_lift", "object_lift", "entropy_lower",
+                             "effective_span_lower", "gini_higher"]
+
+
+def test_fails_for_a_model_that_looks_everywhere():
+    v = validate(*tables([1.0, 1.2], [1.0, 1.0], 0.9, 0.9), CFG).set_index(["check", "model"])
+    assert not v.loc[("object_lift", "t"), "passed"]
+    assert v.loc[("object_lift", "u"), "passed"]
+    assert not v.loc[("entropy_lower", "t - u"), "passed"]
+
+
+def test_wrong_answer_fails():
+    answers, sp, co = tables([3.0], [1.0], 0.5, 0.9)
+    answers.loc[0, "correct"] = False
+    v = validate(answers, sp, co, CFG)
+    assert v[v.check == "answers_correct"].observed.item() == 0.5
+    assert not v[v.check == "answers_correct"].passed.item()

@@ -1,0 +1,83 @@
+"""Checks of the default run against the ground truth the toy model was trained on.
+
+Every observed figure is read from tables the pipeline computed (``answers``, ``spatial``,
+``concentration``); nothing is typed in. One row per check:
+``check, model, question, expectation, observed, passed``.
+
+* ``answers_correct``: share of samples whose answer equals the expected one (per model, question);
+  expected 1.
+* ``object_lift``: attention share on an object's vision tokens ÷ the object's area share (the
+  spatial metric's ``lift`` of ``object`` regions), averaged over the object questions' samples and
+  objects after pooling layers, heads and steps as configured. Trained model: ≥ ``min_object_lift``;
+  untrained model: within ``untrained_lift_tolerance`` of 1.
+* ``entropy_lower`` / ``effective_span_lower`` / ``gini_higher``: trained minus untrained mean of the
+  concentration metric over the same samples and pooling; expected < 0, < 0, > 0.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+COLUMNS = ["check", "model", "question", "expectation", "observed", "passed"]
+
+
+def _pooled(table: pd.DataFrame, pooling: dict) -> pd.DataFrame:
+    """Rows of the configured step pooling, head pooling and sink handling, and the chosen layers."""
+    t = table[(table["step_pool"] == pooling["step_pool"]) & (table["head"].astype(str) == pooling["head"])]
+    if "sinks" in t:
+        t = t[t["sinks"] == pooling["sinks"]]
+    layers = pooling["layers"]
+    if layers != "all":
+        t = t[t["layer"].isin(layers)]
+    return t
+
+
+def answer_checks(answers: pd.DataFrame, models: list[str]) -> list[dict]:
+    rows = []
+    scored = answers[answers["expected"].notna() & answers["model"].isin(models)]
+    for (model, question), g in scored.groupby(["model", "question"], sort=True):
+        acc = float(g["correct"].astype(str).str.lower().eq("true").mean())
+        rows.append(dict(check="answers_correct", model=model, question=question, expectation="== 1",
+                         observed=acc, passed=acc == 1.0))
+    return rows
+
+
+def object_lift(spatial: pd.DataFrame, model: str, questions: list[str], pooling: dict) -> float:
+    """Mean lift of ground-truth object regions for ``model`` on ``questions`` (mean over layers first)."""
+    t = _pooled(spatial, pooling)
+    t = t[(t["model"] == model) & t["question"].isin(questions) & (t["region_kind"] == "object")]
+    if t.empty:
+        raise ValueError(f"no object rows in the spatial table for model {model!r} and questions {questions}")
+    per_object = t.groupby(["image", "question", "region"])["lift"].mean()
+    return float(per_object.mean())
+
+
+def concentration_delta(conc: pd.DataFrame, trained: str, untrained: str, questions: list[str], metric: str,
+                        pooling: dict) -> float:
+    """Trained minus untrained mean of ``metric`` over the same samples and pooling."""
+    t = _pooled(conc, pooling)
+    t = t[t["question"].isin(questions)]
+    means = t.groupby("model")[metric].mean()
+    return float(means[trained] - means[untrained])
+
+
+def validate(answers: pd.DataFrame, spatial: pd.DataFrame, concentration: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """All checks for ``cfg`` (the ``validation`` config block)."""
+    trained, untrained = cfg["trained"], cfg["untrained"]
+    qs, pooling = cfg["object_questions"], cfg["pooling"]
+    rows = answer_checks(answers, [trained])
+    lift_t = object_lift(spatial, trained, qs, pooling)
+    lift_u = object_lift(spatial, untrained, qs, pooling)
+    tol = cfg["untrained_lift_tolerance"]
+    joined = ",".join(qs)
+    rows.append(dict(check="object_lift", model=trained, question=joined,
+                     expectation=f">= {cfg['min_object_lift']}", observed=lift_t,
+                     passed=lift_t >= cfg["min_object_lift"]))
+    rows.append(dict(check="object_lift", model=untrained, question=joined, expectation=f"1 ± {tol}",
+                     observed=lift_u, passed=abs(lift_u - 1) <= tol))
+    for check, metric, sign in (("entropy_lower", "norm_entropy", -1), ("effective_span_lower", "effective_span", -1),
+                                ("gini_higher", "gini", 1)):
+        d = concentration_delta(concentration, trained, untrained, qs, metric, pooling)
+        rows.append(dict(check=check, model=f"{trained} - {untrained}", question=joined,
+                         expectation="< 0" if sign < 0 else "> 0", observed=d, passed=d * sign > 0))
+    return pd.DataFrame(rows, columns=COLUMNS)
