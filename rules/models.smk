@@ -3,6 +3,7 @@ rule build_model:
         directory(f"{R}/models/{{model}}"),
     params:
         build=lambda w: config["models"][w.model]["build"],
+        family=lambda w: config["models"][w.model]["family"],
     log:
         f"{R}/logs/build_model/{{model}}.log",
     benchmark:

@@ -40,7 +40,9 @@ def load_model(model_id: str, family: str, path: str, dtype: str = "float32", de
 
     The language model's attention is switched to :data:`CAPTURE_IMPL`; the vision tower keeps SDPA.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from .processors import load_processor
 
     adapter = get_adapter(family)
     try:
@@ -51,7 +53,10 @@ def load_model(model_id: str, family: str, path: str, dtype: str = "float32", de
         raise ModelError(
             f"model {model_id!r}: checkpoint {path!r} is of type {config.model_type!r}, not family {family!r}"
         )
-    processor = AutoProcessor.from_pretrained(path)
+    try:
+        processor = load_processor(path)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"model {model_id!r}: cannot load the processor from {path!r} ({type(e).__name__}: {e})") from e
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
     try:
         model.set_attn_implementation({"text_config": CAPTURE_IMPL})

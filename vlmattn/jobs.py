@@ -43,28 +43,30 @@ def draw_scene(image_id: str, size: int, png: str, ann: str) -> None:
     write_scene(image_id, DEFAULT_SCENES[image_id], size, Path(png), Path(ann))
 
 
-def build_model(build: dict, out_dir: str, threads: int = 1) -> None:
-    """Build a model offline into ``out_dir`` (written to a sibling temp dir, then renamed)."""
+def build_model(build: dict, out_dir: str, threads: int = 1, family: str = "llava") -> None:
+    """Build a model of ``family`` offline into ``out_dir`` (written to a sibling temp dir, then renamed)."""
+    import shutil
+
     import torch
 
-    from .models import toy
+    from .models import replicas, toy
 
     torch.set_num_threads(threads)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if build["kind"] == "random":
+        if build["kind"] != "random":
+            raise ValueError(f"unknown model build kind {build['kind']!r}")
+        if family == "llava":
             model, processor = toy.build_toy(toy.ToySpec.from_dict(build.get("spec")))
         else:
-            raise ValueError(f"unknown model build kind {build['kind']!r}")
+            model, processor = replicas.build_replica(family, replicas.ReplicaSpec.from_dict(build.get("spec")))
         toy.save(model, processor, tmp)
-        log.info("built %s model with %d parameters", build["kind"], sum(p.numel() for p in model.parameters()))
+        log.info("built %s %s model with %d parameters", build["kind"], family, sum(p.numel() for p in model.parameters()))
         os.replace(tmp, out)
     finally:
         if tmp.exists():
-            import shutil
-
             shutil.rmtree(tmp)
 
 

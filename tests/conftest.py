@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny random-weight checkpoints of every family, built once per test session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmattn.models import replicas, toy
+
+FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+# hidden ≤ 64, 2 layers, GQA in the language model (4 query heads over 2 KV heads)
+LLAVA_SPEC = toy.ToySpec(
+    image_size=32, patch_size=8, vision_hidden=32, vision_layers=2, vision_heads=2,
+    text_hidden=64, text_layers=2, text_heads=4, text_kv_heads=2,
+)
+REPLICA_SPEC = replicas.ReplicaSpec()
+
+
+def build(family: str):
+    if family == "llava":
+        return toy.build_toy(LLAVA_SPEC)
+    return replicas.build_replica(family, REPLICA_SPEC)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """``checkpoint(family)`` → path of a saved tiny checkpoint of that family (built on first use)."""
+    paths = {}
+
+    def get(family: str):
+        if family not in paths:
+            out = tmp_path_factory.mktemp(family)
+            model, processor = build(family)
+            toy.save(model, processor, out)
+            paths[family] = out
+        return paths[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def loaded(checkpoint):
+    """``loaded(family)`` → a :class:`vlmattn.extract.LoadedModel` of that family (float32, CPU)."""
+    from vlmattn.extract import load_model
+
+    cache = {}
+
+    def get(family: str):
+        if family not in cache:
+            cache[family] = load_model(f"tiny_{family}", family, str(checkpoint(family)))
+        return cache[family]
+
+    return get
