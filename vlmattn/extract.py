@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from .store import AttentionSample, settings_json
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PREFILL_MODES = ("last", "text_after_image", "all_text", "all")
+log = logging.getLogger("vlmattn")
 
 
 @dataclass
@@ -122,6 +124,14 @@ def extract(
     layout = lm.adapter.vision_layout(lm.model, lm.processor, inputs, image.size)
     vision_index = np.concatenate([np.arange(s, e) for s, e in layout.spans])
     stored = prefill_positions(prefill_rows, n, vision_index)
+    if prefill_rows == "all":
+        cfg = lm.model.config.get_text_config()
+        n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+        size = n_layers * n_heads * n * n * 4
+        log.warning(
+            "model %r: prefill_rows 'all' keeps L·H·N² = %d·%d·%d² weights, %s bytes in float32 (half in float16 on disk)",
+            lm.model_id, n_layers, n_heads, n, f"{size:,}",
+        )
     recorded = np.union1d(stored, [n - 1])
     recorder = AttentionRecorder(prefill_positions=torch.as_tensor(recorded))
     with recording(recorder):
