@@ -16,6 +16,8 @@ from .adapters import Adapter, get_adapter
 from .capture import CAPTURE_IMPL, AttentionRecorder, recording
 from .errors import InputError, ModelError
 from .store import AttentionSample, settings_json
+from .vision import VISION_IMPL, VisionRecorder, instrument
+from .vision import recording as vision_recording
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PREFILL_MODES = ("last", "text_after_image", "all_text", "all")
@@ -37,10 +39,17 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
-def load_model(model_id: str, family: str, path: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
-    """Load a checkpoint (local dir or hub id) through the Auto classes and instrument its LLM.
+def _brief(e: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0][:300]}" if msg else type(e).__name__
 
-    The language model's attention is switched to :data:`CAPTURE_IMPL`; the vision tower keeps SDPA.
+
+def load_model(model_id: str, family: str, path: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """Load a checkpoint (local dir or hub id) through the Auto classes and instrument it.
+
+    The language model's attention is switched to :data:`CAPTURE_IMPL` and the vision tower's to
+    :data:`VISION_IMPL`; both return SDPA's output, so generation is unchanged.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -50,7 +59,7 @@ def load_model(model_id: str, family: str, path: str, dtype: str = "float32", de
     try:
         config = AutoConfig.from_pretrained(path)
     except Exception as e:  # noqa: BLE001 - any loading failure is reported with the model named
-        raise ModelError(f"model {model_id!r}: cannot load a checkpoint from {path!r} ({type(e).__name__})") from e
+        raise ModelError(f"model {model_id!r}: cannot load a checkpoint from {path!r} ({_brief(e)})") from e
     if config.model_type not in adapter.model_types:
         raise ModelError(
             f"model {model_id!r}: checkpoint {path!r} is of type {config.model_type!r}, not family {family!r}"
@@ -58,14 +67,19 @@ def load_model(model_id: str, family: str, path: str, dtype: str = "float32", de
     try:
         processor = load_processor(path)
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"model {model_id!r}: cannot load the processor from {path!r} ({type(e).__name__}: {e})") from e
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
+        raise ModelError(f"model {model_id!r}: cannot load the processor from {path!r} ({_brief(e)})") from e
     try:
-        model.set_attn_implementation({"text_config": CAPTURE_IMPL})
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented ({e})") from e
-    if model.config.get_text_config()._attn_implementation != CAPTURE_IMPL:
-        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented")
+        raise ModelError(f"model {model_id!r}: cannot load the weights from {path!r} ({_brief(e)})") from e
+    try:
+        model.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": VISION_IMPL})
+        instrument(adapter.vision_attention_modules(model))
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented ({_brief(e)})") from e
+    impls = (model.config.get_text_config()._attn_implementation, model.config.vision_config._attn_implementation)
+    if impls != (CAPTURE_IMPL, VISION_IMPL):
+        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented (implementations {impls})")
     return LoadedModel(model_id, str(path), family, dtype, model, processor, adapter)
 
 
@@ -100,12 +114,16 @@ def extract(
     max_new_tokens: int,
     prefill_rows: str = "last",
     seed: int = 0,
+    vision_encoder: bool = True,
+    vision_full: bool = False,
     meta: dict | None = None,
 ) -> AttentionSample:
     """Greedy generation with row-selective capture.
 
     Decode row ``t`` (``[L, H, N + t]``) is the attention of the query that predicts generated token
     ``t``: row 0 is the last prompt token in prefill, row ``t > 0`` the decode step fed token ``t-1``.
+    With ``vision_encoder``, the vision tower's per-patch summaries are recorded as well (see
+    :mod:`vlmattn.vision`); ``vision_full`` also keeps its full ``[L, H, T, T]`` weights per image.
     """
     torch.manual_seed(seed)
     try:
@@ -134,7 +152,12 @@ def extract(
         )
     recorded = np.union1d(stored, [n - 1])
     recorder = AttentionRecorder(prefill_positions=torch.as_tensor(recorded))
-    with recording(recorder):
+    vrec = None
+    if vision_encoder:
+        vision_modules = lm.adapter.vision_attention_modules(lm.model)
+        patches = lm.adapter.patch_layout(lm.model, lm.processor, inputs, image.size)
+        vrec = VisionRecorder(patches, n_layers=len(vision_modules), store_full=vision_full)
+    with recording(recorder), vision_recording(vrec):
         out = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     gen = out[0, n:].cpu()
     n_layers = len(recorder.prefill)
@@ -148,7 +171,14 @@ def extract(
             decode[t, layer, :, : n + t] = recorder.decode[layer][t - 1]
     keep = np.searchsorted(recorded, stored)
     tok = lm.processor.tokenizer
-    settings = {"max_new_tokens": max_new_tokens, "prefill_rows": prefill_rows, "seed": seed, "dtype": lm.dtype}
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "prefill_rows": prefill_rows,
+        "seed": seed,
+        "dtype": lm.dtype,
+        "vision_encoder": vision_encoder,
+        "vision_full": vision_full,
+    }
     attrs = {
         "model_id": lm.model_id,
         "model_path": lm.path,
@@ -178,6 +208,7 @@ def extract(
         prefill=pre[:, :, keep, :].numpy(),
         prefill_positions=stored,
         attrs=attrs,
+        vision_encoder=vrec.result() if vrec is not None else None,
     )
 
 

@@ -88,8 +88,10 @@ def extract(model: dict, image: str, objects: list[dict], question_id: str, imag
     torch.set_num_threads(threads)
     lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"), model.get("device", "cpu"))
     img = open_image(image)
+    venc = settings.get("vision_encoder", {})
     s = run(lm, img, question, max_new_tokens=settings["max_new_tokens"], prefill_rows=settings["prefill_rows"],
-            seed=seed, meta={"image_id": image_id, "image_path": str(image), "question_id": question_id})
+            seed=seed, vision_encoder=venc.get("enabled", True), vision_full=venc.get("full", False),
+            meta={"image_id": image_id, "image_path": str(image), "question_id": question_id})
     s.boxes = np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
     s.labels = [o["label"] for o in objects]
     s.colours = [o.get("colour", "") for o in objects]

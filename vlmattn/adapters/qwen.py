@@ -72,10 +72,66 @@ class Qwen2VLAdapter(Adapter):
         boxes = [merged_grid_boxes(h, w, patch, merge, *sz) for (_, h, w), sz in zip(grid_thw, sizes)]
         return VisionLayout(spans=spans, grids=grids, token_boxes=np.concatenate(boxes))
 
+    def vision_attention_modules(self, model):
+        return [block.attn for block in model.model.visual.blocks]
+
+    def sequence_of_blocks(self, model, grid_thw) -> np.ndarray | None:
+        """Encoder position of each block-major patch index, or None when the order is unchanged."""
+        return None
+
+    def patch_layout(self, model, processor, inputs, image_size):
+        """Patches raster per image; the encoder runs them block-major (``pixel_values`` order)."""
+        from ..vision import PatchLayout
+
+        patch, merge = self.patch_geometry(model, processor)
+        grid_thw = inputs["image_grid_thw"].cpu().numpy().astype(np.int64)
+        sizes = _sizes(image_size, len(grid_thw))
+        seq, tokens, boxes, image_seq = [], [], [], []
+        offset = token_offset = 0
+        for (_, gh, gw), (width, height) in zip(grid_thw, sizes):
+            block = block_major_to_raster(gh, gw, merge)
+            seq.append(offset + block)
+            tokens.append(token_offset + block // merge**2)
+            r, c = np.divmod(np.arange(gh * gw), gw)
+            sx, sy = width / (gw * patch), height / (gh * patch)
+            boxes.append(np.stack([c * patch * sx, r * patch * sy, (c + 1) * patch * sx, (r + 1) * patch * sy], axis=1))
+            image_seq.append([offset, offset + gh * gw])
+            offset += gh * gw
+            token_offset += gh * gw // merge**2
+        seq = np.concatenate(seq)
+        remap = self.sequence_of_blocks(model, inputs["image_grid_thw"])
+        if remap is not None:
+            seq = remap[seq]
+        return PatchLayout(
+            grids=grid_thw[:, 1:].copy(),
+            seq_index=seq,
+            image_seq=np.asarray(image_seq, np.int64),
+            cls_seq=np.full(len(grid_thw), -1, np.int64),
+            patch_token=np.concatenate(tokens),
+            patch_boxes=np.concatenate(boxes).astype(np.float32),
+        )
+
 
 class Qwen25VLAdapter(Qwen2VLAdapter):
+    """Qwen2.5-VL permutes the patch sequence window by window before its first block (merged
+    tokens grouped into ``window_size``-pixel windows, each token's ``m²`` patches kept together) and
+    keeps that order in every block; windowed blocks attend within a window, the
+    ``fullatt_block_indexes`` blocks within an image."""
+
     family = "qwen2_5_vl"
     model_types = ("qwen2_5_vl",)
+
+    def sequence_of_blocks(self, model, grid_thw):
+        from transformers.vision_utils import get_vision_window_index
+
+        visual = model.model.visual
+        window_index, _ = get_vision_window_index(
+            grid_thw, spatial_merge_size=visual.spatial_merge_size, window_size=visual.window_size,
+            patch_size=visual.patch_size,
+        )
+        unit = visual.spatial_merge_unit
+        seq_to_block = (window_index.cpu().numpy()[:, None] * unit + np.arange(unit)).ravel()
+        return np.argsort(seq_to_block)
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
