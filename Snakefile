@@ -12,6 +12,6 @@ include: "rules/metrics.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

@@ -2,11 +2,11 @@ rule draw_scene:
     output:
         png=f"{R}/images/{{image}}.png",
         json=f"{R}/images/{{image}}.json",
-    params:
-        size=config["images"]["synthetic"]["size"],
     log:
         f"{R}/logs/draw_scene/{{image}}.log",
     conda:
         ENV
+    params:
+        size=config["images"]["synthetic"]["size"],
     script:
         "../workflow_scripts/draw_scene.py"

@@ -11,13 +11,13 @@ for _metric in METRICS:
             code=LIB / "metrics" / f"{_metric}.py",
         output:
             f"{R}/metrics/{_metric}/{{model}}/{{image}}__{{question}}.csv",
-        params:
-            metric=_metric,
-            cfg=config["metrics"][_metric],
         log:
             f"{R}/logs/metrics/{_metric}/{{model}}/{{image}}__{{question}}.log",
         conda:
             ENV
+        params:
+            metric=_metric,
+            cfg=config["metrics"][_metric],
         script:
             "../workflow_scripts/metric.py"
 
@@ -56,12 +56,12 @@ for _metric in METRICS:
                 )
                 for p in get_metric(_metric).PLOTS
             ],
-        params:
-            metric=_metric,
-            cfg=config["metrics"][_metric],
         log:
             f"{R}/logs/plots/{_metric}.log",
         conda:
             ENV
+        params:
+            metric=_metric,
+            cfg=config["metrics"][_metric],
         script:
             "../workflow_scripts/plot_metric.py"
