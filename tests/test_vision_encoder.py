@@ -158,3 +158,17 @@ def test_vision_summaries_off_and_no_full_by_default(loaded, tmp_path):
     assert s.vision_encoder is None
     write_sample(tmp_path / "b.h5", s)
     assert read_sample(tmp_path / "b.h5").vision_encoder is None
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+def test_blocked_computation_is_identical(loaded, family, monkeypatch):
+    """Head groups and query-row blocks (forced by a tiny memory cap) give the same summaries."""
+    import vlmattn.vision
+
+    lm = loaded(family)
+    whole = extract(lm, noise_image(), QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
+    monkeypatch.setattr(vlmattn.vision, "_CHUNK_BYTES", 4 * 50 * 7)  # 1 head, a few rows at a time
+    blocked = extract(lm, noise_image(), QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
+    for name in ("received", "cls_attention", "rollout_received", "rollout_cls", "segment"):
+        np.testing.assert_allclose(getattr(blocked, name), getattr(whole, name), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(blocked.full[0], whole.full[0], atol=1e-6, rtol=0)

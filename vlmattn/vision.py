@@ -105,7 +105,15 @@ class VisionEncoderAttention:
 
 
 class VisionRecorder:
-    """Accumulates the per-layer summaries of one vision-tower forward pass."""
+    """Accumulates the per-layer summaries of one vision-tower forward pass.
+
+    Weights are formed ``[g, q, L]`` at a time (``g`` heads, ``q`` query rows of an ``L``-token
+    segment) within :data:`_CHUNK_BYTES`. The rollout is kept per image as ``R`` ``[T, T]`` in
+    encoder order and advanced without forming ``mean_h A``: for query rows ``Q`` of a segment with
+    keys ``K``, ``R'[Q] = (a·R[Q] + (1−a)·Ā[Q, K]·R[K]) / (a + (1−a)·Σ_K Ā[Q, K])``, where the
+    denominator is ``rownorm``'s (1 up to rounding). Memory: ``2·T²`` floats per image for the
+    rollout, ``O(H·S)`` for the rest, plus ``L·H·T²`` only when ``store_full``.
+    """
 
     def __init__(self, layout: PatchLayout, n_layers: int, store_full: bool = False):
         self.layout = layout
@@ -121,6 +129,7 @@ class VisionRecorder:
         self.n_segments = 0
         self.out: dict[str, list] = {k: [] for k in ("received", "cls", "roll_recv", "roll_cls", "segment", "full")}
         self._rollout: list[torch.Tensor | None] = [None] * len(layout.grids)
+        self._spare: list[torch.Tensor | None] = [None] * len(layout.grids)
         self._layer_state = None
 
     # -- per call ---------------------------------------------------------------------------------
@@ -129,7 +138,7 @@ class VisionRecorder:
         self._layer_state = {
             "recv": torch.zeros(heads, self.total, device=device),
             "cls": torch.zeros(heads, self.total, device=device),
-            "mean": [torch.zeros(t, t, device=device) for t in T],
+            "rollout": [sp if sp is not None else torch.empty(t, t, device=device) for sp, t in zip(self._spare, T)],
             "full": [torch.zeros(heads, t, t, device=device) for t in T] if self.store_full else None,
             "segment": torch.full((self.total,), -1, dtype=torch.long),
         }
@@ -142,27 +151,46 @@ class VisionRecorder:
         if self._layer_state is None:
             self._start_layer(heads, query.device)
         st = self._layer_state
-        group = max(1, min(heads, _CHUNK_BYTES // max(1, 4 * length * length)))
+        row_bytes = 4 * length
+        group = max(1, min(heads, _CHUNK_BYTES // max(1, row_bytes * length)))
+        rows = max(1, min(length, _CHUNK_BYTES // max(1, row_bytes * group)))
+        a_res = ROLLOUT_RESIDUAL
         for b in range(query.shape[0]):
             s0 = self.cursor
             img = int(self._seq_image[s0])
             i0 = s0 - int(self.layout.image_seq[img, 0])
             cls = int(self.layout.cls_seq[img])
-            for h0 in range(0, heads, group):
-                q = query[b, h0 : h0 + group].float()
-                k = key[b, h0 : h0 + group].float()
-                scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
-                if mask is not None:
-                    m = mask[b if mask.shape[0] > 1 else 0]
-                    scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
-                a = torch.softmax(scores, dim=-1)  # [g, L, L]
-                hs = slice(h0, h0 + a.shape[0])
-                st["recv"][hs, s0 : s0 + length] += a.sum(dim=1)
-                if s0 <= cls < s0 + length:
-                    st["cls"][hs, s0 : s0 + length] = a[:, cls - s0]
-                st["mean"][img][i0 : i0 + length, i0 : i0 + length] += a.sum(dim=0) / heads
-                if st["full"] is not None:
-                    st["full"][img][hs, i0 : i0 + length, i0 : i0 + length] = a
+            prev = self._rollout[img]
+            new = st["rollout"][img]
+            k_b = key[b].float()
+            m_b = None if mask is None else mask[b if mask.shape[0] > 1 else 0]
+            for r0 in range(0, length, rows):
+                r1 = min(length, r0 + rows)
+                mean = torch.zeros(r1 - r0, length, device=query.device)
+                for h0 in range(0, heads, group):
+                    q = query[b, h0 : h0 + group, r0:r1].float()
+                    scores = torch.matmul(q, k_b[h0 : h0 + group].transpose(-1, -2)) * scaling
+                    if m_b is not None:
+                        m = m_b[:, r0:r1]
+                        scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
+                    a = torch.softmax(scores, dim=-1)  # [g, q, L]
+                    hs = slice(h0, h0 + a.shape[0])
+                    st["recv"][hs, s0 : s0 + length] += a.sum(dim=1)
+                    if s0 + r0 <= cls < s0 + r1:
+                        st["cls"][hs, s0 : s0 + length] = a[:, cls - s0 - r0]
+                    mean += a.sum(dim=0) / heads
+                    if st["full"] is not None:
+                        st["full"][img][hs, i0 + r0 : i0 + r1, i0 : i0 + length] = a
+                norm = a_res + (1 - a_res) * mean.sum(dim=-1, keepdim=True)
+                q_rows = slice(i0 + r0, i0 + r1)
+                if prev is None:  # R before the first layer is the identity
+                    block = (1 - a_res) * mean
+                    out = torch.zeros(r1 - r0, new.shape[1], device=new.device)
+                    out[:, i0 : i0 + length] = block
+                    out[torch.arange(r1 - r0), torch.arange(i0 + r0, i0 + r1)] += a_res
+                else:
+                    out = a_res * prev[q_rows] + (1 - a_res) * (mean @ prev[i0 : i0 + length])
+                new[q_rows] = out / norm
             st["segment"][s0 : s0 + length] = self.n_segments
             self.n_segments += 1
             self.cursor += length
@@ -178,18 +206,16 @@ class VisionRecorder:
             s0, s1 = (int(v) for v in lay.image_seq[i])
             t = s1 - s0
             n_cls = 1 if lay.cls_seq[i] >= 0 else 0
-            patches = order[n_cls:].to(st["recv"].device) + s0
+            o = order.to(st["recv"].device)
+            patches = o[n_cls:] + s0
             recv.append(st["recv"][:, patches] / t)
             cls_rows.append(st["cls"][:, patches])
             seg.append(st["segment"][patches.cpu()])
-            o = order.to(st["recv"].device)
-            mean = st["mean"][i][o][:, o]
-            step = ROLLOUT_RESIDUAL * torch.eye(t, device=mean.device) + (1 - ROLLOUT_RESIDUAL) * mean
-            step = step / step.sum(dim=-1, keepdim=True)
-            r = step if self._rollout[i] is None else step @ self._rollout[i]
-            self._rollout[i] = r
-            roll_recv.append(r[:, n_cls:].mean(dim=0))
-            roll_cls.append(r[0, n_cls:] if n_cls else r.new_zeros(0))
+            # swap buffers: this layer's rollout becomes the previous one, the old one is reused
+            r = st["rollout"][i]
+            self._spare[i], self._rollout[i] = self._rollout[i], r
+            roll_recv.append(r.mean(dim=0)[o[n_cls:]])
+            roll_cls.append(r[o[0], o[n_cls:]] if n_cls else r.new_zeros(0))
             if st["full"] is not None:
                 self.out["full"].append((i, st["full"][i][:, o][:, :, o].cpu()))
         out = self.out
