@@ -172,3 +172,13 @@ def test_blocked_computation_is_identical(loaded, family, monkeypatch):
     for name in ("received", "cls_attention", "rollout_received", "rollout_cls", "segment"):
         np.testing.assert_allclose(getattr(blocked, name), getattr(whole, name), atol=1e-6, rtol=0)
     np.testing.assert_allclose(blocked.full[0], whole.full[0], atol=1e-6, rtol=0)
+
+
+def test_rollout_can_be_switched_off(loaded, tmp_path):
+    lm = loaded("llava")
+    on = extract(lm, noise_image(), QUESTION, max_new_tokens=1).vision_encoder
+    off = extract(lm, noise_image(), QUESTION, max_new_tokens=1, vision_rollout=False).vision_encoder
+    assert on.has_rollout and not off.has_rollout
+    assert off.rollout_received.shape == (on.received.shape[0], 0) == off.rollout_cls.shape
+    np.testing.assert_array_equal(off.received, on.received)
+    np.testing.assert_array_equal(off.cls_attention, on.cls_attention)

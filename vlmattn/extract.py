@@ -13,7 +13,7 @@ from PIL import Image
 
 from . import __version__
 from .adapters import Adapter, get_adapter
-from .capture import CAPTURE_IMPL, AttentionRecorder, recording
+from .capture import CAPTURE_IMPL, AttentionRecorder, CaptureError, recording
 from .errors import InputError, ModelError
 from .store import AttentionSample, settings_json
 from .vision import VISION_IMPL, VisionRecorder, instrument
@@ -61,8 +61,12 @@ def load_model(model_id: str, family: str, path: str, dtype: str = "float32", de
     except Exception as e:  # noqa: BLE001 - any loading failure is reported with the model named
         raise ModelError(f"model {model_id!r}: cannot load a checkpoint from {path!r} ({_brief(e)})") from e
     if config.model_type not in adapter.model_types:
+        from .adapters import ADAPTERS
+
+        owner = [f for f, a in ADAPTERS.items() if config.model_type in a.model_types]
+        hint = f"use family {owner[0]!r}" if owner else f"supported families: {', '.join(sorted(ADAPTERS))}"
         raise ModelError(
-            f"model {model_id!r}: checkpoint {path!r} is of type {config.model_type!r}, not family {family!r}"
+            f"model {model_id!r}: checkpoint {path!r} is of type {config.model_type!r}, not family {family!r} ({hint})"
         )
     try:
         processor = load_processor(path)
@@ -116,6 +120,7 @@ def extract(
     seed: int = 0,
     vision_encoder: bool = True,
     vision_full: bool = False,
+    vision_rollout: bool = True,
     meta: dict | None = None,
 ) -> AttentionSample:
     """Greedy generation with row-selective capture.
@@ -123,13 +128,14 @@ def extract(
     Decode row ``t`` (``[L, H, N + t]``) is the attention of the query that predicts generated token
     ``t``: row 0 is the last prompt token in prefill, row ``t > 0`` the decode step fed token ``t-1``.
     With ``vision_encoder``, the vision tower's per-patch summaries are recorded as well (see
-    :mod:`vlmattn.vision`); ``vision_full`` also keeps its full ``[L, H, T, T]`` weights per image.
+    :mod:`vlmattn.vision`); ``vision_full`` also keeps its full ``[L, H, T, T]`` weights per image,
+    ``vision_rollout=False`` skips the rollout (``O(T³)`` per full-attention encoder layer).
     """
     torch.manual_seed(seed)
     try:
         inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
     except Exception as e:  # noqa: BLE001
-        raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({e})") from e
+        raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({_brief(e)})") from e
     if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
         inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
     ids = inputs["input_ids"][0]
@@ -156,19 +162,29 @@ def extract(
     if vision_encoder:
         vision_modules = lm.adapter.vision_attention_modules(lm.model)
         patches = lm.adapter.patch_layout(lm.model, lm.processor, inputs, image.size)
-        vrec = VisionRecorder(patches, n_layers=len(vision_modules), store_full=vision_full)
-    with recording(recorder), vision_recording(vrec):
-        out = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        vrec = VisionRecorder(patches, n_layers=len(vision_modules), store_full=vision_full, rollout=vision_rollout)
+    try:
+        with recording(recorder), vision_recording(vrec):
+            out = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        vision = vrec.result() if vrec is not None else None
+    except CaptureError as e:
+        raise ModelError(f"model {lm.model_id!r}: attention capture failed ({e})") from e
     gen = out[0, n:].cpu()
     n_layers = len(recorder.prefill)
-    pre = torch.stack([recorder.prefill[layer] for layer in range(n_layers)])  # [L, H, R', N]
+    expected = lm.model.config.get_text_config().num_hidden_layers
+    if n_layers != expected or any(len(recorder.decode.get(k, [])) != len(gen) - 1 for k in range(n_layers)):
+        raise ModelError(
+            f"model {lm.model_id!r}: its attention cannot be captured ({n_layers} of {expected} language-model "
+            "layers called the attention interface)"
+        )
+    pre = torch.stack([recorder.prefill[layer] for layer in range(n_layers)]).cpu()  # [L, H, R', N]
     n_steps = int(gen.shape[0])
     heads = pre.shape[1]
-    decode = torch.zeros(n_steps, n_layers, heads, n + max(n_steps - 1, 0))
+    width = n + max(n_steps - 1, 0)
+    decode = torch.zeros(n_steps, n_layers, heads, width)
     decode[0, :, :, :n] = pre[:, :, int(np.searchsorted(recorded, n - 1)), :]
-    for t in range(1, n_steps):
-        for layer in range(n_layers):
-            decode[t, layer, :, : n + t] = recorder.decode[layer][t - 1]
+    for layer in range(n_layers):
+        decode[1:, layer] = recorder.decode_rows(layer, width)[: n_steps - 1]
     keep = np.searchsorted(recorded, stored)
     tok = lm.processor.tokenizer
     settings = {
@@ -178,6 +194,7 @@ def extract(
         "dtype": lm.dtype,
         "vision_encoder": vision_encoder,
         "vision_full": vision_full,
+        "vision_rollout": vision_rollout,
     }
     attrs = {
         "model_id": lm.model_id,
@@ -196,9 +213,9 @@ def extract(
     }
     return AttentionSample(
         input_ids=ids.cpu().numpy(),
-        input_tokens=[tok.decode([i]) for i in ids.tolist()],
+        input_tokens=tok.batch_decode([[i] for i in ids.tolist()]),
         generated_ids=gen.numpy(),
-        generated_tokens=[tok.decode([i]) for i in gen.tolist()],
+        generated_tokens=tok.batch_decode([[i] for i in gen.tolist()]),
         spans=layout.spans,
         grid=layout.grids,
         token_boxes=layout.token_boxes,
@@ -208,7 +225,7 @@ def extract(
         prefill=pre[:, :, keep, :].numpy(),
         prefill_positions=stored,
         attrs=attrs,
-        vision_encoder=vrec.result() if vrec is not None else None,
+        vision_encoder=vision,
     )
 
 

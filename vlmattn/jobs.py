@@ -151,7 +151,7 @@ def _run_sample(lm, sm: dict, settings: dict, seed: int):
     objects = load_objects(sm.get("annotation"), sm.get("objects", []))
     s = run(lm, open_image(sm["image"]), sm["question"], max_new_tokens=settings["max_new_tokens"],
             prefill_rows=settings["prefill_rows"], seed=seed, vision_encoder=venc.get("enabled", True),
-            vision_full=venc.get("full", False),
+            vision_full=venc.get("full", False), vision_rollout=venc.get("rollout", True),
             meta={"image_id": sm["image_id"], "image_path": str(sm["image"]), "question_id": sm["question_id"]})
     s.boxes = np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
     s.labels = [o["label"] for o in objects]
@@ -196,14 +196,17 @@ def extract_batch(model: dict, samples: list[dict], settings: dict, seed: int, o
                 s = _run_sample(lm, sm, settings, seed)
             except VlmattnError as e:
                 raise type(e)(f"sample {name}: {e}") from e
-            write_sample(cache / f"{keys[i]}.h5", s, attention_dtype=settings["attention_dtype"])
+            write_sample(cache / f"{keys[i]}.h5", s, attention_dtype=settings["attention_dtype"],
+                         compression=settings.get("compression", 1))
             stats["extracted"] += 1
             log.info("%s: %d prompt tokens, %d generated: %r", name, len(s.input_ids), s.n_steps, s.attrs["generated_text"])
         for k, out in zip(keys, outs):
             _place(cache / f"{k}.h5", Path(out))
-    except VlmattnError as e:
-        for out in outs:
+    except BaseException as e:
+        for out in outs:  # all or nothing: no output of a failed batch is left behind
             Path(out).unlink(missing_ok=True)
+        if not isinstance(e, VlmattnError):
+            raise
         log.error("%s", e)
         raise SystemExit(f"vlmattn: {e}") from None
     log.info("model %s: %d extracted, %d from cache, model loaded %d time(s)", model["id"], stats["extracted"],
@@ -223,7 +226,7 @@ def extract(model: dict, image: str, objects: list[dict], question_id: str, imag
     lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"), model.get("device", "cpu"))
     sm = {"image": image, "objects": objects, "question_id": question_id, "image_id": image_id, "question": question}
     s = _run_sample(lm, sm, settings, seed)
-    write_sample(out, s, attention_dtype=settings["attention_dtype"])
+    write_sample(out, s, attention_dtype=settings["attention_dtype"], compression=settings.get("compression", 1))
     log.info("%s / %s: %d prompt tokens, %d generated: %r", image_id, question_id, len(s.input_ids), s.n_steps,
              s.attrs["generated_text"])
 

@@ -34,11 +34,13 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from .capture import CaptureError
+
 VISION_IMPL = "vlmattn_vision"
 LAYER_ATTR = "_vlmattn_vision_layer"
 ROLLOUT_RESIDUAL = 0.5
 # cap on the float32 scores one head group may hold at once (bytes)
-_CHUNK_BYTES = 256 * 2**20
+_CHUNK_BYTES = 32 * 2**20
 
 _ACTIVE: contextvars.ContextVar[VisionRecorder | None] = contextvars.ContextVar("vlmattn_vision_recorder", default=None)
 
@@ -86,7 +88,8 @@ class VisionEncoderAttention:
     """What is stored under ``/vision_encoder`` (see the module docstring for the formulas).
 
     received ``[L, H, P]``, cls_attention ``[L, H, P]`` (empty ``[L, H, 0]`` without CLS),
-    rollout_received ``[L, P]``, rollout_cls ``[L, P]`` (``[L, 0]`` without CLS), segment ``[L, P]``;
+    rollout_received ``[L, P]``, rollout_cls ``[L, P]`` (``[L, 0]`` without CLS; both ``[L, 0]`` with
+    the rollout switched off), segment ``[L, P]``;
     full: per image ``[L, H, T_i, T_i]`` in :meth:`PatchLayout.image_order` (only on request).
     """
 
@@ -103,6 +106,11 @@ class VisionEncoderAttention:
     has_cls: bool = False
     rollout_residual: float = ROLLOUT_RESIDUAL
 
+    @property
+    def has_rollout(self) -> bool:
+        """False when the rollout was switched off (its datasets are then ``[L, 0]``)."""
+        return self.rollout_received.shape[-1] > 0
+
 
 class VisionRecorder:
     """Accumulates the per-layer summaries of one vision-tower forward pass.
@@ -115,10 +123,11 @@ class VisionRecorder:
     rollout, ``O(H·S)`` for the rest, plus ``L·H·T²`` only when ``store_full``.
     """
 
-    def __init__(self, layout: PatchLayout, n_layers: int, store_full: bool = False):
+    def __init__(self, layout: PatchLayout, n_layers: int, store_full: bool = False, rollout: bool = True):
         self.layout = layout
         self.n_layers = n_layers
         self.store_full = store_full
+        self.rollout = rollout
         self.total = int(layout.image_seq[:, 1].max())
         self.orders = [torch.as_tensor(layout.image_order(i)) for i in range(len(layout.grids))]
         self._seq_image = np.full(self.total, -1, np.int64)
@@ -138,7 +147,9 @@ class VisionRecorder:
         self._layer_state = {
             "recv": torch.zeros(heads, self.total, device=device),
             "cls": torch.zeros(heads, self.total, device=device),
-            "rollout": [sp if sp is not None else torch.empty(t, t, device=device) for sp, t in zip(self._spare, T)],
+            "rollout": [
+                sp if sp is not None else torch.empty(t, t, device=device) for sp, t in zip(self._spare, T)
+            ] if self.rollout else None,
             "full": [torch.zeros(heads, t, t, device=device) for t in T] if self.store_full else None,
             "segment": torch.full((self.total,), -1, dtype=torch.long),
         }
@@ -146,7 +157,7 @@ class VisionRecorder:
     def add(self, layer: int, query: torch.Tensor, key: torch.Tensor, mask, scaling: float) -> None:
         """Fold one call's weights in. query/key ``[B, H, L, D]``, each batch element one segment."""
         if layer != self.layer:
-            raise RuntimeError(f"vision layer {layer} attended while layer {self.layer} was incomplete")
+            raise CaptureError(f"vision layer {layer} attended while layer {self.layer} was incomplete")
         heads, length = query.shape[1], query.shape[2]
         if self._layer_state is None:
             self._start_layer(heads, query.device)
@@ -161,26 +172,29 @@ class VisionRecorder:
             i0 = s0 - int(self.layout.image_seq[img, 0])
             cls = int(self.layout.cls_seq[img])
             prev = self._rollout[img]
-            new = st["rollout"][img]
+            new = st["rollout"][img] if self.rollout else None
             k_b = key[b].float()
             m_b = None if mask is None else mask[b if mask.shape[0] > 1 else 0]
             for r0 in range(0, length, rows):
                 r1 = min(length, r0 + rows)
-                mean = torch.zeros(r1 - r0, length, device=query.device)
+                mean = torch.zeros(r1 - r0, length, device=query.device) if new is not None else None
                 for h0 in range(0, heads, group):
                     q = query[b, h0 : h0 + group, r0:r1].float()
-                    scores = torch.matmul(q, k_b[h0 : h0 + group].transpose(-1, -2)) * scaling
+                    a = torch.matmul(q, k_b[h0 : h0 + group].transpose(-1, -2)).mul_(scaling)
                     if m_b is not None:
                         m = m_b[:, r0:r1]
-                        scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
-                    a = torch.softmax(scores, dim=-1)  # [g, q, L]
+                        a = a.masked_fill_(~m, float("-inf")) if m.dtype == torch.bool else a.add_(m.float())
+                    a = torch.softmax(a, dim=-1)  # [g, q, L]
                     hs = slice(h0, h0 + a.shape[0])
                     st["recv"][hs, s0 : s0 + length] += a.sum(dim=1)
                     if s0 + r0 <= cls < s0 + r1:
                         st["cls"][hs, s0 : s0 + length] = a[:, cls - s0 - r0]
-                    mean += a.sum(dim=0) / heads
+                    if mean is not None:
+                        mean += a.sum(dim=0).div_(heads)
                     if st["full"] is not None:
                         st["full"][img][hs, i0 + r0 : i0 + r1, i0 : i0 + length] = a
+                if new is None:
+                    continue
                 norm = a_res + (1 - a_res) * mean.sum(dim=-1, keepdim=True)
                 q_rows = slice(i0 + r0, i0 + r1)
                 if prev is None:  # R before the first layer is the identity
@@ -197,7 +211,7 @@ class VisionRecorder:
         if self.cursor == self.total:
             self._finish_layer()
         elif self.cursor > self.total:
-            raise RuntimeError(f"vision layer {layer} attended over {self.cursor} tokens, expected {self.total}")
+            raise CaptureError(f"vision layer {layer} attended over {self.cursor} tokens, expected {self.total}")
 
     def _finish_layer(self) -> None:
         st, lay = self._layer_state, self.layout
@@ -211,18 +225,20 @@ class VisionRecorder:
             recv.append(st["recv"][:, patches] / t)
             cls_rows.append(st["cls"][:, patches])
             seg.append(st["segment"][patches.cpu()])
-            # swap buffers: this layer's rollout becomes the previous one, the old one is reused
-            r = st["rollout"][i]
-            self._spare[i], self._rollout[i] = self._rollout[i], r
-            roll_recv.append(r.mean(dim=0)[o[n_cls:]])
-            roll_cls.append(r[o[0], o[n_cls:]] if n_cls else r.new_zeros(0))
+            if self.rollout:
+                # swap buffers: this layer's rollout becomes the previous one, the old one is reused
+                r = st["rollout"][i]
+                self._spare[i], self._rollout[i] = self._rollout[i], r
+                roll_recv.append(r.mean(dim=0)[o[n_cls:]])
+                roll_cls.append(r[o[0], o[n_cls:]] if n_cls else r.new_zeros(0))
             if st["full"] is not None:
                 self.out["full"].append((i, st["full"][i][:, o][:, :, o].cpu()))
         out = self.out
         out["received"].append(torch.cat(recv, dim=1).cpu())
         out["cls"].append(torch.cat(cls_rows, dim=1).cpu())
-        out["roll_recv"].append(torch.cat(roll_recv).cpu())
-        out["roll_cls"].append(torch.cat(roll_cls).cpu())
+        if self.rollout:
+            out["roll_recv"].append(torch.cat(roll_recv).cpu())
+            out["roll_cls"].append(torch.cat(roll_cls).cpu())
         out["segment"].append(torch.cat(seg))
         self.layer += 1
         self.cursor = 0
@@ -233,7 +249,7 @@ class VisionRecorder:
     def result(self) -> VisionEncoderAttention:
         """The summaries after the vision tower ran; raises if it did not run every layer."""
         if self.layer != self.n_layers:
-            raise RuntimeError(f"vision encoder recorded {self.layer} of {self.n_layers} layers")
+            raise CaptureError(f"vision encoder recorded {self.layer} of {self.n_layers} layers")
         lay, out = self.layout, self.out
         has_cls = lay.has_cls
         received = torch.stack(out["received"]).numpy()
@@ -248,8 +264,14 @@ class VisionRecorder:
             patch_token=lay.patch_token.astype(np.int64),
             received=received,
             cls_attention=torch.stack(out["cls"]).numpy() if has_cls else received[:, :, :0],
-            rollout_received=torch.stack(out["roll_recv"]).numpy(),
-            rollout_cls=torch.stack(out["roll_cls"]).numpy() if has_cls else np.zeros((self.n_layers, 0), np.float32),
+            rollout_received=(
+                torch.stack(out["roll_recv"]).numpy() if self.rollout else np.zeros((self.n_layers, 0), np.float32)
+            ),
+            rollout_cls=(
+                torch.stack(out["roll_cls"]).numpy()
+                if self.rollout and has_cls
+                else np.zeros((self.n_layers, 0), np.float32)
+            ),
             segment=torch.stack(out["segment"]).numpy().astype(np.int32),
             full=full,
             has_cls=has_cls,
@@ -273,7 +295,7 @@ def vision_attention_forward(module, query, key, value, attention_mask, scaling=
     if recorder is not None:
         layer = getattr(module, LAYER_ATTR, None)
         if layer is None:
-            raise RuntimeError(f"vision attention module {type(module).__name__} has no layer index")
+            raise CaptureError(f"vision attention module {type(module).__name__} has no layer index")
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         recorder.add(layer, query.detach(), key.detach(), attention_mask, scale)
     return out, None
