@@ -4,7 +4,11 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
-from vlmattn.config import load_config, samples as config_samples
+from vlmattn.config import (
+    extraction_batches,
+    load_config,
+    samples as config_samples,
+)
 from vlmattn.errors import VlmattnError
 from vlmattn.metrics import get_metric, metric_params, sample_plots
 
@@ -15,6 +19,7 @@ except VlmattnError as err:
 
 R = config["results"]
 SAMPLES = config_samples(config)
+BATCHES = extraction_batches(config)
 METRICS = list(config["metrics"])
 LIB = Path(workflow.basedir) / "vlmattn"
 ENV = "../envs/vlmattn.yaml"
@@ -26,22 +31,23 @@ wildcard_constraints:
     question=r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*",
 
 
-def image_path(wildcards):
+def image_file(image):
     files = config["images"]["files"]
-    if wildcards.image in files:
-        return files[wildcards.image]["path"]
-    return f"{R}/images/{wildcards.image}.png"
+    if image in files:
+        return files[image]["path"]
+    return f"{R}/images/{image}.png"
 
 
-def image_objects(wildcards):
+def image_objects(image):
     """Ground-truth objects of a user image (synthetic scenes carry theirs in a JSON file)."""
-    return config["images"]["files"].get(wildcards.image, {}).get("objects", [])
+    return config["images"]["files"].get(image, {}).get("objects", [])
 
 
-def annotation_input(wildcards):
-    if wildcards.image in config["images"]["files"]:
-        return []
-    return f"{R}/images/{wildcards.image}.json"
+def annotation_file(image):
+    """The JSON annotation of a synthetic scene; None for a user image."""
+    if image in config["images"]["files"]:
+        return None
+    return f"{R}/images/{image}.json"
 
 
 def model_path(model):
@@ -49,12 +55,24 @@ def model_path(model):
     return f"{R}/models/{model}" if "build" in spec else spec["path"]
 
 
-def model_input(wildcards):
-    return (
-        [model_path(wildcards.model)]
-        if "build" in config["models"][wildcards.model]
-        else []
-    )
+def sample_record(s):
+    """What an extraction job needs to know about one sample."""
+    return {
+        "image_id": s.image,
+        "question_id": s.question,
+        "question": config["questions"][s.question]["text"],
+        "image": image_file(s.image),
+        "annotation": annotation_file(s.image),
+        "objects": image_objects(s.image),
+    }
+
+
+def model_inputs(model):
+    return [model_path(model)] if "build" in config["models"][model] else []
+
+
+def model_params(model):
+    return {**config["models"][model], "id": model, "path": model_path(model)}
 
 
 def sample_files(pattern, **kw):

@@ -74,7 +74,7 @@ for _metric in METRICS:
                 f"figures_{_metric}"
             input:
                 h5=f"{R}/attention/{{model}}/{{image}}__{{question}}.h5",
-                image=image_path,
+                image=lambda w: image_file(w.image),
                 code=LIB / "metrics" / f"{_metric}.py",
             output:
                 [

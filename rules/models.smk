@@ -10,5 +10,6 @@ rule build_model:
     threads: 2
     params:
         build=lambda w: config["models"][w.model]["build"],
+        family=lambda w: config["models"][w.model]["family"],
     script:
         "../workflow_scripts/build_model.py"

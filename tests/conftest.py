@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny offline LLaVA checkpoints (MHA and GQA) built once per session."""
+"""Shared fixtures: tiny random-weight checkpoints of every family, built once per test session."""
 
 from __future__ import annotations
 
@@ -7,18 +7,69 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlmattn.models.toy import ToySpec, build_toy, save
+from vlmattn.models import replicas, toy
 
+FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+# hidden ≤ 64, 2 layers, GQA in the language model (4 query heads over 2 KV heads)
+LLAVA_SPEC = toy.ToySpec(
+    image_size=32, patch_size=8, vision_hidden=32, vision_layers=2, vision_heads=2,
+    text_hidden=64, text_layers=2, text_heads=4, text_kv_heads=2,
+)
+REPLICA_SPEC = replicas.ReplicaSpec()
+
+
+def build(family: str):
+    if family == "llava":
+        return toy.build_toy(LLAVA_SPEC)
+    return replicas.build_replica(family, REPLICA_SPEC)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """``checkpoint(family)`` → path of a saved tiny checkpoint of that family (built on first use)."""
+    paths = {}
+
+    def get(family: str):
+        if family not in paths:
+            out = tmp_path_factory.mktemp(family)
+            model, processor = build(family)
+            toy.save(model, processor, out)
+            paths[family] = out
+        return paths[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def loaded(checkpoint):
+    """``loaded(family)`` → a :class:`vlmattn.extract.LoadedModel` of that family (float32, CPU)."""
+    from vlmattn.extract import load_model
+
+    cache = {}
+
+    def get(family: str):
+        if family not in cache:
+            cache[family] = load_model(f"tiny_{family}", family, str(checkpoint(family)))
+        return cache[family]
+
+    return get
+
+
+# Plain LLaVA checkpoints with and without grouped-query attention (capture, store and config tests).
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2, vision_heads=2,
             text_hidden=64, text_layers=2, vocab_size=400)
 
-torch.set_num_threads(2)
-
 
 def build_checkpoint(path: Path, **spec) -> Path:
-    model, processor = build_toy(ToySpec(**{**TINY, **spec}))
-    save(model, processor, path)
+    model, processor = toy.build_toy(toy.ToySpec(**{**TINY, **spec}))
+    toy.save(model, processor, path)
     return path
 
 

@@ -61,10 +61,10 @@ def test_decode_rows_equal_eager(checkpoint, image, request):
     assert s.generated_ids.tolist() == sdpa_reference(path, image, QUESTION)[0, n:].tolist()
 
 
-def test_capture_leaves_vision_tower_on_sdpa(gqa_checkpoint):
+def test_language_and_vision_towers_get_their_own_capture(gqa_checkpoint):
     lm = load_model("toy", "llava", str(gqa_checkpoint))
     assert lm.model.config.text_config._attn_implementation == "vlmattn_capture"
-    assert lm.model.config.vision_config._attn_implementation == "sdpa"
+    assert lm.model.config.vision_config._attn_implementation == "vlmattn_vision"
 
 
 def test_prefill_positions_modes():

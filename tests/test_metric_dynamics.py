@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import entropy as scipy_entropy
 
-from synthetic_attention import make_sample, one_hot
+from tests.synthetic_attention import make_sample, one_hot
 from vlmattn.metrics.dynamics import compute
 
 CFG = {"head_pooling": ["mean", "max"], "exclude_sinks": False, "regions": {"top_band": [0, 0, 1, 0.25]}}

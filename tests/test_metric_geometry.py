@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from synthetic_attention import make_sample, one_hot, tile
+from tests.synthetic_attention import make_sample, one_hot, tile
 from vlmattn.metrics.geometry import compute, hull_area
 
 CFG = {"step_pooling": ["last"], "head_pooling": [], "exclude_sinks": False, "levels": [0.5, 1.0]}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import jaccard_score
 
-from synthetic_attention import make_sample, one_hot, tile
+from tests.synthetic_attention import make_sample, one_hot, tile
 from vlmattn.metrics.common import box_mask, top_mass_mask
 from vlmattn.metrics.grounding import compute, size_class
 

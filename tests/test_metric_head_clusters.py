@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from synthetic_attention import make_sample
+from tests.synthetic_attention import make_sample
 from vlmattn.metrics.head_clusters import cluster, compute, plot_sample
 
 CFG = {"step_pooling": ["last"], "exclude_sinks": False, "regions": {}, "k": 2, "n_init": 4, "random_state": 0}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from synthetic_attention import make_sample, tile
+from tests.synthetic_attention import make_sample, tile
 from vlmattn.metrics.hotspots import compute, find_hotspots
 
 CFG = {"step_pooling": ["last"], "head_pooling": [], "exclude_sinks": False, "size": 3, "percentile": 90}

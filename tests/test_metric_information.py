@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import mutual_info_score
 
-from synthetic_attention import make_sample, one_hot
+from tests.synthetic_attention import make_sample, one_hot
 from vlmattn.metrics.information import compute, mutual_information
 
 CFG = {"head_pooling": [], "exclude_sinks": False, "regions": {}}

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy.stats import entropy as scipy_entropy
 
-from synthetic_attention import make_sample
+from tests.synthetic_attention import make_sample
 from vlmattn.metrics.layer_profile import compute
 
 T, L, H, V = 3, 2, 3, 16

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from synthetic_attention import make_sample
+from tests.synthetic_attention import make_sample
 from vlmattn.metrics.sinks import compute
 
 

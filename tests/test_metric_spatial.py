@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from synthetic_attention import make_sample, one_hot, tile
+from tests.synthetic_attention import make_sample, one_hot, tile
 from vlmattn.config import validate, check
 from vlmattn.errors import ConfigError
 from vlmattn.metrics import compute_table

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from synthetic_attention import make_sample, tile
+from tests.synthetic_attention import make_sample, tile
 from vlmattn.metrics import compute_table, metric_params
 from vlmattn.metrics.common import (
     box_mask,

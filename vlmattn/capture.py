@@ -7,7 +7,8 @@ and, while a :class:`AttentionRecorder` is active, additionally records
 
 for a few query rows ``r`` only: the prefill rows the recorder asks for, and the single query row of
 every decode step. Grouped-query attention is handled by repeating the KV heads. Full ``[H, N, N]``
-matrices are never formed.
+matrices are never formed. Rows stay on the model's device until generation ends (no per-step
+device synchronisation).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 CAPTURE_IMPL = "vlmattn_capture"
@@ -28,13 +29,17 @@ _ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextV
 )
 
 
+class CaptureError(RuntimeError):
+    """The attention calls did not arrive as a recorder expects (the model is not capturable)."""
+
+
 @dataclass
 class AttentionRecorder:
     """Collects attention rows of one generation call.
 
     ``prefill_positions``: prompt positions whose rows are kept from the prefill pass.
     After generation, ``prefill[layer]`` is ``[H, R, N]`` and ``decode[layer]`` a list with one
-    ``[H, K_t]`` row per decode forward pass (``K_t`` grows by one each step).
+    ``[H, K_t]`` row per decode forward pass (``K_t`` grows by one each step), on the model's device.
     """
 
     prefill_positions: torch.Tensor
@@ -42,10 +47,10 @@ class AttentionRecorder:
     decode: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
     def record(self, layer: int, rows: torch.Tensor, is_prefill: bool) -> None:
-        rows = rows.detach().to("cpu")
+        rows = rows.detach()
         if is_prefill:
             if layer in self.prefill:
-                raise RuntimeError(f"layer {layer} ran two prefill passes in one recording")
+                raise CaptureError(f"layer {layer} ran two prefill passes in one recording")
             self.prefill[layer] = rows
         else:
             self.decode.setdefault(layer, []).append(rows[:, 0, :])
@@ -53,6 +58,16 @@ class AttentionRecorder:
     @property
     def n_layers(self) -> int:
         return len(self.prefill)
+
+    def decode_rows(self, layer: int, width: int) -> torch.Tensor:
+        """``[S, H, width]`` float32 on the CPU: decode rows of ``layer``, zero-padded on the right."""
+        rows = self.decode.get(layer, [])
+        if not rows:
+            return torch.zeros(0, self.prefill[layer].shape[0], width)
+        out = rows[0].new_zeros(len(rows), rows[0].shape[0], width)
+        for t, r in enumerate(rows):
+            out[t, :, : r.shape[-1]] = r
+        return out.cpu()
 
 
 @contextlib.contextmanager
@@ -80,13 +95,15 @@ def attention_rows(
     batch element 0.
     """
     q_len, kv_len = query.shape[2], key.shape[2]
-    q = query[0, :, rows, :].float()
-    k = repeat_kv(key, n_kv_groups)[0].float()
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+    heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
+    # grouped matmul: query head h uses KV head h // n_kv_groups, without repeating K
+    q = query[0, :, rows, :].float().reshape(kv_heads, n_kv_groups * len(rows), dim)
+    scores = torch.matmul(q, key[0].float().transpose(-1, -2)).reshape(heads, len(rows), kv_len) * scaling
     if attention_mask is None:
-        offset = kv_len - q_len
-        allowed = torch.arange(kv_len, device=scores.device)[None, :] <= (rows.to(scores.device)[:, None] + offset)
-        scores = scores.masked_fill(~allowed[None], float("-inf"))
+        if q_len > 1:  # causal, bottom-right aligned; a single decode query sees every key
+            offset = kv_len - q_len
+            allowed = torch.arange(kv_len, device=scores.device)[None, :] <= (rows.to(scores.device)[:, None] + offset)
+            scores = scores.masked_fill(~allowed[None], float("-inf"))
     else:
         m = attention_mask[0][:, rows, :]
         if m.dtype == torch.bool:

@@ -90,6 +90,22 @@ def samples(cfg: dict) -> list[Sample]:
     return out
 
 
+def extraction_batches(cfg: dict) -> dict[str, list[list[Sample]]]:
+    """Per model, its distinct samples sorted by (image, question) and cut into runs of
+    ``extraction.batch_size``: ``⌈N_m / B⌉`` batches for a model with ``N_m`` samples.
+
+    Membership is a pure function of the sample set, so it is the same on every run; adding a
+    sample shifts the later batches of its model by one (see ``rules/extract.smk``).
+    """
+    size = int(cfg["extraction"]["batch_size"])
+    out: dict[str, list[list[Sample]]] = {}
+    for m in cfg["models"]:
+        mine = sorted({s for s in samples(cfg) if s.model == m}, key=lambda s: (s.image, s.question))
+        if mine:
+            out[m] = [mine[i : i + size] for i in range(0, len(mine), size)]
+    return out
+
+
 def check(cfg: dict, base_dir: Path) -> None:
     """Cross-reference checks the schema cannot express; raises on the first problem."""
     unknown = [s for s in cfg["images"]["synthetic"]["scenes"] if s not in DEFAULT_SCENES]

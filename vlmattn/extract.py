@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,12 +13,15 @@ from PIL import Image
 
 from . import __version__
 from .adapters import Adapter, get_adapter
-from .capture import CAPTURE_IMPL, AttentionRecorder, recording
+from .capture import CAPTURE_IMPL, AttentionRecorder, CaptureError, recording
 from .errors import InputError, ModelError
 from .store import AttentionSample, settings_json
+from .vision import VISION_IMPL, VisionRecorder, instrument
+from .vision import recording as vision_recording
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PREFILL_MODES = ("last", "text_after_image", "all_text", "all")
+log = logging.getLogger("vlmattn")
 
 
 @dataclass
@@ -35,30 +39,51 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
-def load_model(model_id: str, family: str, path: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
-    """Load a checkpoint (local dir or hub id) through the Auto classes and instrument its LLM.
+def _brief(e: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0][:300]}" if msg else type(e).__name__
 
-    The language model's attention is switched to :data:`CAPTURE_IMPL`; the vision tower keeps SDPA.
+
+def load_model(model_id: str, family: str, path: str, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
+    """Load a checkpoint (local dir or hub id) through the Auto classes and instrument it.
+
+    The language model's attention is switched to :data:`CAPTURE_IMPL` and the vision tower's to
+    :data:`VISION_IMPL`; both return SDPA's output, so generation is unchanged.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from .processors import load_processor
 
     adapter = get_adapter(family)
     try:
         config = AutoConfig.from_pretrained(path)
     except Exception as e:  # noqa: BLE001 - any loading failure is reported with the model named
-        raise ModelError(f"model {model_id!r}: cannot load a checkpoint from {path!r} ({type(e).__name__})") from e
+        raise ModelError(f"model {model_id!r}: cannot load a checkpoint from {path!r} ({_brief(e)})") from e
     if config.model_type not in adapter.model_types:
+        from .adapters import ADAPTERS
+
+        owner = [f for f, a in ADAPTERS.items() if config.model_type in a.model_types]
+        hint = f"use family {owner[0]!r}" if owner else f"supported families: {', '.join(sorted(ADAPTERS))}"
         raise ModelError(
-            f"model {model_id!r}: checkpoint {path!r} is of type {config.model_type!r}, not family {family!r}"
+            f"model {model_id!r}: checkpoint {path!r} is of type {config.model_type!r}, not family {family!r} ({hint})"
         )
-    processor = AutoProcessor.from_pretrained(path)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
     try:
-        model.set_attn_implementation({"text_config": CAPTURE_IMPL})
+        processor = load_processor(path)
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented ({e})") from e
-    if model.config.get_text_config()._attn_implementation != CAPTURE_IMPL:
-        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented")
+        raise ModelError(f"model {model_id!r}: cannot load the processor from {path!r} ({_brief(e)})") from e
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"model {model_id!r}: cannot load the weights from {path!r} ({_brief(e)})") from e
+    try:
+        model.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": VISION_IMPL})
+        instrument(adapter.vision_attention_modules(model))
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented ({_brief(e)})") from e
+    impls = (model.config.get_text_config()._attn_implementation, model.config.vision_config._attn_implementation)
+    if impls != (CAPTURE_IMPL, VISION_IMPL):
+        raise ModelError(f"model {model_id!r}: its attention cannot be instrumented (implementations {impls})")
     return LoadedModel(model_id, str(path), family, dtype, model, processor, adapter)
 
 
@@ -93,18 +118,24 @@ def extract(
     max_new_tokens: int,
     prefill_rows: str = "last",
     seed: int = 0,
+    vision_encoder: bool = True,
+    vision_full: bool = False,
+    vision_rollout: bool = True,
     meta: dict | None = None,
 ) -> AttentionSample:
     """Greedy generation with row-selective capture.
 
     Decode row ``t`` (``[L, H, N + t]``) is the attention of the query that predicts generated token
     ``t``: row 0 is the last prompt token in prefill, row ``t > 0`` the decode step fed token ``t-1``.
+    With ``vision_encoder``, the vision tower's per-patch summaries are recorded as well (see
+    :mod:`vlmattn.vision`); ``vision_full`` also keeps its full ``[L, H, T, T]`` weights per image,
+    ``vision_rollout=False`` skips the rollout (``O(T³)`` per full-attention encoder layer).
     """
     torch.manual_seed(seed)
     try:
         inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
     except Exception as e:  # noqa: BLE001
-        raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({e})") from e
+        raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({_brief(e)})") from e
     if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
         inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
     ids = inputs["input_ids"][0]
@@ -117,23 +148,54 @@ def extract(
     layout = lm.adapter.vision_layout(lm.model, lm.processor, inputs, image.size)
     vision_index = np.concatenate([np.arange(s, e) for s, e in layout.spans])
     stored = prefill_positions(prefill_rows, n, vision_index)
+    if prefill_rows == "all":
+        cfg = lm.model.config.get_text_config()
+        n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+        size = n_layers * n_heads * n * n * 4
+        log.warning(
+            "model %r: prefill_rows 'all' keeps L·H·N² = %d·%d·%d² weights, %s bytes in float32 (half in float16 on disk)",
+            lm.model_id, n_layers, n_heads, n, f"{size:,}",
+        )
     recorded = np.union1d(stored, [n - 1])
     recorder = AttentionRecorder(prefill_positions=torch.as_tensor(recorded))
-    with recording(recorder):
-        out = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    vrec = None
+    if vision_encoder:
+        vision_modules = lm.adapter.vision_attention_modules(lm.model)
+        patches = lm.adapter.patch_layout(lm.model, lm.processor, inputs, image.size)
+        vrec = VisionRecorder(patches, n_layers=len(vision_modules), store_full=vision_full, rollout=vision_rollout)
+    try:
+        with recording(recorder), vision_recording(vrec):
+            out = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        vision = vrec.result() if vrec is not None else None
+    except CaptureError as e:
+        raise ModelError(f"model {lm.model_id!r}: attention capture failed ({e})") from e
     gen = out[0, n:].cpu()
     n_layers = len(recorder.prefill)
-    pre = torch.stack([recorder.prefill[layer] for layer in range(n_layers)])  # [L, H, R', N]
+    expected = lm.model.config.get_text_config().num_hidden_layers
+    if n_layers != expected or any(len(recorder.decode.get(k, [])) != len(gen) - 1 for k in range(n_layers)):
+        raise ModelError(
+            f"model {lm.model_id!r}: its attention cannot be captured ({n_layers} of {expected} language-model "
+            "layers called the attention interface)"
+        )
+    pre = torch.stack([recorder.prefill[layer] for layer in range(n_layers)]).cpu()  # [L, H, R', N]
     n_steps = int(gen.shape[0])
     heads = pre.shape[1]
-    decode = torch.zeros(n_steps, n_layers, heads, n + max(n_steps - 1, 0))
+    width = n + max(n_steps - 1, 0)
+    decode = torch.zeros(n_steps, n_layers, heads, width)
     decode[0, :, :, :n] = pre[:, :, int(np.searchsorted(recorded, n - 1)), :]
-    for t in range(1, n_steps):
-        for layer in range(n_layers):
-            decode[t, layer, :, : n + t] = recorder.decode[layer][t - 1]
+    for layer in range(n_layers):
+        decode[1:, layer] = recorder.decode_rows(layer, width)[: n_steps - 1]
     keep = np.searchsorted(recorded, stored)
     tok = lm.processor.tokenizer
-    settings = {"max_new_tokens": max_new_tokens, "prefill_rows": prefill_rows, "seed": seed, "dtype": lm.dtype}
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "prefill_rows": prefill_rows,
+        "seed": seed,
+        "dtype": lm.dtype,
+        "vision_encoder": vision_encoder,
+        "vision_full": vision_full,
+        "vision_rollout": vision_rollout,
+    }
     attrs = {
         "model_id": lm.model_id,
         "model_path": lm.path,
@@ -151,9 +213,9 @@ def extract(
     }
     return AttentionSample(
         input_ids=ids.cpu().numpy(),
-        input_tokens=[tok.decode([i]) for i in ids.tolist()],
+        input_tokens=tok.batch_decode([[i] for i in ids.tolist()]),
         generated_ids=gen.numpy(),
-        generated_tokens=[tok.decode([i]) for i in gen.tolist()],
+        generated_tokens=tok.batch_decode([[i] for i in gen.tolist()]),
         spans=layout.spans,
         grid=layout.grids,
         token_boxes=layout.token_boxes,
@@ -163,6 +225,7 @@ def extract(
         prefill=pre[:, :, keep, :].numpy(),
         prefill_positions=stored,
         attrs=attrs,
+        vision_encoder=vision,
     )
 
 

@@ -1,16 +1,12 @@
 from vlmattn import jobs
 
 jobs.log_to(snakemake.log[0])
-w = snakemake.wildcards
-jobs.extract(
+jobs.extract_batch(
     model=snakemake.params.model,
-    image=snakemake.input.image,
-    objects=jobs.load_objects(snakemake.input.annotation or None, snakemake.params.objects),
-    question_id=w.question,
-    image_id=w.image,
-    question=snakemake.params.question,
+    samples=snakemake.params.samples,
     settings=snakemake.params.settings,
     seed=snakemake.params.seed,
-    out=snakemake.output[0],
+    outs=list(snakemake.output),
+    cache_dir=snakemake.params.cache,
     threads=snakemake.threads,
 )

@@ -5,8 +5,11 @@ from __future__ import annotations
 from ..errors import ModelError
 from .base import Adapter, VisionLayout
 from .llava import LlavaAdapter
+from .qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {a.family: a for a in (LlavaAdapter,)}
+ADAPTERS: dict[str, type[Adapter]] = {
+    a.family: a for a in (LlavaAdapter, Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter)
+}
 
 
 def get_adapter(family: str) -> Adapter:

@@ -43,6 +43,14 @@ class Adapter:
     def vision_layout(self, model, processor, inputs, image_size: tuple[int, int]) -> VisionLayout:
         raise NotImplementedError
 
+    def vision_attention_modules(self, model) -> list[torch.nn.Module]:
+        """The vision tower's attention modules, in layer order."""
+        raise NotImplementedError
+
+    def patch_layout(self, model, processor, inputs, image_size):
+        """:class:`vlmattn.vision.PatchLayout` of the vision tower's token sequence for ``inputs``."""
+        raise NotImplementedError
+
 
 def token_spans(input_ids: torch.Tensor, token_id: int) -> np.ndarray:
     """Maximal runs of ``token_id`` in a 1-D id sequence as ``[n, 2]`` (start, end exclusive)."""
