@@ -37,10 +37,39 @@ import h5py
 import numpy as np
 
 from .errors import SchemaVersionError
-from .vision import VisionEncoderAttention
 
 SCHEMA_VERSION = 1
+ROLLOUT_RESIDUAL = 0.5  # residual weight a of the vision-encoder rollout: 0.5·Ā + 0.5·I
 _STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class VisionEncoderAttention:
+    """What is stored under ``/vision_encoder`` (see the module docstring for the formulas).
+
+    received ``[L, H, P]``, cls_attention ``[L, H, P]`` (empty ``[L, H, 0]`` without CLS),
+    rollout_received ``[L, P]``, rollout_cls ``[L, P]`` (``[L, 0]`` without CLS; both ``[L, 0]`` with
+    the rollout switched off), segment ``[L, P]``;
+    full: per image ``[L, H, T_i, T_i]`` in :meth:`PatchLayout.image_order` (only on request).
+    """
+
+    patch_grid: np.ndarray
+    patch_spans: np.ndarray
+    patch_boxes: np.ndarray
+    patch_token: np.ndarray
+    received: np.ndarray
+    cls_attention: np.ndarray
+    rollout_received: np.ndarray
+    rollout_cls: np.ndarray
+    segment: np.ndarray
+    full: list[np.ndarray] = field(default_factory=list)
+    has_cls: bool = False
+    rollout_residual: float = ROLLOUT_RESIDUAL
+
+    @property
+    def has_rollout(self) -> bool:
+        """False when the rollout was switched off (its datasets are then ``[L, 0]``)."""
+        return self.rollout_received.shape[-1] > 0
 
 
 @dataclass

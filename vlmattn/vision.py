@@ -35,10 +35,10 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .capture import CaptureError
+from .store import ROLLOUT_RESIDUAL, VisionEncoderAttention
 
 VISION_IMPL = "vlmattn_vision"
 LAYER_ATTR = "_vlmattn_vision_layer"
-ROLLOUT_RESIDUAL = 0.5
 # cap on the float32 scores one head group may hold at once (bytes)
 _CHUNK_BYTES = 32 * 2**20
 
@@ -81,35 +81,6 @@ class PatchLayout:
         a, b = self.patch_spans[i]
         cls = [int(self.cls_seq[i]) - s0] if self.cls_seq[i] >= 0 else []
         return np.concatenate([np.asarray(cls, np.int64), self.seq_index[a:b] - s0])
-
-
-@dataclass
-class VisionEncoderAttention:
-    """What is stored under ``/vision_encoder`` (see the module docstring for the formulas).
-
-    received ``[L, H, P]``, cls_attention ``[L, H, P]`` (empty ``[L, H, 0]`` without CLS),
-    rollout_received ``[L, P]``, rollout_cls ``[L, P]`` (``[L, 0]`` without CLS; both ``[L, 0]`` with
-    the rollout switched off), segment ``[L, P]``;
-    full: per image ``[L, H, T_i, T_i]`` in :meth:`PatchLayout.image_order` (only on request).
-    """
-
-    patch_grid: np.ndarray
-    patch_spans: np.ndarray
-    patch_boxes: np.ndarray
-    patch_token: np.ndarray
-    received: np.ndarray
-    cls_attention: np.ndarray
-    rollout_received: np.ndarray
-    rollout_cls: np.ndarray
-    segment: np.ndarray
-    full: list[np.ndarray] = field(default_factory=list)
-    has_cls: bool = False
-    rollout_residual: float = ROLLOUT_RESIDUAL
-
-    @property
-    def has_rollout(self) -> bool:
-        """False when the rollout was switched off (its datasets are then ``[L, 0]``)."""
-        return self.rollout_received.shape[-1] > 0
 
 
 class VisionRecorder:

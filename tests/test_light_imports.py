@@ -1,0 +1,17 @@
+"""Metric jobs run in their own processes: reading the cache and computing metrics must not import
+torch or transformers (seconds per job)."""
+
+import subprocess
+import sys
+
+from vlmattn.metrics import METRICS
+
+
+def test_metric_jobs_do_not_import_torch():
+    code = (
+        "import sys, vlmattn.jobs, vlmattn.store, vlmattn.validation\n"
+        f"from vlmattn.metrics import get_metric\n[get_metric(m) for m in {list(METRICS)!r}]\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
