@@ -30,7 +30,9 @@ def test_concentration_table_covers_every_sample_layer_head_and_pooling(default_
 
     toy = ToySpec.from_dict(spec)
     pools = cfg["metrics"]["concentration"]
-    per_sample = len(pools["step_pooling"]) * toy.text_layers * (toy.text_heads + len(pools["head_pooling"]))
+    sink_variants = 2 if pools["exclude_sinks"] == "both" else 1
+    per_sample = (len(pools["step_pooling"]) * toy.text_layers * (toy.text_heads + len(pools["head_pooling"]))
+                  * sink_variants)
     assert len(table) == len(samples(cfg)) * per_sample
     got = set(map(tuple, table[["model", "image", "question"]].drop_duplicates().values))
     assert got == {(s.model, s.image, s.question) for s in samples(cfg)}

@@ -25,8 +25,9 @@ def run(tmp_path_factory):
 
 def test_outputs(run):
     table = pd.read_csv(run / "results/tables/concentration.csv", dtype={"head": str})
-    # samples x step pooling (last, mean) x layers x (heads + mean + max)
-    assert len(table) == 2 * 2 * N_LAYERS * (N_HEADS + 2)
+    # samples x step pooling (last, mean) x layers x (heads + mean + max) x sinks (included, excluded)
+    assert set(table["sinks"]) == {"included", "excluded"}
+    assert len(table) == 2 * 2 * N_LAYERS * (N_HEADS + 2) * 2
     assert set(table["image"]) == {"triangle_topleft", "square_only"}
     assert table[["entropy", "gini", "effective_span", "vision_share"]].notna().all().all()
     assert (run / "results/plots/concentration_by_layer.png").stat().st_size > 0
