@@ -9,6 +9,7 @@ include: "rules/images.smk"
 include: "rules/models.smk"
 include: "rules/extract.smk"
 include: "rules/metrics.smk"
+include: "rules/validation.smk"
 
 
 rule all:

@@ -101,4 +101,18 @@ def all_outputs():
         out += [f"{R}/plots/{p}.png" for p in get_metric(m).PLOTS]
         for pattern in sample_plot_files(m):
             out += sample_files(pattern)
+    for m, spec in config["models"].items():
+        if spec.get("build", {}).get("kind") == "trained":
+            out += [f"{R}/tables/training_{m}.csv", f"{R}/plots/training_{m}.png"]
+    if config.get("validation"):
+        out.append(f"{R}/tables/validation.csv")
     return out
+
+
+BUILT = [m for m, c in config["models"].items() if "build" in c]
+TRAINED = [m for m in BUILT if config["models"][m]["build"]["kind"] == "trained"]
+
+
+def model_alternatives(models):
+    """A wildcard constraint matching exactly these model ids (nothing when empty)."""
+    return "|".join(models) if models else "(?!)"

@@ -5,6 +5,8 @@ rule build_model:
         f"{R}/logs/build_model/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/build_model/{{model}}.tsv"
+    wildcard_constraints:
+        model=model_alternatives([m for m in BUILT if m not in TRAINED]),
     conda:
         ENV
     threads: 2
@@ -13,3 +15,33 @@ rule build_model:
         family=lambda w: config["models"][w.model]["family"],
     script:
         "../workflow_scripts/build_model.py"
+
+
+rule train_model:
+    output:
+        model=directory(f"{R}/models/{{model}}"),
+        report=report(
+            f"{R}/tables/training_{{model}}.csv",
+            caption="../report/training.rst",
+            category="Model",
+        ),
+        plot=report(
+            f"{R}/plots/training_{{model}}.png",
+            caption="../report/training.rst",
+            category="Model",
+        ),
+    log:
+        f"{R}/logs/train_model/{{model}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_model/{{model}}.tsv"
+    wildcard_constraints:
+        model=model_alternatives(TRAINED),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        runtime=60,
+    params:
+        spec=lambda w: config["models"][w.model]["build"]["spec"],
+    script:
+        "../workflow_scripts/train_model.py"

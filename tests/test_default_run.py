@@ -37,3 +37,18 @@ def test_concentration_table_covers_every_sample_layer_head_and_pooling(default_
     got = set(map(tuple, table[["model", "image", "question"]].drop_duplicates().values))
     assert got == {(s.model, s.image, s.question) for s in samples(cfg)}
     assert (default_run / "results/plots/concentration_by_layer.png").exists()
+
+
+def test_trained_model_reaches_its_accuracy_target(default_run):
+    """Held-out accuracy by greedy generation after reload, recorded at the end of training."""
+    import json
+
+    meta = json.loads((default_run / "results/models/toy_llava/training.json").read_text())
+    for qtype in ("shape", "colour", "count", "position"):
+        assert meta["heldout_accuracy"][qtype] >= 0.95, meta["heldout_accuracy"]
+
+
+def test_validation_checks_pass(default_run):
+    table = pd.read_csv(default_run / "results/tables/validation.csv")
+    assert {"answers_correct", "object_lift", "entropy_lower"} <= set(table["check"])
+    assert table["passed"].all(), table.to_string()

@@ -134,6 +134,17 @@ def check(cfg: dict, base_dir: Path) -> None:
         for i in list(qc.get("images", [])) + list(qc["expected"]):
             if i not in imgs:
                 raise ConfigError(f"config questions.{q}: unknown image {i!r}")
+    val = cfg.get("validation")
+    if val:
+        for key in ("trained", "untrained"):
+            if val[key] not in cfg["models"]:
+                raise ConfigError(f"config validation.{key}: unknown model {val[key]!r}")
+        for q in val["object_questions"]:
+            if q not in cfg["questions"]:
+                raise ConfigError(f"config validation.object_questions: unknown question {q!r}")
+        for m in ("spatial", "concentration"):
+            if m not in cfg["metrics"]:
+                raise ConfigError(f"config validation: needs the {m} metric in config metrics")
     for k, s in enumerate(cfg["samples"]):
         for key, pool in (("model", cfg["models"]), ("image", imgs), ("question", cfg["questions"])):
             if s[key] not in pool:
