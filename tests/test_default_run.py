@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -25,15 +26,14 @@ def default_run(tmp_path_factory):
 def test_concentration_table_covers_every_sample_layer_head_and_pooling(default_run):
     cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
     table = pd.read_csv(default_run / "results/tables/concentration.csv", dtype={"head": str})
-    spec = cfg["models"]["toy_llava"]["build"]["spec"]
-    from vlmattn.models.toy import ToySpec
-
-    toy = ToySpec.from_dict(spec)
     pools = cfg["metrics"]["concentration"]
     sink_variants = 2 if pools["exclude_sinks"] == "both" else 1
-    per_sample = (len(pools["step_pooling"]) * toy.text_layers * (toy.text_heads + len(pools["head_pooling"]))
-                  * sink_variants)
-    assert len(table) == len(samples(cfg)) * per_sample
+    expected = 0
+    for s in samples(cfg):
+        text = json.loads((default_run / f"results/models/{s.model}/config.json").read_text())["text_config"]
+        heads = text["num_attention_heads"] + len(pools["head_pooling"])
+        expected += len(pools["step_pooling"]) * text["num_hidden_layers"] * heads * sink_variants
+    assert len(table) == expected
     got = set(map(tuple, table[["model", "image", "question"]].drop_duplicates().values))
     assert got == {(s.model, s.image, s.question) for s in samples(cfg)}
     assert (default_run / "results/plots/concentration_by_layer.png").exists()
@@ -41,8 +41,6 @@ def test_concentration_table_covers_every_sample_layer_head_and_pooling(default_
 
 def test_trained_model_beats_chance_on_every_question_type(default_run):
     """Held-out accuracy by greedy generation after reload, recorded at the end of training."""
-    import json
-
     from vlmattn.models import shapes_task as task
 
     meta = json.loads((default_run / "results/models/toy_llava/training.json").read_text())

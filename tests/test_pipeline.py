@@ -33,7 +33,7 @@ def test_outputs(run):
     assert (run / "results/plots/concentration_by_layer.png").stat().st_size > 0
     answers = pd.read_csv(run / "results/tables/answers.csv")
     assert list(answers["expected"]) == ["no", "yes"]
-    for log in ["extract/tiny/square_only__top_left.log", "metrics/concentration/tiny/square_only__top_left.log"]:
+    for log in ["extract/tiny/batch0.log", "metrics/concentration/tiny/square_only__top_left.log"]:
         assert (run / "results/logs" / log).exists()
 
 
