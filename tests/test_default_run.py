@@ -39,26 +39,32 @@ def test_concentration_table_covers_every_sample_layer_head_and_pooling(default_
     assert (default_run / "results/plots/concentration_by_layer.png").exists()
 
 
-def test_trained_model_beats_chance_on_every_question_type(default_run):
-    """Held-out accuracy by greedy generation after reload, recorded at the end of training."""
+def test_trained_model_reaches_target_on_every_question_type(default_run):
+    """Held-out accuracy by greedy generation after reload, recorded at the end of training: the
+    recipe's target is 95 % on every question type and every corner."""
     from vlmattn.models import shapes_task as task
 
-    meta = json.loads((default_run / "results/models/toy_llava/training.json").read_text())
-    for qtype in task.QUESTION_TYPES:
-        chance = 1 / len(task.ANSWERS[qtype])
-        assert meta["heldout_accuracy"][qtype] >= chance + 0.3, meta["heldout_accuracy"]
+    acc = json.loads((default_run / "results/models/toy_llava/training.json").read_text())["heldout_accuracy"]
+    keys = [*task.QUESTION_TYPES, *(f"position/{c}" for c in task.CORNERS)]
+    assert all(acc[k] >= 0.95 for k in keys), acc
 
 
-def test_validation_table(default_run):
-    """Every check is computed; the trained model looks at the objects more than its untrained twin,
-    whose attention is spread evenly (lift ≈ 1), and its attention is more concentrated."""
+def test_validation_attention_checks(default_run):
+    """The trained model looks at the objects (lift well above 1) while its untrained twin spreads
+    attention evenly (lift ≈ 1), and the trained model's attention is more concentrated."""
     table = pd.read_csv(default_run / "results/tables/validation.csv")
     assert set(table["check"]) == {"answers_correct", "object_lift", "entropy_lower", "effective_span_lower",
                                    "gini_higher"}
+    assert set(table.loc[table.check == "answers_correct", "question"]) == {"top_left", "shape", "colour", "count"}
     assert table["observed"].notna().all()
     lift = table[table.check == "object_lift"].set_index("model")["observed"]
-    assert lift["toy_llava"] > lift["toy_llava_untrained"]
-    passed = table.set_index(["check", "model"])["passed"]
-    assert passed[("object_lift", "toy_llava_untrained")]
-    for check in ("entropy_lower", "effective_span_lower", "gini_higher"):
-        assert passed[(check, "toy_llava - toy_llava_untrained")], table.to_string()
+    assert lift["toy_llava"] > 2 * lift["toy_llava_untrained"]
+    attention = table[table.check != "answers_correct"]
+    assert attention["passed"].astype(str).str.lower().eq("true").all(), table.to_string()
+
+
+@pytest.mark.xfail(strict=True, reason="square_only (a square of side 0.20, the task's smallest) is answered "
+                   "'circle'; the trained model is 96 % right on squares of that size")
+def test_validation_table_all_checks_pass(default_run):
+    table = pd.read_csv(default_run / "results/tables/validation.csv")
+    assert table["passed"].astype(str).str.lower().eq("true").all(), table.to_string()

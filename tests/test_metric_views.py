@@ -26,13 +26,15 @@ def random_sample(seed=0, steps=3, layers=2, heads=3, n=16, share=0.8):
     return make_sample(p), p / share
 
 
-def test_each_step_views_carry_step_labels_and_match_last_and_mean():
+def test_each_step_views_carry_step_labels_and_match_first_last_and_mean():
     s, p = random_sample()
-    vs = list(views(s, {"step_pooling": ["last", "mean", "each"], "head_pooling": ["mean"]}))
-    assert [(v.step_pool, v.step) for v in vs] == [("last", 2), ("mean", None), ("each", 0), ("each", 1), ("each", 2)]
-    np.testing.assert_allclose(vs[0].p[:, :3], p[-1], atol=1e-12)
-    np.testing.assert_allclose(vs[1].p[:, :3], p.mean(0), atol=1e-12)
-    for t, v in enumerate(vs[2:]):
+    vs = list(views(s, {"step_pooling": ["first", "last", "mean", "each"], "head_pooling": ["mean"]}))
+    assert [(v.step_pool, v.step) for v in vs] == [("first", 0), ("last", 2), ("mean", None), ("each", 0),
+                                                   ("each", 1), ("each", 2)]
+    np.testing.assert_allclose(vs[0].p[:, :3], p[0], atol=1e-12)
+    np.testing.assert_allclose(vs[1].p[:, :3], p[-1], atol=1e-12)
+    np.testing.assert_allclose(vs[2].p[:, :3], p.mean(0), atol=1e-12)
+    for t, v in enumerate(vs[3:]):
         np.testing.assert_allclose(v.p[:, :3], p[t], atol=1e-12)
         np.testing.assert_allclose(v.p[:, 3], p[t].mean(1), atol=1e-12)
         np.testing.assert_allclose(v.share, 0.8, atol=1e-12)

@@ -9,8 +9,8 @@ Options every metric block shares (see ``schemas/config.schema.yaml``):
 
 * ``renormalize``   renormalise each row over the kept vision tokens (default) or keep raw weights;
 * ``head_pooling``  pooled head maps appended to the H individual heads: ``mean`` or ``max``;
-* ``step_pooling``  ``last`` (row of the final step), ``mean`` (mean over steps) or ``each`` (every
-  step, labelled by its index);
+* ``step_pooling``  ``first`` (row of the step that produces the first answer token), ``last`` (row
+  of the final step), ``mean`` (mean over steps) or ``each`` (every step, labelled by its index);
 * ``exclude_sinks`` ``false`` / ``true`` / ``both``: rows computed with all vision tokens
   (``sinks = included``) and/or with sink tokens (:func:`find_sinks`) zeroed before renormalising
   (``sinks = excluded``).
@@ -31,7 +31,7 @@ import pandas as pd
 from ..store import AttentionSample
 
 HEAD_POOLS = ("mean", "max")
-STEP_POOLS = ("last", "mean", "each")
+STEP_POOLS = ("first", "last", "mean", "each")
 DEFAULT_STEP_POOLS = ("last", "mean")
 SINK_MODES = {False: ("included",), True: ("excluded",), "both": ("included", "excluded")}
 #: Defaults of the sink rule (``metrics.sinks``): a token is a sink when its attention exceeds
@@ -63,7 +63,9 @@ def vision_attention(
 
 
 def pool_steps(x: np.ndarray, how: str) -> np.ndarray:
-    """Pool axis 0 (steps): ``last`` → x[T-1]; ``mean`` → mean over t."""
+    """Pool axis 0 (steps): ``first`` → x[0]; ``last`` → x[T-1]; ``mean`` → mean over t."""
+    if how == "first":
+        return x[0]
     if how == "last":
         return x[-1]
     if how == "mean":
@@ -182,7 +184,8 @@ def views(sample: AttentionSample, cfg: dict) -> Iterator[View]:
                     yield View(sp, heads, pk, sk, step=t, sinks=label)
             else:
                 pk, sk, heads = with_pooled_heads(pool_steps(p, sp), pool_steps(share, sp), cfg)
-                yield View(sp, heads, pk, sk, step=p.shape[0] - 1 if sp == "last" else None, sinks=label)
+                step = {"first": 0, "last": p.shape[0] - 1}.get(sp)
+                yield View(sp, heads, pk, sk, step=step, sinks=label)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Train the toy LLaVA on the synthetic shapes task (:mod:`vlmattn.models.shapes_task`), on CPU.
 
-Recipe (all settings in :class:`TrainSpec`), one fresh batch of scenes per step:
+Recipe (all settings in :class:`TrainSpec`), one fresh batch of scenes per step. Scenes are drawn at
+``render_size`` (224, the pipeline's synthetic size) and the processor resizes them to the model's
+input, so training sees the same interpolated pixels the pipeline's images give:
 
 1. *Patch stage* (``patch_steps``): vision tower + projector only, on the per-patch objective.
 2. *Joint stage* (``steps``): the whole model on the answer loss plus ``patch_weight`` × the
@@ -43,7 +45,7 @@ from vlmattn.images.synthetic import COLOURS, SHAPES, draw
 from vlmattn.models import shapes_task as task
 from vlmattn.models.toy import ToySpec, build_toy, save
 
-TRAINED_TOY = ToySpec(image_size=32, patch_size=4, vision_layers=3, text_layers=2)
+TRAINED_TOY = ToySpec(image_size=48, patch_size=6, vision_layers=3, text_layers=2)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class TrainSpec:
     seed: int = 0
     model: ToySpec = TRAINED_TOY
     scene: task.SceneSpec = field(default_factory=task.SceneSpec)
+    # Side at which scenes are drawn before the processor resizes them to the model's input, as the
+    # pipeline's synthetic images (``images.synthetic.size``) are.
+    render_size: int = 224
     batch_size: int = 32
     patch_steps: int = 1500
     steps: int = 1500
@@ -63,10 +68,11 @@ class TrainSpec:
     patch_weight: float = 1.0
     probe_weight: float = 1.0
     probe_layer: int = 0
-    # Relative frequency of question types in training batches (shape, colour, count, position).
-    type_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    # Relative frequency of question types in training batches (shape, colour, count, position):
+    # colour is learned first, counting two same-coloured shapes last.
+    type_weights: tuple[float, float, float, float] = (1.0, 0.5, 1.5, 1.0)
     eval_every: int = 250
-    heldout_per_type: int = 64
+    heldout_per_type: int = 128
     heldout_seed: int = 1_000_003
     threads: int = 2
 
@@ -267,7 +273,9 @@ def score(examples: list[task.Example], answers: list[str]) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in hits.items()}
 
 
-def evaluate(model_dir: str | Path, n_per_type: int = 200, seed: int = 1_000_003) -> dict[str, float]:
+def evaluate(
+    model_dir: str | Path, n_per_type: int = 200, seed: int = 1_000_003, render_size: int = 224
+) -> dict[str, float]:
     """Held-out accuracy of the checkpoint in ``model_dir`` loaded like the pipeline loads it.
 
     ``AutoProcessor`` / ``AutoModelForImageTextToText.from_pretrained``, greedy generation, first
@@ -278,8 +286,7 @@ def evaluate(model_dir: str | Path, n_per_type: int = 200, seed: int = 1_000_003
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-    size = processor.image_processor.crop_size["height"]
-    examples = heldout_set(n_per_type, seed, size)
+    examples = heldout_set(n_per_type, seed, render_size)
     return score(examples, generate_answers(model, processor, examples))
 
 
@@ -298,7 +305,7 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 def _sample_batch(rng, spec: TrainSpec, processor=None):
     w = np.asarray(spec.type_weights, dtype=float)
     qtypes = rng.choice(len(task.QUESTION_TYPES), size=spec.batch_size, p=w / w.sum())
-    examples = [task.sample_example(rng, spec.model.image_size, task.QUESTION_TYPES[q], spec=spec.scene) for q in qtypes]
+    examples = [task.sample_example(rng, spec.render_size, task.QUESTION_TYPES[q], spec=spec.scene) for q in qtypes]
     targets = torch.stack([patch_targets(e.shapes, spec.model.image_size, spec.model.patch_size) for e in examples])
     return examples, targets
 
@@ -337,7 +344,7 @@ def _fit(spec: TrainSpec, tmp: Path):
     model, processor = build(spec)
     head = PatchHead(model.config.text_config.hidden_size)
     probe = SceneProbe(model.config.text_config.hidden_size)
-    heldout = heldout_set(spec.heldout_per_type, spec.heldout_seed, spec.model.image_size, spec.scene)
+    heldout = heldout_set(spec.heldout_per_type, spec.heldout_seed, spec.render_size, spec.scene)
     check_prompt_alignment(processor, heldout[0])
 
     projected: list[torch.Tensor] = []
