@@ -111,12 +111,10 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     """``head_clusters_coassignment.png``: fraction of samples in which two heads share a cluster
     (heads in layer order); ``head_clusters_silhouette.png``: silhouette score per sample."""
     heads = table[table["kind"] == "head"]
-    panels = plotting.facets(heads)
-    if not panels:
-        plotting.empty_figure(out_dir / "head_clusters_coassignment.png", "no head rows")
-    else:
-        fig, axes = plotting.grid_axes(len(panels), size=(4.2, 3.8))
-        for ax, (name, g) in zip(axes, panels, strict=False):
+    grid = plotting.facet_grid(heads, out_dir / "head_clusters_coassignment.png", "no head rows", size=(4.2, 3.8))
+    if grid is not None:
+        fig, cells = grid
+        for ax, name, g in cells:
             mats, ticks = [], None
             for _, gs in g.groupby(["image", "question", "step"], sort=True, dropna=False):
                 gs = _head_order(gs)
@@ -135,12 +133,11 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         fig.suptitle("Share of samples in which two heads fall in the same cluster")
         plotting.save(fig, out_dir / "head_clusters_coassignment.png")
     summary = heads.drop_duplicates(["model", "image", "question", "step_pool", "step", "sinks"])
-    panels = plotting.facets(summary)
-    if not panels:
-        plotting.empty_figure(out_dir / "head_clusters_silhouette.png", "no head rows")
+    grid = plotting.facet_grid(summary, out_dir / "head_clusters_silhouette.png", "no head rows", size=(4.2, 3.4))
+    if grid is None:
         return
-    fig, axes = plotting.grid_axes(len(panels), size=(4.2, 3.4))
-    for ax, (name, g) in zip(axes, panels, strict=False):
+    fig, cells = grid
+    for ax, name, g in cells:
         labels = (g["image"] + " / " + g["question"]).to_numpy()
         ax.barh(np.arange(len(g)), g["silhouette"].to_numpy())
         ax.set_yticks(np.arange(len(g)), labels, fontsize=6)

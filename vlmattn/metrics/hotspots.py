@@ -74,12 +74,11 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     per_map = table.drop_duplicates(["model", "image", "question", "step_pool", "step", "sinks", "layer", "head"])
     plotting.layer_head_heatmap(per_map, "n_hotspots", out_dir / "hotspots_layer_head.png", "Number of hotspots")
     pooled = table[table["head"].isin(["mean", "max"])]
-    panels = plotting.facets(pooled)
-    if not panels:
-        plotting.empty_figure(out_dir / "hotspots_positions.png", "no pooled-head rows")
+    grid = plotting.facet_grid(pooled, out_dir / "hotspots_positions.png", "no pooled-head rows", size=(3.8, 3.8))
+    if grid is None:
         return
-    fig, axes = plotting.grid_axes(len(panels), size=(3.8, 3.8))
-    for ax, (name, g) in zip(axes, panels, strict=False):
+    fig, cells = grid
+    for ax, name, g in cells:
         sc = ax.scatter(g["x"], g["y"], s=8 + 400 * g["peak"] / max(table["peak"].max(), 1e-12), c=g["layer"],
                         cmap="viridis", alpha=0.6)
         ax.axhline(0.5, color="grey", lw=0.5)

@@ -56,6 +56,17 @@ def grid_axes(n: int, ncols: int = 4, size: tuple[float, float] = (3.6, 3.0)):
     return fig, axes.ravel()
 
 
+def facet_grid(df: pd.DataFrame, path: Path, empty: str, size: tuple[float, float] = (3.6, 3.0)):
+    """One axis per :func:`facets` panel of ``df``: ``(fig, [(ax, title, rows), ...])``, or ``None``
+    after writing :func:`empty_figure` (saying ``empty``) to ``path`` when there is no panel."""
+    panels = facets(df)
+    if not panels:
+        empty_figure(path, empty)
+        return None
+    fig, axes = grid_axes(len(panels), size=size)
+    return fig, [(ax, name, g) for ax, (name, g) in zip(axes, panels, strict=False)]
+
+
 def empty_figure(path: Path, message: str) -> None:
     """A placeholder figure saying why there is nothing to draw."""
     fig, (ax,) = grid_axes(1)

@@ -77,12 +77,10 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     faint: each sample); ``spatial_layer_head.png``: lift on the ground-truth objects per layer × head."""
     plt = plotting.pyplot()
     whole = table[(table["region"] == "image") & table["head"].isin(["mean", "max"])]
-    panels = plotting.facets(whole)
-    if not panels:
-        plotting.empty_figure(out_dir / "spatial_centre_of_mass.png", "no pooled-head rows")
-    else:
-        fig, axes = plotting.grid_axes(len(panels), size=(3.8, 3.8))
-        for ax, (name, g) in zip(axes, panels, strict=False):
+    grid = plotting.facet_grid(whole, out_dir / "spatial_centre_of_mass.png", "no pooled-head rows", size=(3.8, 3.8))
+    if grid is not None:
+        fig, cells = grid
+        for ax, name, g in cells:
             for (hp, colour) in zip(["mean", "max"], ["C0", "C3"], strict=True):
                 gh = g[g["head"] == hp]
                 if gh.empty:

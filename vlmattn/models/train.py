@@ -282,11 +282,15 @@ def evaluate(
     word of the decoded answer compared with the truth. Returns ``{question_type: accuracy}`` and
     ``{"position/<corner>": accuracy}``.
     """
+    return score_checkpoint(model_dir, heldout_set(n_per_type, seed, render_size))
+
+
+def score_checkpoint(model_dir: str | Path, examples: list[task.Example]) -> dict[str, float]:
+    """:func:`score` of the greedy answers of the checkpoint in ``model_dir`` on ``examples``."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-    examples = heldout_set(n_per_type, seed, render_size)
     return score(examples, generate_answers(model, processor, examples))
 
 
@@ -443,15 +447,11 @@ def _set_lr(opt, lr: float) -> None:
 
 def _heldout_accuracy(model, processor, heldout, tmp: Path) -> dict[str, float]:
     """Save, reload as the pipeline does, and score greedy answers on ``heldout``."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     ckpt = tmp / "eval"
     shutil.rmtree(ckpt, ignore_errors=True)
     model.eval()
     save(model, processor, ckpt)
-    loaded = AutoModelForImageTextToText.from_pretrained(ckpt).eval()
-    proc = AutoProcessor.from_pretrained(ckpt)
-    return score(heldout, generate_answers(loaded, proc, heldout))
+    return score_checkpoint(ckpt, heldout)
 
 
 # ---------------------------------------------------------------------------------------------
