@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from vlmattn.images.synthetic import COLOURS, SHAPES, draw
 from vlmattn.models import shapes_task as task
 from vlmattn.models.toy import ToySpec, build_toy, save
+from vlmattn.store import atomic_target
 
 TRAINED_TOY = ToySpec(image_size=48, patch_size=6, vision_layers=3, text_layers=2)
 
@@ -485,15 +486,13 @@ def _save_atomic(model, processor, spec: TrainSpec, report: pd.DataFrame, out_di
 
 
 def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it onto ``path``."""
+    tmp = atomic_target(path)
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def plot_report(report: pd.DataFrame, png: str | Path) -> None:
