@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 
 from vlmattn.images.synthetic import COLOURS, SHAPES, Shape
 from vlmattn.models import shapes_task as task
-from vlmattn.models.train import TrainSpec, build, evaluate, first_word, patch_targets, train
+from vlmattn.models.train import TrainSpec, build, evaluate, first_word, patch_truth, train
 
 # The default recipe (same model, stages, losses, schedule and question mix) at a smaller budget:
 # 1500 + 1000 steps instead of 1500 + 1500. Position questions are answered above chance only once
@@ -55,13 +55,27 @@ def test_answers_are_one_token_then_eos():
     assert first_word(" Triangle.") == "triangle"
 
 
-def test_patch_targets():
+def test_patch_labels():
     """A green square on the top-left 2×2 patches of a 32 px, 4 px-patch grid (8×8 patches)."""
-    t = patch_targets([Shape("square", "green", (0.0, 0.0, 0.25, 0.25))], 32, 4)
+    t, _ = patch_truth([Shape("square", "green", (0.0, 0.0, 0.25, 0.25))], 32, 4)
     grid = t.view(3, 8, 8)
     colour, shape, corner = 1 + list(COLOURS).index("green"), 1 + SHAPES.index("square"), 1
     assert grid[:, :2, :2].flatten().tolist() == [colour] * 4 + [shape] * 4 + [corner] * 4
     assert int((t > 0).sum()) == 12  # nothing else is covered
+
+
+def test_patch_masks():
+    """Masks are the drawn pixels cut into patches: an 8 px square at pixels 2..9 of a 32 px image
+    (4 px patches) fills patch (0, 0) from pixel (2, 2), patches (0, 1), (1, 0) from 2 and (1, 1)
+    from 0, up to pixel 9 (two columns/rows into patch 2)."""
+    image = np.zeros((32, 32), bool)
+    image[2:10, 2:10] = True
+    _, m = patch_truth([Shape("square", "white", (2 / 32, 2 / 32, 10 / 32, 10 / 32))], 32, 4)
+    expected = image.reshape(8, 4, 8, 4).transpose(0, 2, 1, 3).reshape(64, 16)
+    assert m.shape == (64, 16)
+    assert np.array_equal(m.numpy().astype(bool), expected)
+    assert m.view(8, 8, 4, 4)[0, 0].tolist() == [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
+    assert int(m.sum()) == 64
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """The synthetic shapes question-answering task: scenes, questions and the answer rule.
 
 A scene is one or two shapes (:data:`~vlmattn.images.synthetic.SHAPES`, any colour of
-:data:`~vlmattn.images.synthetic.COLOURS`) with square boxes of side ``s ~ U[min_side, max_side]``
-(fractions of the image side) placed uniformly at random on black; the boxes of a two-shape scene are
-at least ``gap`` apart. Questions and one-word answers:
+:data:`~vlmattn.images.synthetic.COLOURS`) with square boxes of side
+``s = min_side + (max_side - min_side) · u^size_power``, ``u ~ U[0, 1)`` (fractions of the image side;
+``size_power = 1``, the default, is uniform and larger powers favour small shapes), placed uniformly at
+random on black; the boxes of a two-shape scene are at least ``gap`` apart. Questions and one-word answers:
 
 =========  ===================================================  ==========================
 type       question                                             answer
@@ -59,11 +60,13 @@ QUADRANTS = {
 
 @dataclass(frozen=True)
 class SceneSpec:
-    """Scene distribution: box side in ``[min_side, max_side]``, ``gap`` between two boxes (fractions)."""
+    """Scene distribution: box side ``min_side + (max_side - min_side) · u^size_power`` and ``gap``
+    between two boxes (fractions of the image side)."""
 
     min_side: float = 0.2
     max_side: float = 0.42
     gap: float = 0.04
+    size_power: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def sample_scene(rng: np.random.Generator, n: int, spec: SceneSpec = SceneSpec()
     """``n`` random shapes (non-overlapping boxes, ``spec.gap`` apart), boxes rounded to 1/1000."""
     shapes: list[Shape] = []
     while len(shapes) < n:
-        side = rng.uniform(spec.min_side, spec.max_side)
+        side = spec.min_side + (spec.max_side - spec.min_side) * rng.uniform() ** spec.size_power
         x0, y0 = rng.uniform(0.0, 1.0 - side, size=2)
         box = tuple(round(float(v), 3) for v in (x0, y0, x0 + side, y0 + side))
         label = SHAPES[rng.integers(len(SHAPES))]

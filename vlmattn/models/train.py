@@ -12,13 +12,17 @@ Answer loss: cross-entropy on the answer tokens only (the one-word answer and ``
 being built exactly as at inference (``apply_chat_template`` then ``processor(images=, text=)``).
 
 Per-patch objective: a linear head on each projected vision token ``z_p`` (the text model's input at
-image position ``p``) predicts three labels of patch ``p`` from the scene's ground truth,
+image position ``p``) predicts three labels of patch ``p`` and its pixel mask from the scene's ground
+truth,
 
-    L_patch = mean_p [ CE(colour_p) + CE(shape_p) + CE(corner_p) ] / 3,
+    L_patch = mean_p [ CE(colour_p) + CE(shape_p) + CE(corner_p) + mask_weight · BCE(m_p) ] / 4,
 
 ``colour_p`` ∈ {background} ∪ colours, ``shape_p`` ∈ {background} ∪ shapes and ``corner_p`` ∈
 {background} ∪ corners (the quadrant of ``p`` if an object covers it). The object covering ``p`` is
-the one with the most pixels in it (at least one). The head is not part of the saved model.
+the one with the most pixels in it (at least one). ``m_p`` ∈ {0, 1}^(patch_size²) marks which of the
+patch's pixels some object covers (BCE averaged over them): small circles and squares differ only in
+how their edges cut the patches, and the mask makes each token carry that. The head is not part of
+the saved model.
 
 Held-out accuracy is measured by greedy generation of the checkpoint as saved and reloaded
 (:func:`evaluate`).
@@ -32,7 +36,7 @@ import shutil
 import string
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +71,16 @@ class TrainSpec:
     warmup: int = 50
     weight_decay: float = 0.01
     patch_weight: float = 1.0
+    mask_weight: float = 1.0
     probe_weight: float = 1.0
     probe_layer: int = 0
     # Relative frequency of question types in training batches (shape, colour, count, position):
-    # colour is learned first, counting two same-coloured shapes last.
-    type_weights: tuple[float, float, float, float] = (1.0, 0.5, 1.5, 1.0)
+    # colour is learned first; telling small circles from squares and counting two same-coloured
+    # shapes last.
+    type_weights: tuple[float, float, float, float] = (1.5, 0.5, 1.5, 1.0)
+    # Shape questions in training batches draw box sides with this ``SceneSpec.size_power``: the
+    # smallest circles and squares are the hardest to tell apart (held-out scenes: ``scene``).
+    shape_size_power: float = 2.0
     eval_every: int = 250
     heldout_per_type: int = 128
     heldout_seed: int = 1_000_003
@@ -144,40 +153,41 @@ def check_prompt_alignment(processor, example: task.Example) -> None:
         raise RuntimeError("training prompt does not match the inference prompt token for token")
 
 
-def patch_targets(shapes, image_size: int, patch_size: int) -> torch.Tensor:
-    """``[3, g*g]`` long labels (colour, shape, corner; 0 = background) of the ``g×g`` patch grid."""
+def patch_truth(shapes, image_size: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-patch ground truth of the ``g×g`` patch grid (``g = image_size // patch_size``, row-major).
+
+    Returns ``labels`` ``[3, g*g]`` long (colour, shape, corner; 0 = background) and ``masks``
+    ``[g*g, patch_size²]`` float (1 where some object covers the pixel, row-major in the patch).
+    """
     g = image_size // patch_size
-    cover = np.stack(
-        [
-            (np.asarray(draw([s], image_size).convert("L")) > 0)
-            .reshape(g, patch_size, g, patch_size)
-            .sum(axis=(1, 3))
-            .reshape(-1)
-            for s in shapes
-        ]
-    )  # [objects, g*g] pixel counts
+    pixels = np.stack([np.asarray(draw([s], image_size).convert("L")) > 0 for s in shapes])  # [objects, S, S]
+    blocks = pixels.reshape(len(shapes), g, patch_size, g, patch_size).transpose(0, 1, 3, 2, 4)
+    blocks = blocks.reshape(len(shapes), g * g, patch_size * patch_size)
+    cover = blocks.sum(-1)  # [objects, g*g] pixel counts
     owner = cover.argmax(0)
     occupied = cover.max(0) > 0
     colour = np.array([1 + list(COLOURS).index(s.colour) for s in shapes])[owner]
     shape = np.array([1 + SHAPES.index(s.label) for s in shapes])[owner]
     rows, cols = np.divmod(np.arange(g * g), g)
     corner = 1 + 2 * (rows >= g / 2) + (cols >= g / 2)  # 1 tl, 2 tr, 3 bl, 4 br
-    out = np.stack([colour, shape, corner]) * occupied
-    return torch.as_tensor(out, dtype=torch.long)
+    labels = torch.as_tensor(np.stack([colour, shape, corner]) * occupied, dtype=torch.long)
+    return labels, torch.as_tensor(blocks.any(0), dtype=torch.float32)
 
 
 class PatchHead(torch.nn.Module):
-    """Linear read-out of the projected vision tokens ``[B, N, D]`` -> three sets of logits."""
+    """Linear read-out of the projected vision tokens ``[B, N, D]`` -> three sets of logits + pixel mask."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, patch_size: int, mask_weight: float = 1.0):
         super().__init__()
-        self.sizes = (1 + len(COLOURS), 1 + len(SHAPES), 1 + len(task.CORNERS))
+        self.sizes = (1 + len(COLOURS), 1 + len(SHAPES), 1 + len(task.CORNERS), patch_size * patch_size)
+        self.mask_weight = mask_weight
         self.linear = torch.nn.Linear(dim, sum(self.sizes))
 
-    def loss(self, z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``z`` ``[B, N, D]``, ``targets`` ``[B, 3, N]`` -> mean CE over patches and label sets."""
-        logits = self.linear(z).split(self.sizes, dim=-1)
-        return sum(F.cross_entropy(lg.flatten(0, 1), targets[:, i].flatten()) for i, lg in enumerate(logits)) / 3
+    def loss(self, z: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """``z`` ``[B, N, D]``, ``targets`` ``[B, 3, N]``, ``masks`` ``[B, N, p²]`` -> the mean loss."""
+        *logits, mask = self.linear(z).split(self.sizes, dim=-1)
+        ce = sum(F.cross_entropy(lg.flatten(0, 1), targets[:, i].flatten()) for i, lg in enumerate(logits))
+        return (ce + self.mask_weight * F.binary_cross_entropy_with_logits(mask, masks)) / 4
 
 
 class SceneProbe(torch.nn.Module):
@@ -310,9 +320,13 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 def _sample_batch(rng, spec: TrainSpec, processor=None):
     w = np.asarray(spec.type_weights, dtype=float)
     qtypes = rng.choice(len(task.QUESTION_TYPES), size=spec.batch_size, p=w / w.sum())
-    examples = [task.sample_example(rng, spec.render_size, task.QUESTION_TYPES[q], spec=spec.scene) for q in qtypes]
-    targets = torch.stack([patch_targets(e.shapes, spec.model.image_size, spec.model.patch_size) for e in examples])
-    return examples, targets
+    shape_scene = replace(spec.scene, size_power=spec.shape_size_power)
+    examples = [
+        task.sample_example(rng, spec.render_size, qtype, spec=shape_scene if qtype == "shape" else spec.scene)
+        for qtype in (task.QUESTION_TYPES[q] for q in qtypes)
+    ]
+    truth = [patch_truth(e.shapes, spec.model.image_size, spec.model.patch_size) for e in examples]
+    return examples, torch.stack([t for t, _ in truth]), torch.stack([m for _, m in truth])
 
 
 def train(
@@ -347,7 +361,7 @@ def _fit(spec: TrainSpec, tmp: Path):
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     model, processor = build(spec)
-    head = PatchHead(model.config.text_config.hidden_size)
+    head = PatchHead(model.config.text_config.hidden_size, spec.model.patch_size, spec.mask_weight)
     probe = SceneProbe(model.config.text_config.hidden_size)
     heldout = heldout_set(spec.heldout_per_type, spec.heldout_seed, spec.render_size, spec.scene)
     check_prompt_alignment(processor, heldout[0])
@@ -369,11 +383,11 @@ def _fit(spec: TrainSpec, tmp: Path):
         model.train()
         for step in range(spec.patch_steps):
             _set_lr(opt, spec.patch_lr * _lr_factor(step, spec.patch_steps, spec.warmup))
-            examples, targets = _sample_batch(rng, spec)
+            examples, targets, masks = _sample_batch(rng, spec)
             pixels = processor.image_processor([e.image for e in examples], return_tensors="pt")["pixel_values"]
             projected.clear()
             model.model.get_image_features(pixel_values=pixels)
-            loss = head.loss(projected[-1], targets)
+            loss = head.loss(projected[-1], targets, masks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -385,14 +399,14 @@ def _fit(spec: TrainSpec, tmp: Path):
         opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
         for step in range(1, spec.steps + 1):
             _set_lr(opt, spec.lr * _lr_factor(step - 1, spec.steps, spec.warmup))
-            examples, targets = _sample_batch(rng, spec)
+            examples, targets, masks = _sample_batch(rng, spec)
             batch = encode(processor, examples)
             labels = batch.pop("labels")
             projected.clear()
             hidden.clear()
             out = model(**batch, use_cache=False)
             per_example = answer_losses(out.logits, labels)
-            patch = head.loss(projected[-1], targets)
+            patch = head.loss(projected[-1], targets, masks)
             loss = per_example.mean() + spec.patch_weight * patch
             if spec.probe_weight:
                 last = (labels != -100).int().argmax(1) - 1  # last prompt position
