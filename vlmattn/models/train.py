@@ -317,7 +317,8 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def _sample_batch(rng, spec: TrainSpec, processor=None):
+def _sample_batch(rng, spec: TrainSpec):
+    """``batch_size`` fresh examples with their :func:`patch_truth` labels ``[B, 3, N]`` and masks ``[B, N, p²]``."""
     w = np.asarray(spec.type_weights, dtype=float)
     qtypes = rng.choice(len(task.QUESTION_TYPES), size=spec.batch_size, p=w / w.sum())
     shape_scene = replace(spec.scene, size_power=spec.shape_size_power)
