@@ -17,6 +17,7 @@ Layout (documented field by field in ``docs/hdf5-schema.md``)::
     /image/labels, /image/colours [O] str
     /attention/decode       [T, L, H, K] f16|f32 row of the query predicting generated token t
     /attention/decode_key_len [T]    int64      valid keys of row t (N + t); the rest is 0
+                            (rows on absolute key positions: keys outside a sliding window are 0)
     /attention/prefill      [L, H, R, N] f16|f32 prefill rows for prompt positions below
     /attention/prefill_positions [R] int64
     /vision_encoder/...     (optional) per-patch vision-encoder attention, see vlmattn.vision:
