@@ -15,6 +15,7 @@ from . import __version__
 from .adapters import Adapter, get_adapter
 from .capture import CAPTURE_IMPL, AttentionRecorder, CaptureError, recording
 from .errors import InputError, ModelError
+from .images.convert import to_rgb
 from .store import AttentionSample, settings_json
 from .vision import VISION_IMPL, VisionRecorder, instrument
 from .vision import recording as vision_recording
@@ -234,10 +235,13 @@ def extract(
 
 
 def open_image(path) -> Image.Image:
-    """Open an image file as RGB, or raise :class:`InputError` naming it."""
+    """Open an image file as RGB, or raise :class:`InputError` naming it.
+
+    Transparent parts are composited onto white, as the image processors do (:func:`to_rgb`).
+    """
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except FileNotFoundError:
         raise InputError(f"image file not found: {path}") from None
     except Exception as e:  # noqa: BLE001
