@@ -132,10 +132,13 @@ def overlay(ax, image: np.ndarray | None, grid: np.ndarray, extent: tuple[float,
 
 
 def read_image(path: str | Path | None) -> np.ndarray | None:
-    """RGB array of the image at ``path`` (None when absent or unreadable)."""
+    """RGB array of the image at ``path`` (None when absent or unreadable), transparent parts on white
+    as the model saw them (:func:`vlmattn.images.convert.to_rgb`)."""
     if not path or not Path(path).is_file():
         return None
     from PIL import Image
 
+    from ..images.convert import to_rgb
+
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.asarray(to_rgb(im))
