@@ -27,7 +27,9 @@ SAMPLES = DATA.samples
 SHARDS = shard_samples(SAMPLES, config["shards"])
 METRICS = list(config["metrics"])
 LIB = Path(workflow.basedir) / "vlmattn"
-ENV = "../envs/vlmattn.yaml"
+# conda environments (--sdm conda): the model stages need torch, the analysis stages do not
+ENV_MODELS = "../envs/extraction.yaml"
+ENV_ANALYSIS = "../envs/analysis.yaml"
 
 
 wildcard_constraints:

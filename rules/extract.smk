@@ -26,7 +26,7 @@ rule extract:
     benchmark:
         f"{R}/benchmarks/extract/{{model}}/{{shard}}.tsv"
     conda:
-        ENV
+        ENV_MODELS
     threads: EXTRACT_RES["threads"]
     resources:
         gpu=EXTRACT_RES["gpu"],
@@ -55,7 +55,7 @@ rule answers:
     log:
         f"{R}/logs/answers.log",
     conda:
-        ENV
+        ENV_ANALYSIS
     params:
         expected=DATA.expected,
     script:

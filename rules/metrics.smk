@@ -3,7 +3,8 @@
 # params (plus the sink rule of `metrics.sinks` when it excludes sinks) and its library module as an
 # input, so editing one metric's config or code reruns that metric's jobs alone. The table merges
 # the shard tables in sample order. Metrics with per-sample figures (SAMPLE_PLOTS) get a fourth rule
-# drawing them, for the `sample_figures` first samples of each model, from the cache.
+# drawing them, for the `sample_figures` first samples of each model, from the cache. On a cluster
+# the metric jobs form the group `metrics`, submitted `group-components` at a time (profiles/slurm).
 for _metric in METRICS:
 
     rule:
@@ -16,8 +17,10 @@ for _metric in METRICS:
             f"{R}/metrics/{_metric}/{{model}}/{{shard}}.csv",
         log:
             f"{R}/logs/metrics/{_metric}/{{model}}/{{shard}}.log",
+        group:
+            "metrics"
         conda:
-            ENV
+            ENV_ANALYSIS
         params:
             metric=_metric,
             cfg=metric_config(_metric),
@@ -38,7 +41,7 @@ for _metric in METRICS:
         log:
             f"{R}/logs/tables/{_metric}.log",
         conda:
-            ENV
+            ENV_ANALYSIS
         script:
             "../workflow_scripts/aggregate.py"
 
@@ -60,7 +63,7 @@ for _metric in METRICS:
         log:
             f"{R}/logs/plots/{_metric}.log",
         conda:
-            ENV
+            ENV_ANALYSIS
         params:
             metric=_metric,
             cfg=metric_config(_metric),
@@ -93,7 +96,7 @@ for _metric in METRICS:
             log:
                 f"{R}/logs/figures/{_metric}.log",
             conda:
-                ENV
+                ENV_ANALYSIS
             params:
                 metric=_metric,
                 cfg=metric_config(_metric),

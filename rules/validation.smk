@@ -16,7 +16,7 @@ rule validate:
     log:
         f"{R}/logs/validate.log",
     conda:
-        ENV
+        ENV_ANALYSIS
     params:
         cfg=config.get("validation", {}),
     script:
