@@ -99,7 +99,7 @@ def figure_file(s, plot):
 
 
 def all_outputs():
-    out = [f"{R}/tables/answers.csv"]
+    out = [f"{R}/tables/answers.csv", f"{R}/plots/overview.png"]
     for m in METRICS:
         out.append(f"{R}/tables/{m}.csv")
         out += [f"{R}/plots/{p}.png" for p in get_metric(m).PLOTS]

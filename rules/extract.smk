@@ -50,7 +50,7 @@ rule answers:
         report(
             f"{R}/tables/answers.csv",
             caption="../report/answers.rst",
-            category="Answers",
+            category="1. Overview",
         ),
     log:
         f"{R}/logs/answers.log",

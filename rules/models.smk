@@ -23,12 +23,12 @@ rule train_model:
         report=report(
             f"{R}/tables/training_{{model}}.csv",
             caption="../report/training.rst",
-            category="Model",
+            category="2. Model",
         ),
         plot=report(
             f"{R}/plots/training_{{model}}.png",
             caption="../report/training.rst",
-            category="Model",
+            category="2. Model",
         ),
     log:
         f"{R}/logs/train_model/{{model}}.log",

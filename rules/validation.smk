@@ -11,7 +11,7 @@ rule validate:
         report(
             f"{R}/tables/validation.csv",
             caption="../report/validation.rst",
-            category="Validation",
+            category="1. Overview",
         ),
     log:
         f"{R}/logs/validate.log",

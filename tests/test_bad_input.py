@@ -75,7 +75,7 @@ def test_attention_that_bypasses_the_interface(checkpoint):
 def test_image_the_processor_rejects(loaded):
     lm = loaded("qwen2_vl")
     with pytest.raises(InputError) as e:
-        extract(lm, Image.new("RGB", (2000, 8)), "What shape?", max_new_tokens=1)  # aspect ratio > 200
+        extract(lm, Image.new("RGB", (3000, 14)), "What shape?", max_new_tokens=1)  # aspect ratio > 200
     assert "'tiny_qwen2_vl'" in one_line(e) and "processor rejected" in str(e.value)
 
 
@@ -98,7 +98,7 @@ def test_shard_with_a_bad_sample_leaves_no_output(checkpoint, tmp_path, bad):
     if bad == "unreadable":
         wrong.write_bytes(b"not an image")
     else:
-        Image.new("RGB", (2000, 8)).save(wrong)
+        Image.new("RGB", (3000, 14)).save(wrong)
     samples = [
         {"image_id": i, "question_id": "q", "question": "What shape?", "image": str(p), "annotation": None, "objects": []}
         for i, p in (("good", good), ("bad", wrong))

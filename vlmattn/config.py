@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,13 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
         error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(cfg))
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-            raise ConfigError(f"config {where}: {error.message}")
+            message = error.message
+            if error.validator == "pattern" and error.schema.get("pattern") == schema["definitions"]["id"]["pattern"]:
+                message = (f"{error.instance!r} is not a valid id (letters and digits, joined by single '-' or '_'; "
+                           "ids name files and wildcards)")
+            elif error.validator == "pattern" and error.schema.get("pattern") == "\\S":
+                message = "is empty"
+            raise ConfigError(f"config {where}: {message}")
     return cfg
 
 
@@ -62,18 +69,28 @@ class Sample:
         return f"{self.image}__{self.question}"
 
 
-def check_image_file(path: str, key: str, base_dir: Path = Path(".")) -> tuple[int, int]:
+def check_image_file(path: str, key: str, base_dir: Path, max_pixels: int) -> tuple[int, int]:
     """``(width, height)`` of the image at ``path`` (as configured, relative to ``base_dir``); raises
-    :class:`InputError` naming ``key`` and ``path`` if it is missing or not a readable image."""
+    :class:`InputError` naming ``key`` and ``path`` if it is missing, not a readable image (checked
+    without decoding it: header, and PNG checksums) or larger than ``max_pixels``."""
     full = base_dir / path
     if not full.is_file():
         raise InputError(f"{key}: image file not found: {path}")
     try:
-        with Image.open(full) as im:
-            size = im.size
-            im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(full) as im:
+                    size = im.size
+                    if size[0] * size[1] <= max_pixels:
+                        im.verify()
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     except Exception:  # noqa: BLE001
         raise InputError(f"{key}: not an image file: {path}") from None
+    if size[0] * size[1] > max_pixels:
+        raise InputError(f"{key}: image {path} is {size[0]}x{size[1]}, more than images.max_pixels = {max_pixels:,} pixels")
     return size
 
 
@@ -148,7 +165,8 @@ def check(cfg: dict, base_dir: Path) -> None:
         if "build" not in mc and "path" not in mc:
             raise ConfigError(f"config models.{m}: give a checkpoint 'path' or a 'build' block")
     for i, spec in cfg["images"]["files"].items():
-        size = check_image_file(spec["path"], f"config images.files.{i}.path", base_dir)
+        size = check_image_file(spec["path"], f"config images.files.{i}.path", base_dir,
+                                cfg["images"]["max_pixels"])
         check_boxes(spec["objects"], size, f"config images.files.{i}")
     imgs = set(image_ids(cfg))
     for q, qc in cfg["questions"].items():
@@ -233,7 +251,7 @@ def load_dataset(cfg: dict, base_dir: str | Path = ".") -> Dataset:
         for row in sheet.rows:
             where = f"sheet {sheet.path} line {row.line}"
             if row.image_path not in sizes:
-                sizes[row.image_path] = check_image_file(row.image_path, where, base)
+                sizes[row.image_path] = check_image_file(row.image_path, where, base, cfg["images"]["max_pixels"])
             known = images.get(row.image_id)
             if known is None:
                 objects = coco_objects(coco, spec["annotations"], row.image_path, sizes[row.image_path]) if coco else []

@@ -134,6 +134,10 @@ def extract(
     ``vision_rollout=False`` skips the rollout (``O(T³)`` per full-attention encoder layer).
     """
     torch.manual_seed(seed)
+    patch = int(getattr(lm.model.config.vision_config, "patch_size", 1))
+    if min(image.size) < patch:
+        raise InputError(f"model {lm.model_id!r}: image of {image.size[0]}x{image.size[1]} pixels is smaller than "
+                         f"one {patch}-pixel patch of its vision encoder")
     try:
         inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
     except Exception as e:  # noqa: BLE001

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,10 +20,25 @@ log = logging.getLogger("vlmattn")
 
 
 def log_to(path: str | os.PathLike) -> None:
-    """Send stderr (tracebacks, progress bars) and the ``vlmattn`` logger to the job's log file."""
+    """Send stderr (tracebacks, progress bars) and the ``vlmattn`` logger to the job's log file.
+    Hugging Face's own progress bars (weights loading and saving) are switched off there."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sys.stderr = open(path, "w", buffering=1)  # noqa: SIM115 - lives for the job
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Bad input stops the job with its one-line message (``vlmattn: ...``) in the log, no traceback;
+    the job's outputs are written atomically, so none is left half-written."""
+    from .errors import VlmattnError
+
+    try:
+        yield
+    except VlmattnError as e:
+        log.error("%s", e)
+        raise SystemExit(f"vlmattn: {e}") from None
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -88,11 +104,21 @@ def train_model(spec: dict, out_dir: str, report_csv: str, report_png: str) -> N
     log.info("held-out accuracy: %s", dict(zip(final.question_type, final.heldout_accuracy, strict=True)))
 
 
+@one_line_errors()
 def validate(answers: str, spatial: str, concentration: str, cfg: dict, out: str) -> None:
     """The validation table (``vlmattn.validation``) from the pipeline's own tables."""
     from .validation import validate as run
 
     write_table(run(pd.read_csv(answers), read_table(spatial), read_table(concentration), cfg), out)
+
+
+def overview(answers: str, validation: list[str], out: str) -> None:
+    """The report's overview figure (:mod:`vlmattn.overview`) from the answers and, when the run has
+    one, the validation table."""
+    from .overview import draw
+
+    draw(pd.read_csv(answers, dtype={"answer": str}, keep_default_na=False),
+         pd.read_csv(validation[0]) if validation else None, out)
 
 
 def load_objects(annotation: str | None, objects: list[dict]) -> list[dict]:
@@ -272,6 +298,7 @@ def write_tables(frames: list[pd.DataFrame], path: str | os.PathLike) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+@one_line_errors()
 def metric(name: str, index: str, cfg: dict, out: str) -> None:
     """Metric ``name`` for every sample of one shard (its ``index``), rows in the index's order."""
     from .metrics import compute_table
@@ -323,6 +350,7 @@ def aggregate(inputs: list[str], out: str) -> None:
             f.close()
 
 
+@one_line_errors()
 def answers(indexes: list[str], expected: dict, out: str) -> None:
     """One row per sample: generated text, expected answer (if any) and whether they agree."""
     rows = []
@@ -340,6 +368,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"head": str, "token": str})
 
 
+@one_line_errors()
 def plot(name: str, table: str, cfg: dict, out_dir: str) -> None:
     from .metrics import get_metric
 
@@ -347,6 +376,7 @@ def plot(name: str, table: str, cfg: dict, out_dir: str) -> None:
     get_metric(name).plot(read_table(table), cfg, Path(out_dir))
 
 
+@one_line_errors()
 def plot_samples(name: str, samples: list[dict], cfg: dict) -> None:
     """Per-sample figures of metric ``name``: for each ``{h5, image, out_dir}``, from its cache file
     (and its image) into ``out_dir``."""

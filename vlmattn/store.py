@@ -39,7 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import SchemaVersionError
+from .errors import InputError, SchemaVersionError
 
 SCHEMA_VERSION = 1
 ROLLOUT_RESIDUAL = 0.5  # residual weight a of the vision-encoder rollout: 0.5·Ā + 0.5·I
@@ -234,37 +234,55 @@ def _strs(ds) -> list[str]:
 def read_sample(path: str | Path) -> AttentionSample:
     """Read one cache file; attention arrays come back as float32.
 
-    Raises :class:`SchemaVersionError` (naming the file and version) for an unknown schema.
+    Raises a one-line error naming the file: :class:`SchemaVersionError` for an unknown schema
+    version, :class:`InputError` for a file that is not a readable cache file (truncated, not HDF5, a
+    dataset missing) or whose attention holds NaN or infinite values.
     """
     path = Path(path)
-    with h5py.File(path, "r") as f:
-        version = f.attrs.get("schema_version")
-        version = version.item() if isinstance(version, np.generic) else version
-        if version != SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{path}: unsupported HDF5 schema version {version!r} (this vlmattn reads version {SCHEMA_VERSION})"
-            )
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        return AttentionSample(
-            input_ids=f["tokens/input_ids"][()],
-            input_tokens=_strs(f["tokens/input_tokens"]),
-            generated_ids=f["tokens/generated_ids"][()],
-            generated_tokens=_strs(f["tokens/generated_tokens"]),
-            spans=f["vision/spans"][()].reshape(-1, 2),
-            grid=f["vision/grid"][()].reshape(-1, 2),
-            token_boxes=f["vision/token_boxes"][()],
-            cls_positions=f["vision/cls_positions"][()] if "vision/cls_positions" in f else None,
-            image_size=f["image/size"][()],
-            boxes=f["image/boxes"][()],
-            labels=_strs(f["image/labels"]),
-            colours=_strs(f["image/colours"]),
-            decode=f["attention/decode"][()].astype(np.float32),
-            decode_key_len=f["attention/decode_key_len"][()],
-            prefill=f["attention/prefill"][()].astype(np.float32),
-            prefill_positions=f["attention/prefill_positions"][()],
-            attrs=attrs,
-            vision_encoder=_read_vision_encoder(f),
+    try:
+        with h5py.File(path, "r") as f:
+            sample = _read(f, path)
+    except (OSError, KeyError) as e:
+        what = "dataset missing" if isinstance(e, KeyError) else "truncated or not HDF5"
+        raise InputError(f"{path}: not a readable attention cache file ({what}: {str(e).splitlines()[0][:120]})") from None
+    for name in ("decode", "prefill"):
+        a = getattr(sample, name)
+        bad = ~np.isfinite(a)
+        if bad.any():
+            where = ", ".join(f"{ax} {i}" for ax, i in zip(("step", "layer", "head") if name == "decode" else
+                                                            ("layer", "head", "row"), np.argwhere(bad)[0]))
+            raise InputError(f"{path}: attention/{name} holds {int(bad.sum())} NaN or infinite values (first at {where})")
+    return sample
+
+
+def _read(f, path: Path) -> AttentionSample:
+    version = f.attrs.get("schema_version")
+    version = version.item() if isinstance(version, np.generic) else version
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path}: unsupported HDF5 schema version {version!r} (this vlmattn reads version {SCHEMA_VERSION})"
         )
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    return AttentionSample(
+        input_ids=f["tokens/input_ids"][()],
+        input_tokens=_strs(f["tokens/input_tokens"]),
+        generated_ids=f["tokens/generated_ids"][()],
+        generated_tokens=_strs(f["tokens/generated_tokens"]),
+        spans=f["vision/spans"][()].reshape(-1, 2),
+        grid=f["vision/grid"][()].reshape(-1, 2),
+        token_boxes=f["vision/token_boxes"][()],
+        cls_positions=f["vision/cls_positions"][()] if "vision/cls_positions" in f else None,
+        image_size=f["image/size"][()],
+        boxes=f["image/boxes"][()],
+        labels=_strs(f["image/labels"]),
+        colours=_strs(f["image/colours"]),
+        decode=f["attention/decode"][()].astype(np.float32),
+        decode_key_len=f["attention/decode_key_len"][()],
+        prefill=f["attention/prefill"][()].astype(np.float32),
+        prefill_positions=f["attention/prefill_positions"][()],
+        attrs=attrs,
+        vision_encoder=_read_vision_encoder(f),
+    )
 
 
 def settings_json(settings: dict) -> str:
