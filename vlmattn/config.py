@@ -20,7 +20,7 @@ from .errors import ConfigError, InputError
 from .images.synthetic import DEFAULT_SCENES
 from .metrics import METRICS
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 def _with_defaults(cls):

@@ -1,7 +1,7 @@
 """Datasets brought as files: sample sheets (TSV or CSV) and COCO-format ground-truth boxes.
 
 A **sample sheet** has a header line and one (image, question) sample per row; each row is
-validated against ``schemas/samplesheet.schema.yaml``:
+validated against ``vlmattn/schemas/samplesheet.schema.yaml``:
 
 =============  ================================================================================
 ``image``      image file, relative to the sheet's folder (or absolute); required
@@ -42,7 +42,7 @@ import yaml
 
 from .errors import InputError
 
-SHEET_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "samplesheet.schema.yaml"
+SHEET_SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "samplesheet.schema.yaml"
 SEPARATORS = {".tsv": "\t", ".tab": "\t", ".csv": ","}
 BOX_SLACK = 1.0  # pixels a COCO box may overhang the image before it is an error
 _ID_RUN = re.compile(r"[A-Za-z0-9]+")

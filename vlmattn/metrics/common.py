@@ -6,7 +6,7 @@ share of the row landing on vision tokens; ``p = a / share`` (renormalised, the 
 (raw). The vision tokens are those of ``/vision/spans``, each with a pixel box; a CLS token fed to
 the LLM (``/vision/cls_positions``, LLaVA's ``"full"`` strategy) has none and is not among them.
 
-Options every metric block shares (see ``schemas/config.schema.yaml``):
+Options every metric block shares (see ``vlmattn/schemas/config.schema.yaml``):
 
 * ``renormalize``   renormalise each row over the kept vision tokens (default) or keep raw weights;
 * ``head_pooling``  pooled head maps appended to the H individual heads: ``mean`` or ``max``;
