@@ -73,14 +73,14 @@ def worker(variant: str, family: str, model_dir: str, size: tuple[int, int], ste
     img = image(size)
     out = Path(out_dir) / f"{variant.replace('+', '_')}"
     if variant.startswith("b"):
-        from vlmattn.extract import extract, load_model
+        from vlmattn.inference import capture_attention, load_model
         from vlmattn.store import write_sample
 
         lm = load_model("bench", family, model_dir)
         lm.model.generation_config.min_new_tokens = steps
 
         def run(n):
-            s = extract(lm, img, QUESTION, max_new_tokens=n, vision_encoder=variant != "b",
+            s = capture_attention(lm, img, QUESTION, max_new_tokens=n, vision_encoder=variant != "b",
                         vision_rollout=variant == "b+v+r")
             write_sample(out.with_suffix(".h5"), s)
             return out.with_suffix(".h5"), len(s.input_ids)

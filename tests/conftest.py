@@ -48,8 +48,8 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def loaded(checkpoint):
-    """``loaded(family)`` → a :class:`vlmattn.extract.LoadedModel` of that family (float32, CPU)."""
-    from vlmattn.extract import load_model
+    """``loaded(family)`` → a :class:`vlmattn.inference.LoadedModel` of that family (float32, CPU)."""
+    from vlmattn.inference import load_model
 
     cache = {}
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from vlmattn.extract import load_model
+from vlmattn.inference import load_model
 
 
 @pytest.mark.parametrize("size, block", [((80, 48), (50, 20, 58, 28)), ((48, 96), (10, 44, 16, 52)), ((64, 64), (0, 0, 8, 8))])

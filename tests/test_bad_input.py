@@ -8,7 +8,7 @@ from PIL import Image
 from vlmattn import jobs
 from vlmattn.config import load_config
 from vlmattn.errors import ConfigError, InputError, ModelError
-from vlmattn.extract import extract, load_model
+from vlmattn.inference import capture_attention, load_model
 from vlmattn.models import toy
 
 SETTINGS = {"max_new_tokens": 2, "prefill_rows": "last", "attention_dtype": "float16",
@@ -68,14 +68,14 @@ def test_attention_that_bypasses_the_interface(checkpoint):
     lm = load_model("bypass", "qwen2_vl", str(checkpoint("qwen2_vl")))
     lm.model.set_attn_implementation({"text_config": "eager"})
     with pytest.raises(ModelError) as e:
-        extract(lm, Image.new("RGB", (64, 64)), "What shape?", max_new_tokens=2, vision_encoder=False)
+        capture_attention(lm, Image.new("RGB", (64, 64)), "What shape?", max_new_tokens=2, vision_encoder=False)
     assert "'bypass'" in one_line(e) and "0 of 2" in str(e.value)
 
 
 def test_image_the_processor_rejects(loaded):
     lm = loaded("qwen2_vl")
     with pytest.raises(InputError) as e:
-        extract(lm, Image.new("RGB", (3000, 14)), "What shape?", max_new_tokens=1)  # aspect ratio > 200
+        capture_attention(lm, Image.new("RGB", (3000, 14)), "What shape?", max_new_tokens=1)  # aspect ratio > 200
     assert "'tiny_qwen2_vl'" in one_line(e) and "processor rejected" in str(e.value)
 
 
@@ -85,7 +85,7 @@ def test_prompt_longer_than_the_context(tmp_path):
     toy.save(*toy.build_toy(spec), tmp_path)
     lm = load_model("short", "llava", str(tmp_path))
     with pytest.raises(InputError) as e:
-        extract(lm, Image.new("RGB", (32, 32)), "What shape is in the image?", max_new_tokens=4)
+        capture_attention(lm, Image.new("RGB", (32, 32)), "What shape is in the image?", max_new_tokens=4)
     assert "'short'" in one_line(e) and "exceeds the context of 20" in str(e.value)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmattn.extract import extract, load_model, prefill_positions
+from vlmattn.inference import capture_attention, load_model, prefill_positions
 from vlmattn.images.synthetic import DEFAULT_SCENES, draw
 
 QUESTION = "What shape is in the image?"
@@ -41,7 +41,7 @@ def test_decode_rows_equal_eager(checkpoint, image, request):
     path = request.getfixturevalue(checkpoint)
     lm = load_model("toy", "llava", str(path))
     lm.model.generation_config.min_new_tokens = NEW
-    s = extract(lm, image, QUESTION, max_new_tokens=NEW, prefill_rows="all_text")
+    s = capture_attention(lm, image, QUESTION, max_new_tokens=NEW, prefill_rows="all_text")
     n, ref = eager_reference(path, image, QUESTION)
     n_layers = len(ref.attentions[0])
     assert s.decode.shape[:2] == (NEW, n_layers)
@@ -80,7 +80,7 @@ def test_prefill_positions_modes():
 def test_default_prefill_is_one_row(gqa_checkpoint, image):
     """The default never stores a [layer, head, N, N] matrix."""
     lm = load_model("toy", "llava", str(gqa_checkpoint))
-    s = extract(lm, image, QUESTION, max_new_tokens=2)
+    s = capture_attention(lm, image, QUESTION, max_new_tokens=2)
     n = len(s.input_ids)
     assert s.prefill.shape[2:] == (1, n)
     assert s.prefill_positions.tolist() == [n - 1]

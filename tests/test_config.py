@@ -8,7 +8,7 @@ import yaml
 from tests.conftest import REPO
 from vlmattn.config import load_config, samples
 from vlmattn.errors import ConfigError, InputError, ModelError
-from vlmattn.extract import load_model
+from vlmattn.inference import load_model
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 

@@ -66,3 +66,54 @@ def test_validation_attention_checks(default_run):
 def test_validation_table_all_checks_pass(default_run):
     table = pd.read_csv(default_run / "results/tables/validation.csv")
     assert table["passed"].astype(str).str.lower().eq("true").all(), table.to_string()
+
+
+def _report_data(html: str, name: str) -> dict:
+    """The JSON object the Snakemake report embeds as ``var {name} = {...};`` on one line."""
+    start = html.index(f"var {name} = {{") + len(f"var {name} = ")
+    return json.loads(html[start:html.index("\n", start)].strip().rstrip(";"))
+
+
+def test_report_renders_in_a_browser(default_run):
+    """``snakemake --report`` bundles every table and figure of the run; headless Chromium renders
+    the landing page (what ran, the stages) and decodes every figure; a screenshot is kept beside it."""
+    import base64
+
+    from tests.browser import chromium, dump_dom, screenshot
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("needs Debian's chromium package (or root and apt-get to install it)")
+    snakemake(default_run, "--report", "report.html")
+    page = default_run / "report.html"
+    html = page.read_text()
+
+    produced = sorted(p for d in ("tables", "plots") for p in (default_run / "results" / d).rglob("*")
+                      if p.suffix in {".csv", ".png"})
+    results = _report_data(html, "results")
+    for p in produced:
+        key = str(p.relative_to(default_run))
+        assert key in results, f"{key} is not in the report"
+        data = base64.b64decode(results[key]["data_uri"].split("base64,", 1)[1])
+        assert data == p.read_bytes(), f"{key}: the report holds other bytes"
+        assert results[key]["caption"].strip(), f"{key} has no caption"
+    assert list(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Metric tables",
+                                                     "4. Metric plots", "5. Samples"]
+
+    profile = default_run / "chromium-profile"
+    dom = dump_dom(browser, page, profile)
+    app = dom[dom.index('<div id="app">'):]
+    for text in ("What ran", "How to read it", "1. Overview", "5. Samples", "toy_llava_untrained",
+                 "Is there anything in the top left corner?"):
+        assert text in app, f"the rendered report lacks {text!r}"
+
+    pngs = [results[str(p.relative_to(default_run))]["data_uri"] for p in produced if p.suffix == ".png"]
+    gallery = default_run / "figures.html"
+    gallery.write_text("<html><body>" + "".join(f'<img src="{u}">' for u in pngs) + "<script>"
+                       "window.onload = () => document.body.setAttribute('data-decoded', "
+                       "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length);"
+                       "</script></body></html>")
+    decoded = dump_dom(browser, gallery, profile)
+    assert f'data-decoded="{len(pngs)}"' in decoded, f"{len(pngs)} figures, not all decoded"
+
+    screenshot(browser, page, profile, default_run / "report.png")

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText
 
-from vlmattn.extract import PREFILL_MODES, extract, prefill_positions
+from vlmattn.inference import PREFILL_MODES, capture_attention, prefill_positions
 
 from .conftest import FAMILIES
 
@@ -57,7 +57,7 @@ def reference(checkpoint, loaded):
 def test_decode_rows_and_tokens(loaded, reference, family):
     lm = loaded(family)
     inputs, ref, plain = reference(family)
-    s = extract(lm, scene(), QUESTION, max_new_tokens=STEPS)
+    s = capture_attention(lm, scene(), QUESTION, max_new_tokens=STEPS)
     n = inputs["input_ids"].shape[1]
     assert s.generated_ids.tolist() == plain[0, n:].tolist()  # capture does not change generation
     assert s.generated_ids.tolist() == ref.sequences[0, n:].tolist()  # same sequence as the reference
@@ -78,7 +78,7 @@ def test_prefill_rows(loaded, reference, family, mode, caplog):
     lm = loaded(family)
     inputs, ref, _ = reference(family)
     with caplog.at_level(logging.WARNING, logger="vlmattn"):
-        s = extract(lm, scene(), QUESTION, max_new_tokens=1, prefill_rows=mode)
+        s = capture_attention(lm, scene(), QUESTION, max_new_tokens=1, prefill_rows=mode)
     n = inputs["input_ids"].shape[1]
     vision = s.vision_index
     want_pos = prefill_positions(mode, n, vision)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from vlmattn.errors import ModelError
-from vlmattn.extract import load_model
+from vlmattn.inference import load_model
 
 from .conftest import FAMILIES
 

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from vlmattn.adapters.base import token_spans
 from vlmattn.config import load_config
 from vlmattn.errors import ModelError
-from vlmattn.extract import extract, load_model
+from vlmattn.inference import capture_attention, load_model
 from vlmattn.metrics import METRICS, get_metric, metric_params
 from vlmattn.store import read_sample, write_sample
 
@@ -50,7 +50,7 @@ def full_checkpoint(checkpoint, tmp_path_factory):
 def test_cls_token_kept_out_of_the_vision_grid(full_checkpoint, loaded, tmp_path):
     lm = load_model("llava_full", "llava", str(full_checkpoint))
     image = scene()
-    s = extract(lm, image, QUESTION, max_new_tokens=3, prefill_rows="all_text")
+    s = capture_attention(lm, image, QUESTION, max_new_tokens=3, prefill_rows="all_text")
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)
     (start, end), = token_spans(inputs["input_ids"][0], lm.model.config.image_token_id)
     assert end - start == 17  # CLS + 4×4 patches
@@ -99,5 +99,5 @@ def test_processor_and_model_strategies_disagree(checkpoint, tmp_path):
     path = with_strategy(checkpoint("llava"), tmp_path / "model", "full", "default")
     lm = load_model("mixed", "llava", str(path))
     with pytest.raises(ModelError, match=r"model 'mixed'.*16 image tokens.*'full'.*17") as e:
-        extract(lm, scene(), QUESTION, max_new_tokens=1)
+        capture_attention(lm, scene(), QUESTION, max_new_tokens=1)
     assert "\n" not in str(e.value)

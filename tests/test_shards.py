@@ -57,11 +57,11 @@ def sample(tmp_path, name, colour):
 
 
 def test_shard_job_loads_once_and_reuses_the_cache(checkpoint, tmp_path, monkeypatch):
-    import vlmattn.extract
+    import vlmattn.inference
 
     loads = []
-    real = vlmattn.extract.load_model
-    monkeypatch.setattr(vlmattn.extract, "load_model", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    real = vlmattn.inference.load_model
+    monkeypatch.setattr(vlmattn.inference, "load_model", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
     model = {"id": "m", "family": "llava", "path": str(checkpoint("llava")), "dtype": "float32", "device": "cpu"}
     samples = [sample(tmp_path, n, c) for n, c in (("a", "red"), ("b", "green"), ("c", "blue"))]
     out, cache, index = tmp_path / "attention", tmp_path / "cache", tmp_path / "index.csv"

@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText
 
-from vlmattn.extract import extract, load_model
+from vlmattn.inference import capture_attention, load_model
 
 STEPS = 5
 QUESTION = "What shape is in the image?"
@@ -69,7 +69,7 @@ def test_sliding_layer_rows_on_absolute_keys(checkpoint, sliding_checkpoint, whe
     lm = load_model("sliding", "qwen2_vl", str(path))
     lm.model.generation_config.min_new_tokens = STEPS
     assert lm.model.config.get_text_config().layer_types == ["full_attention", "sliding_attention"]
-    s = extract(lm, scene(), QUESTION, max_new_tokens=STEPS, prefill_rows="all", vision_encoder=False)
+    s = capture_attention(lm, scene(), QUESTION, max_new_tokens=STEPS, prefill_rows="all", vision_encoder=False)
     assert len(s.input_ids) == n and s.n_steps == STEPS
     assert s.decode_key_len.tolist() == list(range(n, n + STEPS))
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vlmattn.errors import SchemaVersionError
-from vlmattn.extract import extract, load_model
+from vlmattn.inference import capture_attention, load_model
 from vlmattn.images.synthetic import DEFAULT_SCENES, draw
 from vlmattn.store import read_sample, write_sample
 
@@ -13,7 +13,7 @@ from vlmattn.store import read_sample, write_sample
 @pytest.fixture(scope="module")
 def sample(gqa_checkpoint):
     lm = load_model("toy", "llava", str(gqa_checkpoint))
-    return extract(lm, draw(DEFAULT_SCENES["two_shapes"], 40), "How many shapes are there?", max_new_tokens=3,
+    return capture_attention(lm, draw(DEFAULT_SCENES["two_shapes"], 40), "How many shapes are there?", max_new_tokens=3,
                    meta={"image_id": "two_shapes", "question_id": "count"})
 
 
@@ -56,3 +56,16 @@ def test_failed_write_leaves_nothing(sample, tmp_path):
     with pytest.raises(TypeError):
         write_sample(path, sample, attention_dtype="not-a-dtype")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_schema_doc_lists_every_setting(sample):
+    """docs/hdf5-schema.md names every key of ``settings_json``, and nothing else, on its row."""
+    import json
+    import re
+
+    from tests.pipeline import REPO
+
+    row = next(line for line in (REPO / "docs/hdf5-schema.md").read_text().splitlines()
+               if line.startswith("| `settings_json`"))
+    documented = set(re.findall(r"`(\w+)`", row.split("|")[3]))
+    assert documented == set(json.loads(sample.attrs["settings_json"]))

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from transformers.image_transforms import convert_to_rgb
 
-from vlmattn.extract import extract, open_image
+from vlmattn.inference import capture_attention, open_image
 from vlmattn.metrics.plotting import read_image
 
 QUESTION = "What shape is in the image?"
@@ -74,5 +74,5 @@ def test_transparent_png_generation_matches_the_processor(loaded, tmp_path, fami
     torch.testing.assert_close(ours["pixel_values"], ref["pixel_values"], atol=0, rtol=0)
     n = ref["input_ids"].shape[1]
     want = lm.model.generate(**ref, max_new_tokens=4, do_sample=False)[0, n:]
-    s = extract(lm, open_image(path), QUESTION, max_new_tokens=4, vision_encoder=False)
+    s = capture_attention(lm, open_image(path), QUESTION, max_new_tokens=4, vision_encoder=False)
     assert s.generated_ids.tolist() == want.tolist()

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText
 
-from vlmattn.extract import extract
+from vlmattn.inference import capture_attention
 from vlmattn.store import read_sample, write_sample
 
 from .conftest import FAMILIES
@@ -103,7 +103,7 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
         ref, same = clip_reference(checkpoint(family), inputs)
     else:
         ref, same = qwen_reference(lm, inputs, family)
-    s = extract(lm, image, QUESTION, max_new_tokens=2, vision_full=True)
+    s = capture_attention(lm, image, QUESTION, max_new_tokens=2, vision_full=True)
     ve = s.vision_encoder
     n_cls = 1 if family == "llava" else 0
     L, H, T, _ = ref.shape
@@ -149,12 +149,12 @@ def test_vision_summaries_off_and_no_full_by_default(loaded, tmp_path):
     import h5py
 
     lm = loaded("qwen2_vl")
-    s = extract(lm, noise_image(), QUESTION, max_new_tokens=1)
+    s = capture_attention(lm, noise_image(), QUESTION, max_new_tokens=1)
     assert s.vision_encoder is not None and s.vision_encoder.full == []
     write_sample(tmp_path / "a.h5", s)
     with h5py.File(tmp_path / "a.h5") as f:
         assert "vision_encoder/received" in f and "vision_encoder/full" not in f
-    s = extract(lm, noise_image(), QUESTION, max_new_tokens=1, vision_encoder=False)
+    s = capture_attention(lm, noise_image(), QUESTION, max_new_tokens=1, vision_encoder=False)
     assert s.vision_encoder is None
     write_sample(tmp_path / "b.h5", s)
     assert read_sample(tmp_path / "b.h5").vision_encoder is None
@@ -166,9 +166,9 @@ def test_blocked_computation_is_identical(loaded, family, monkeypatch):
     import vlmattn.vision
 
     lm = loaded(family)
-    whole = extract(lm, noise_image(), QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
+    whole = capture_attention(lm, noise_image(), QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
     monkeypatch.setattr(vlmattn.vision, "_CHUNK_BYTES", 4 * 50 * 7)  # 1 head, a few rows at a time
-    blocked = extract(lm, noise_image(), QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
+    blocked = capture_attention(lm, noise_image(), QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
     for name in ("received", "cls_attention", "rollout_received", "rollout_cls", "segment"):
         np.testing.assert_allclose(getattr(blocked, name), getattr(whole, name), atol=1e-6, rtol=0)
     np.testing.assert_allclose(blocked.full[0], whole.full[0], atol=1e-6, rtol=0)
@@ -176,8 +176,8 @@ def test_blocked_computation_is_identical(loaded, family, monkeypatch):
 
 def test_rollout_can_be_switched_off(loaded, tmp_path):
     lm = loaded("llava")
-    on = extract(lm, noise_image(), QUESTION, max_new_tokens=1).vision_encoder
-    off = extract(lm, noise_image(), QUESTION, max_new_tokens=1, vision_rollout=False).vision_encoder
+    on = capture_attention(lm, noise_image(), QUESTION, max_new_tokens=1).vision_encoder
+    off = capture_attention(lm, noise_image(), QUESTION, max_new_tokens=1, vision_rollout=False).vision_encoder
     assert on.has_rollout and not off.has_rollout
     assert off.rollout_received.shape == (on.received.shape[0], 0) == off.rollout_cls.shape
     np.testing.assert_array_equal(off.received, on.received)

@@ -6,7 +6,8 @@ and, while a :class:`AttentionRecorder` is active, additionally records
     A[h, r, :] = softmax(q[h, r] · K[h]ᵀ · scale + mask[r])        (float32)
 
 for a few query rows ``r`` only: the prefill rows the recorder asks for, and the single query row of
-every decode step. Grouped-query attention is handled by repeating the KV heads. Full ``[H, N, N]``
+every decode step. Grouped-query attention is a grouped matmul (query head ``h`` reads KV head
+``h // groups``; K and V are never repeated in memory). Full ``[H, N, N]``
 matrices are never formed. Rows stay on the model's device until generation ends (no per-step
 device synchronisation).
 

@@ -196,11 +196,11 @@ def _run_sample(lm, sm: dict, settings: dict, seed: int):
     """One :class:`~vlmattn.store.AttentionSample` for sample dict ``sm`` with its ground truth."""
     import numpy as np
 
-    from .extract import extract as run, open_image
+    from .inference import capture_attention, open_image
 
     venc = settings.get("vision_encoder", {})
     objects = load_objects(sm.get("annotation"), sm.get("objects", []))
-    s = run(lm, open_image(sm["image"]), sm["question"], max_new_tokens=settings["max_new_tokens"],
+    s = capture_attention(lm, open_image(sm["image"]), sm["question"], max_new_tokens=settings["max_new_tokens"],
             prefill_rows=settings["prefill_rows"], seed=seed, vision_encoder=venc.get("enabled", True),
             vision_full=venc.get("full", False), vision_rollout=venc.get("rollout", True),
             meta={"image_id": sm["image_id"], "image_path": str(sm["image"]), "question_id": sm["question_id"]})
@@ -230,7 +230,7 @@ def extract_shard(model: dict, samples: list[dict], settings: dict, seed: int, a
     import torch
 
     from .errors import VlmattnError
-    from .extract import load_model
+    from .inference import load_model
     from .store import write_sample
 
     torch.set_num_threads(threads)

@@ -112,7 +112,7 @@ def settings_hash(settings: dict) -> str:
 
 
 @torch.no_grad()
-def extract(
+def capture_attention(
     lm: LoadedModel,
     image: Image.Image,
     question: str,
