@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import plotting
 from .common import views
 
 COLUMNS = ["entropy", "norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]
@@ -96,5 +97,4 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         ax.set_xlabel("LLM layer")
         ax.set_title(col)
     axes[0].legend(fontsize=7)
-    fig.savefig(Path(out_dir) / "concentration_by_layer.png", dpi=110)
-    plt.close(fig)
+    plotting.save(fig, Path(out_dir) / "concentration_by_layer.png")

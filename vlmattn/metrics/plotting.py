@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +20,27 @@ def pyplot():
     return plt
 
 
-#: axis labels naming a count: their ticks are integers (layer 3, head 5, step 2; never 2.5)
-INTEGER_AXES = ("layer", "head", "step", "token", "cluster")
+#: an axis label that names an index or a count (``LLM layer``, ``head``, ``decode step``, ``grid row``,
+#: ``sink tokens``, ``cluster``): its ticks are integers (layer 3, head 5; never 2.5). Labels of
+#: quantities (``entropy over vision tokens``, ``m, heads mean``) do not match.
+INTEGER_AXIS = re.compile(r"^(?:LLM |encoder |decode |grid |generated |sink )?"
+                          r"(?:layer|head|step|row|column|token|cluster)s?\b", re.IGNORECASE)
+
+
+def is_countable(label: str) -> bool:
+    """Whether an axis labelled ``label`` counts or indexes things (:data:`INTEGER_AXIS`)."""
+    return INTEGER_AXIS.match(label) is not None
 
 
 def integer_ticks(fig) -> None:
-    """Integer tick locations on every axis of ``fig`` whose label names layers, heads, steps, tokens
-    or clusters (axes with explicitly placed ticks, as heatmaps set them, keep those)."""
+    """Integer tick locations on every axis of ``fig`` whose label :func:`is_countable` (axes with
+    explicitly placed ticks, as heatmaps set them, keep those)."""
     from matplotlib.ticker import FixedLocator, MaxNLocator
 
     for ax in fig.axes:
         for axis, label in ((ax.xaxis, ax.get_xlabel()), (ax.yaxis, ax.get_ylabel())):
-            if any(w in label.lower() for w in INTEGER_AXES) and not isinstance(axis.get_major_locator(),
-                                                                                FixedLocator):
-                axis.set_major_locator(MaxNLocator(integer=True))
+            if is_countable(label) and not isinstance(axis.get_major_locator(), FixedLocator):
+                axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def save(fig, path: Path) -> None:
