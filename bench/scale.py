@@ -16,7 +16,7 @@ path that is never loaded) and the 10 default metrics. Then, in one run:
    with one thread (as Snakemake gives a one-thread job), and the faster of the two is the reference.
 
 Shards: ``max(4, ⌈N / 500⌉)`` unless ``--shards`` is given, as the README suggests for a dataset.
-Targets (issue figures): N = 10,000 → ≤ 1,000 jobs, ``-n`` ≤ 20 s and ≤ 500 MB; metric stage at
+Targets: N = 10,000 → ≤ 1,000 jobs, ``-n`` ≤ 20 s and ≤ 500 MB; metric stage at
 N = 1,000 ≤ 2× the baseline's wall time. Both tables of the stage are compared cell for cell.
 
 Usage: ``PYTHONPATH=. python bench/scale.py [--sizes 100,1000,10000] [--stage-size 1000] [--cores 2]``

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from vlmattn.metrics import METRICS
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -21,6 +23,8 @@ TINY_CONFIG = {
         "image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 2, "vision_heads": 2,
         "text_hidden": 64, "text_layers": 2, "text_heads": 4, "text_kv_heads": 2, "vocab_size": 400}}}},
     "extraction": {"max_new_tokens": 3, "resources": {"threads": 1}},
+    # every metric, with the schema's defaults (a metric left out of `metrics` is not computed)
+    "metrics": {name: {} for name in METRICS},
 }
 
 

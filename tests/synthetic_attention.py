@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from vlmattn.config import load_config
+from vlmattn.metrics import metric_params
 from vlmattn.store import AttentionSample
+
+#: The smallest valid config (no metric listed).
+MINIMAL = {"questions": {"q": {"text": "Hi?"}}, "models": {"m": {"family": "llava", "path": "x"}}}
+
+
+def metric_cfg(name: str, **changes) -> dict:
+    """What the pipeline passes to metric ``name`` when its block is ``changes``: the block validated
+    with the schema's defaults filled in (and the sink rule, see :func:`metric_params`)."""
+    return metric_params(name, load_config({**MINIMAL, "metrics": {name: changes}})["metrics"])
 
 
 def grid_boxes(rows: int, cols: int, width: int, height: int) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import entropy as scipy_entropy
 
+from tests.synthetic_attention import metric_cfg
 from vlmattn.metrics import concentration as c
 from vlmattn.metrics.common import pool_heads, pool_steps, vision_attention
 from vlmattn.store import AttentionSample
@@ -70,7 +71,7 @@ def test_vision_attention_renormalises_and_reports_share():
     decode = np.zeros((1, 1, 2, 6), np.float32)
     decode[0, 0, 0] = [0.2, 0.1, 0.3, 0.0, 0.4, 0.0]  # vision tokens 1..3 hold 0.4
     decode[0, 0, 1] = [0.0, 0.25, 0.25, 0.25, 0.25, 0.0]
-    p, share = vision_attention(sample_from(decode, 5, (1, 4)))
+    p, share = vision_attention(sample_from(decode, 5, (1, 4)), True, 1e-4)
     np.testing.assert_allclose(share[0, 0], [0.4, 0.75], rtol=1e-6)
     np.testing.assert_allclose(p[0, 0, 0], [0.25, 0.75, 0.0], rtol=1e-6)
     np.testing.assert_allclose(p[0, 0, 1], [1 / 3] * 3, rtol=1e-6)
@@ -78,8 +79,8 @@ def test_vision_attention_renormalises_and_reports_share():
 
 def test_pooling():
     p = np.array([[[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]])  # [L=1, H=2, V=3]
-    np.testing.assert_allclose(pool_heads(p, "mean"), [[0.25, 0.25, 0.5]])
-    np.testing.assert_allclose(pool_heads(p, "max"), [[0.25, 0.25, 0.5]])
+    np.testing.assert_allclose(pool_heads(p, "mean", renormalize=True), [[0.25, 0.25, 0.5]])
+    np.testing.assert_allclose(pool_heads(p, "max", renormalize=True), [[0.25, 0.25, 0.5]])
     np.testing.assert_allclose(pool_heads(p, "max", renormalize=False), [[0.5, 0.5, 1.0]])
     x = np.arange(6.0).reshape(3, 2)
     np.testing.assert_allclose(pool_steps(x, "last"), [4, 5])
@@ -90,7 +91,8 @@ def test_compute_rows_cover_layers_heads_and_pools():
     rng = np.random.default_rng(2)
     decode = rng.random((3, 2, 4, 12)).astype(np.float32)
     decode /= decode.sum(-1, keepdims=True)
-    df = c.compute(sample_from(decode, 10, (2, 8)), {"head_pooling": ["mean", "max"], "step_pooling": ["last", "mean"]})
+    cfg = metric_cfg("concentration", head_pooling=["mean", "max"], step_pooling=["last", "mean"], exclude_sinks=False)
+    df = c.compute(sample_from(decode, 10, (2, 8)), cfg)
     assert len(df) == 2 * 2 * (4 + 2)
     assert set(df["head"]) == {"0", "1", "2", "3", "mean", "max"}
     row = df[(df.step_pool == "last") & (df.layer == 1) & (df["head"] == "2")].iloc[0]

@@ -20,7 +20,8 @@ def cfg(**changes):
 
 
 def test_defaults_are_filled():
-    c = load_config({"questions": {"q": {"text": "Hi?"}}, "models": {"m": {"family": "llava", "path": "x"}}})
+    c = load_config({"questions": {"q": {"text": "Hi?"}}, "models": {"m": {"family": "llava", "path": "x"}},
+                     "metrics": {"concentration": {}}})
     assert c["extraction"]["max_new_tokens"] == 6
     assert c["extraction"]["resources"]["gpu"] == 0
     assert c["metrics"]["concentration"]["span_threshold"] == 0.9

@@ -79,13 +79,15 @@ def test_cls_token_kept_out_of_the_vision_grid(full_checkpoint, loaded, tmp_path
     back = read_sample(tmp_path / "s.h5")
     assert back.cls_positions.tolist() == [start] and back.spans.tolist() == s.spans.tolist()
     back.boxes, back.labels, back.colours = np.array([[17, 17, 23, 23]], np.float32), ["square"], ["white"]
-    config = {"questions": {"q": {"text": "Hi?"}}, "models": {"m": {"family": "llava", "path": "x"}}}
+    config = {"questions": {"q": {"text": "Hi?"}}, "models": {"m": {"family": "llava", "path": "x"}},
+              "metrics": {name: {} for name in METRICS}}
     metrics_cfg = load_config(config)["metrics"]
     for name in METRICS:
         table = get_metric(name).compute(back, metric_params(name, metrics_cfg))
         assert len(table), name
     # layer_profile gives the CLS token's weight its own share, out of the text shares
-    cfg = {"step_pooling": ["each"], "head_pooling": ["mean"], "exclude_sinks": False}
+    cfg = metric_params("layer_profile", load_config({**config, "metrics": {"layer_profile": {
+        "step_pooling": ["each"], "head_pooling": ["mean"], "exclude_sinks": False}}})["metrics"])
     lp = get_metric("layer_profile").compute(back, cfg).set_index(["step", "layer"])
     for t in range(back.n_steps):
         for layer in range(back.decode.shape[1]):

@@ -4,10 +4,15 @@ import numpy as np
 import pytest
 from scipy.stats import entropy as scipy_entropy
 
-from tests.synthetic_attention import make_sample, one_hot
+from tests.synthetic_attention import make_sample, metric_cfg, one_hot
 from vlmattn.metrics.dynamics import compute
 
 CFG = {"head_pooling": ["mean", "max"], "exclude_sinks": False, "regions": {"top_band": [0, 0, 1, 0.25]}}
+
+
+def config(**changes) -> dict:
+    """The dynamics block of CFG with ``changes``, schema defaults filled in."""
+    return metric_cfg("dynamics", **{**CFG, **changes})
 
 
 def test_per_token_rows_match_scipy_and_closed_forms():
@@ -16,7 +21,7 @@ def test_per_token_rows_match_scipy_and_closed_forms():
     p[1, :, :] = one_hot(0, 16)  # step 1: everything on the top-left token
     share = np.array([0.9, 0.5, 0.7])[:, None, None, None]
     s = make_sample(p * share, tokens=["Yes", "NA", " left"], boxes=[[0, 0, 32, 32]], labels=["tri"])
-    df = compute(s, CFG)
+    df = compute(s, config())
     assert len(df) == 3 * 2 * 4  # steps × layers × (2 heads + 2 pooled)
     assert df.drop_duplicates("step")["token"].tolist() == ["Yes", "NA", " left"]
     for t in range(3):
@@ -37,6 +42,6 @@ def test_per_token_rows_match_scipy_and_closed_forms():
 
 def test_without_boxes_object_mass_is_nan_and_sinks_double_rows():
     p = np.full((2, 1, 2, 16), 1 / 16)
-    df = compute(make_sample(p), {**CFG, "exclude_sinks": "both"})
+    df = compute(make_sample(p), config(exclude_sinks="both"))
     assert df["mass_objects"].isna().all()
     assert df.groupby("sinks").size().to_dict() == {"excluded": 8, "included": 8}

@@ -4,10 +4,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from tests.synthetic_attention import make_sample
+from tests.synthetic_attention import make_sample, metric_cfg
 from vlmattn.metrics.head_clusters import cluster, compute, plot_sample
 
 CFG = {"step_pooling": ["last"], "exclude_sinks": False, "regions": {}, "k": 2, "n_init": 4, "random_state": 0}
+
+
+def config(**changes) -> dict:
+    """The head_clusters block of CFG with ``changes``, schema defaults filled in."""
+    return metric_cfg("head_clusters", **{**CFG, **changes})
 
 
 def grouped_sample():
@@ -23,7 +28,7 @@ def grouped_sample():
 
 def test_two_groups_are_recovered_with_silhouette_one():
     s, group = grouped_sample()
-    df = compute(s, CFG)
+    df = compute(s, config())
     heads = df[df["kind"] == "head"].sort_values(["layer", "head"])
     assert adjusted_rand_score(group, heads["cluster"]) == 1.0
     assert heads["cluster"].iloc[0] == 0  # clusters numbered by first head
@@ -42,14 +47,14 @@ def test_k_above_the_number_of_heads_is_capped():
     f = rng.dirichlet(np.ones(16), size=6)
     labels, used, sil = cluster(f, k=50, n_init=2, random_state=0)
     assert used == 6 and sorted(labels) == list(range(6)) and np.isnan(sil)
-    labels, used, sil = cluster(f, k=1)
+    labels, used, sil = cluster(f, k=1, n_init=10, random_state=0)
     assert used == 1 and np.isnan(sil) and set(labels) == {0}
 
 
 def test_deterministic_and_figure(tmp_path):
     rng = np.random.default_rng(1)
     s = make_sample(rng.dirichlet(np.ones(16), size=(2, 3, 4)))
-    cfg = {**CFG, "k": 3, "step_pooling": ["last", "mean"], "exclude_sinks": "both"}
+    cfg = config(k=3, step_pooling=["last", "mean"], exclude_sinks="both")
     a, b = compute(s, cfg), compute(s, cfg)
     assert a.equals(b)
     assert set(a["kind"]) == {"head", "cluster"} and set(a["sinks"]) == {"included", "excluded"}

@@ -4,10 +4,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tests.synthetic_attention import make_sample, tile
+from tests.synthetic_attention import make_sample, metric_cfg, tile
 from vlmattn.metrics.hotspots import compute, find_hotspots
 
 CFG = {"step_pooling": ["last"], "head_pooling": [], "exclude_sinks": False, "size": 3, "percentile": 90}
+
+
+def config(**changes) -> dict:
+    """The hotspots block of CFG with ``changes``, schema defaults filled in."""
+    return metric_cfg("hotspots", **{**CFG, **changes})
 
 
 def two_blobs(n=8):
@@ -19,7 +24,7 @@ def two_blobs(n=8):
 def test_two_blobs_give_two_hotspots_with_scipy_centroids():
     g = two_blobs()
     s = make_sample(tile(g.ravel()))
-    df = compute(s, CFG)
+    df = compute(s, config())
     assert df["n_hotspots"].tolist() == [2, 2]
     thr = np.percentile(g, 90)
     labels, n = ndimage.label(g >= thr)
@@ -37,7 +42,7 @@ def test_two_blobs_give_two_hotspots_with_scipy_centroids():
 
 
 def test_flat_map_is_one_hotspot_covering_the_image():
-    hs = find_hotspots(np.full(16, 1 / 16), make_sample(tile(np.full(16, 1 / 16))))
+    hs = find_hotspots(np.full(16, 1 / 16), make_sample(tile(np.full(16, 1 / 16))), 3, 90, 4)
     assert len(hs) == 1
     assert (hs[0]["area"], hs[0]["n_tokens"], hs[0]["x"], hs[0]["y"]) == pytest.approx((1.0, 16, 0.5, 0.5))
 
@@ -47,11 +52,11 @@ def test_neighbourhood_size_merges_close_peaks():
     p[[6, 8]] = [0.4, 0.3]  # (1,1) and (1,3): two tokens apart on a 5 × 5 grid
     p[7] = 0.2  # a bridge: one connected region above the 90th percentile (tokens 6, 7, 8)
     s = make_sample(tile(p))
-    hs = find_hotspots(p, s, size=3, percentile=90)
+    hs = find_hotspots(p, s, size=3, percentile=90, connectivity=4)
     assert len(hs) == 1 and (hs[0]["n_tokens"], hs[0]["n_peaks"]) == (3, 2)
-    assert find_hotspots(p, s, size=5, percentile=90)[0]["n_peaks"] == 1
+    assert find_hotspots(p, s, size=5, percentile=90, connectivity=4)[0]["n_peaks"] == 1
     # without the bridge (95th percentile: tokens 6 and 8) 4-connectivity splits them, and the
     # 5 × 5 window leaves the weaker one without a peak
     p[7] = 0.01
-    assert [h["peak"] for h in find_hotspots(p, s, size=3, percentile=95)] == [0.4, 0.3]
-    assert [h["peak"] for h in find_hotspots(p, s, size=5, percentile=95)] == [0.4]
+    assert [h["peak"] for h in find_hotspots(p, s, size=3, percentile=95, connectivity=4)] == [0.4, 0.3]
+    assert [h["peak"] for h in find_hotspots(p, s, size=5, percentile=95, connectivity=4)] == [0.4]

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy.stats import entropy as scipy_entropy
 
-from tests.synthetic_attention import make_sample
+from tests.synthetic_attention import make_sample, metric_cfg
 from vlmattn.metrics.layer_profile import compute
 
 T, L, H, V = 3, 2, 3, 16
@@ -23,7 +23,8 @@ def build():
 
 def test_shares_and_entropies_each_step():
     s, vis, masses = build()
-    df = compute(s, {"step_pooling": ["each"], "head_pooling": ["mean", "max"], "exclude_sinks": False})
+    cfg = metric_cfg("layer_profile", step_pooling=["each"], head_pooling=["mean", "max"], exclude_sinks=False)
+    df = compute(s, cfg)
     assert len(df) == T * L * 2
     for t in range(T):
         for layer in range(L):
@@ -47,7 +48,8 @@ def test_mean_steps_and_sink_share():
     p = np.full((2, 1, 2, V), 0.5 / 15)
     p[..., 3] = 0.5  # a sink in every head
     s = make_sample(p * 0.8, rest={"text_after": np.full((2, 1, 2), 0.2)})
-    df = compute(s, {"step_pooling": ["mean"], "head_pooling": ["mean"], "exclude_sinks": "both"}).set_index("sinks")
+    cfg = metric_cfg("layer_profile", step_pooling=["mean"], head_pooling=["mean"], exclude_sinks="both")
+    df = compute(s, cfg).set_index("sinks")
     assert df.loc["included", "vision_share"] == pytest.approx(0.8)
     assert df.loc["excluded", "vision_share"] == pytest.approx(0.4)
     assert df.loc["excluded", "sink_share"] == pytest.approx(0.4)
@@ -61,7 +63,8 @@ def test_cls_token_has_its_own_share():
     p = np.full((1, 1, 2, V), 0.5 / V)
     s = make_sample(p, rest={"text_before": np.full((1, 1, 2), 0.3), "text_after": np.full((1, 1, 2), 0.2)})
     s.cls_positions = np.array([2])  # the last of the 3 text_before keys, 0.1 each
-    df = compute(s, {"step_pooling": ["last"], "head_pooling": ["mean"], "exclude_sinks": False}).iloc[0]
+    cfg = metric_cfg("layer_profile", step_pooling=["last"], head_pooling=["mean"], exclude_sinks=False)
+    df = compute(s, cfg).iloc[0]
     assert df["cls_share"] == pytest.approx(0.1)
     assert df["text_before_share"] == pytest.approx(0.2)
     assert df["vision_share"] == pytest.approx(0.5) and df["text_after_share"] == pytest.approx(0.2)

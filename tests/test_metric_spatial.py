@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.synthetic_attention import make_sample, one_hot, tile
+from tests.synthetic_attention import make_sample, metric_cfg, one_hot, tile
 from vlmattn.config import validate, check
 from vlmattn.errors import ConfigError
 from vlmattn.metrics import compute_table
@@ -13,13 +13,18 @@ IDS = {"model": "m", "image": "i", "question": "q"}
 CFG = {"step_pooling": ["last"], "head_pooling": ["mean"], "exclude_sinks": False, "regions": {}}
 
 
+def config(**changes) -> dict:
+    """The spatial block of CFG with ``changes``, schema defaults filled in."""
+    return metric_cfg("spatial", **{**CFG, **changes})
+
+
 def rows(df, region, head="0"):
     return df[(df["region"] == region) & (df["head"] == head)].iloc[0]
 
 
 @pytest.mark.parametrize("n", [4, 6])
 def test_uniform_map(n):
-    df = compute(make_sample(tile(np.full(n * n, 1 / n**2))), CFG)
+    df = compute(make_sample(tile(np.full(n * n, 1 / n**2))), config())
     r = rows(df, "image")
     assert (r["com_x"], r["com_y"]) == pytest.approx((0.5, 0.5), abs=1e-12)
     # discrete uniform over centres (i + ½)/n: variance (1 − 1/n²)/12
@@ -31,7 +36,7 @@ def test_uniform_map(n):
 
 
 def test_one_hot_map():
-    df = compute(make_sample(tile(one_hot(6, 16))), CFG)  # row 1, col 2 of a 4 × 4 grid
+    df = compute(make_sample(tile(one_hot(6, 16))), config())  # row 1, col 2 of a 4 × 4 grid
     r = rows(df, "image")
     assert (r["com_x"], r["com_y"], r["var_x"], r["var_y"]) == pytest.approx((0.625, 0.375, 0, 0), abs=1e-12)
     assert rows(df, "top_right")["mass"] == 1.0
@@ -44,7 +49,7 @@ def test_moments_match_numpy_weighted_statistics():
     rng = np.random.default_rng(3)
     p = rng.dirichlet(np.ones(36), size=(1, 2, 3))
     s = make_sample(p, boxes=[[0, 0, 40, 30]], labels=["cat"], colours=["red"])
-    df = compute(s, {**CFG, "regions": {"band": [0, 0.5, 1, 0.7]}})
+    df = compute(s, config(regions={"band": [0, 0.5, 1, 0.7]}))
     c = s.token_centres
     for region, mask in (("image", np.ones(36, bool)), ("band", (c[:, 1] >= 0.5) & (c[:, 1] < 0.7)),
                          ("red_cat", (c[:, 0] < 40 / 64) & (c[:, 1] < 30 / 64))):
@@ -65,7 +70,7 @@ def test_raw_weights_and_sinks_excluded():
     p = np.full(16, 0.5 / 15)
     p[0] = 0.5  # a sink in the top-left corner in every head
     s = make_sample(tile(p * 0.6, n_layers=2, n_heads=2))
-    df = compute_table("spatial", s, {**CFG, "exclude_sinks": "both", "renormalize": False}, IDS)
+    df = compute_table("spatial", s, config(exclude_sinks="both", renormalize=False), IDS)
     inc = df[(df["sinks"] == "included") & (df["region"] == "top_left") & (df["head"] == "0")]
     exc = df[(df["sinks"] == "excluded") & (df["region"] == "top_left") & (df["head"] == "0")]
     np.testing.assert_allclose(inc["mass"], 0.6 * (0.5 + 3 * 0.5 / 15), atol=1e-12)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tests.synthetic_attention import make_sample, tile
+from tests.synthetic_attention import MINIMAL, make_sample, metric_cfg, tile
+from vlmattn.config import load_config
 from vlmattn.metrics import compute_table, metric_params
 from vlmattn.metrics.common import (
     box_mask,
@@ -28,7 +29,9 @@ def random_sample(seed=0, steps=3, layers=2, heads=3, n=16, share=0.8):
 
 def test_each_step_views_carry_step_labels_and_match_first_last_and_mean():
     s, p = random_sample()
-    vs = list(views(s, {"step_pooling": ["first", "last", "mean", "each"], "head_pooling": ["mean"]}))
+    cfg = metric_cfg("concentration", step_pooling=["first", "last", "mean", "each"], head_pooling=["mean"],
+                     exclude_sinks=False)
+    vs = list(views(s, cfg))
     assert [(v.step_pool, v.step) for v in vs] == [("first", 0), ("last", 2), ("mean", None), ("each", 0),
                                                    ("each", 1), ("each", 2)]
     np.testing.assert_allclose(vs[0].p[:, :3], p[0], atol=1e-12)
@@ -52,18 +55,18 @@ def sink_sample(n=16, sink=5, weight=0.5, heads_with_sink=3, heads=4, layers=2):
 
 def test_sink_rule_fraction_of_layer_head_pairs():
     s = sink_sample()
-    frac = sink_fraction(s, ratio=5)
+    frac = sink_fraction(s, ratio=5, min_share=1e-4)
     assert frac[5] == pytest.approx(0.75)
     assert np.all(np.delete(frac, 5) == 0)
-    assert find_sinks(s, 5, 0.5).tolist() == [i == 5 for i in range(16)]
-    assert not find_sinks(s, 5, 0.8).any()
-    assert not find_sinks(s, 9, 0.5).any()  # 0.5 < 9/16
+    assert find_sinks(s, 5, 0.5, 1e-4).tolist() == [i == 5 for i in range(16)]
+    assert not find_sinks(s, 5, 0.8, 1e-4).any()
+    assert not find_sinks(s, 9, 0.5, 1e-4).any()  # 0.5 < 9/16
 
 
 def test_excluded_views_zero_sinks_then_renormalise():
     s = sink_sample()
-    cfg = {"exclude_sinks": "both", "step_pooling": ["last"], "head_pooling": [],
-           "sink_rule": {"ratio": 5, "min_fraction": 0.5}}
+    cfg = metric_cfg("concentration", exclude_sinks="both", step_pooling=["last"], head_pooling=[])
+    assert cfg["sink_rule"] == {"ratio": 5, "min_fraction": 0.5, "min_vision_share": 1e-4}
     inc, exc = views(s, cfg)
     assert (inc.sinks, exc.sinks) == ("included", "excluded")
     assert np.all(exc.p[..., 5] == 0)
@@ -76,7 +79,8 @@ def test_excluded_views_zero_sinks_then_renormalise():
 
 def test_concentration_runs_with_sinks_and_each():
     s = sink_sample()
-    df = compute_table("concentration", s, {"exclude_sinks": "both", "step_pooling": ["each"]}, IDS)
+    df = compute_table("concentration", s, metric_cfg("concentration", exclude_sinks="both", step_pooling=["each"]),
+                       IDS)
     assert set(df["sinks"]) == {"included", "excluded"}
     assert sorted(df["step"].unique()) == [0, 1]
     exc = df[(df["sinks"] == "excluded") & (df["head"] == "3")]
@@ -89,17 +93,19 @@ def test_concentration_runs_with_sinks_and_each():
 
 
 def test_metric_params_adds_the_sink_rule_only_when_excluding():
-    metrics = {"spatial": {"exclude_sinks": False}, "grounding": {"exclude_sinks": "both"},
-               "sinks": {"ratio": 7, "min_fraction": 0.3}}
+    blocks = {"spatial": {"exclude_sinks": False}, "grounding": {"exclude_sinks": "both"},
+              "sinks": {"ratio": 7, "min_fraction": 0.3}}
+    metrics = load_config({**MINIMAL, "metrics": blocks})["metrics"]
     assert "sink_rule" not in metric_params("spatial", metrics)
-    assert metric_params("grounding", metrics)["sink_rule"] == {"ratio": 7, "min_fraction": 0.3}
+    rule = metric_params("grounding", metrics)["sink_rule"]
+    assert rule == {"ratio": 7, "min_fraction": 0.3, "min_vision_share": 1e-4}
 
 
 def test_box_mask_centres_and_small_box_fallback():
     s = make_sample(tile(np.full(16, 1 / 16)))  # 4 × 4 grid, centres 0.125 … 0.875
     assert np.flatnonzero(box_mask(s, (0, 0, 0.5, 0.5))).tolist() == [0, 1, 4, 5]
     assert np.flatnonzero(box_mask(s, (0.3, 0.3, 0.35, 0.35))).tolist() == [5]  # no centre inside → token 5
-    names = [r.name for r in regions(s, {"regions": {"roi": [0, 0, 1, 0.25]}})]
+    names = [r.name for r in regions(s, {"regions": {"roi": [0, 0, 1, 0.25]}, "objects": True})]
     assert names == ["image", "top_left", "top_right", "bottom_left", "bottom_right", "roi"]
     assert quadrant_of(0.5, 0.49) == "top_right"
 

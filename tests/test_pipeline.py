@@ -51,7 +51,7 @@ def test_no_file_holds_a_full_prefill_matrix(run):
 def test_changed_metric_parameter_reruns_only_that_metric(run):
     assert planned_jobs(run) == {}
     changed = copy.deepcopy(TINY_CONFIG)
-    changed["metrics"] = {"concentration": {"span_threshold": 0.8}}
+    changed["metrics"]["concentration"] = {"span_threshold": 0.8}
     cfg = write_config(run / "changed", changed)
     jobs = planned_jobs(run, "--configfile", str(cfg))
     n_shards = len(shard_samples(load_dataset(load_config(TINY_CONFIG)).samples, 4)["tiny"])

@@ -199,7 +199,7 @@ def test_metric_stage(case, tmp_path):
     jobs.write_table(__import__("pandas").DataFrame([["m", "img", "q", str(h5), "k", 3, 2, "w"]],
                                                     columns=jobs.INDEX_COLUMNS), index)
     out = tmp_path / "table.csv"
-    cfg = json.loads(json.dumps(load_config(BASE)["metrics"]["concentration"]))
+    cfg = json.loads(json.dumps(load_config({**BASE, "metrics": {"concentration": {}}})["metrics"]["concentration"]))
     with pytest.raises(SystemExit) as e:
         jobs.metric("concentration", str(index), cfg, str(out))
     msg = str(e.value.code)

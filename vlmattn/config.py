@@ -58,6 +58,19 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
     return cfg
 
 
+def metric_defaults(name: str, schema_path: Path = SCHEMA_PATH) -> dict:
+    """The block of metric ``name`` as the schema fills it in when it is given as ``{}`` (e.g. the sink
+    rule of ``metrics.sinks`` for a config that leaves the sinks metric out)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    if name not in schema["properties"]["metrics"]["properties"]:
+        raise ConfigError(f"metrics.{name}: unknown metric (known: {', '.join(METRICS)})")
+    cfg = {"metrics": {name: {}}}
+    for _ in range(2):
+        for error in _Validator({**schema, "required": []}).iter_errors(cfg):
+            raise ConfigError(f"schema defaults of metrics.{name}: {error.message}")
+    return cfg["metrics"][name]
+
+
 @dataclass(frozen=True)
 class Sample:
     model: str

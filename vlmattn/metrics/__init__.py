@@ -7,7 +7,9 @@
   figures drawn from the attention cache (``{out_dir}/{name}.png``).
 
 The pipeline prepends ``model, image, question`` to each per-sample table. Every metric's config block
-is its own; :func:`metric_params` adds the sink rule of ``metrics.sinks`` to blocks that exclude sinks.
+is its own, validated with the schema's defaults filled in (``vlmattn/schemas/config.schema.yaml``, the one
+source of defaults): metric code reads each option as ``cfg[key]`` and has no defaults of its own.
+:func:`metric_params` adds the sink rule of ``metrics.sinks`` to blocks that exclude sinks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ METRICS = (
     "sinks",
 )
 ID_COLUMNS = ["model", "image", "question"]
+#: The options of ``metrics.sinks`` that make up the sink rule (see :func:`common.find_sinks`).
+SINK_RULE_KEYS = ("ratio", "min_fraction", "min_vision_share")
 
 
 def get_metric(name: str) -> ModuleType:
@@ -53,12 +57,17 @@ def sample_plots(name: str) -> list[str]:
 
 
 def metric_params(name: str, metrics_cfg: dict) -> dict:
-    """The config a metric's jobs receive: its own block, plus ``sink_rule`` (``ratio``,
-    ``min_fraction`` of ``metrics.sinks``) when the block excludes sinks."""
-    from .common import SINK_RULE
-
+    """The config a metric's jobs receive: its own block (``metrics_cfg[name]``, defaults filled in),
+    plus ``sink_rule`` (``ratio``, ``min_fraction``, ``min_vision_share`` of ``metrics.sinks``, or of
+    the schema's defaults of that block when the sinks metric is left out) when the block excludes
+    sinks."""
     cfg = dict(metrics_cfg[name])
-    if cfg.get("exclude_sinks", False) is not False:
-        sinks = metrics_cfg.get("sinks", {})
-        cfg["sink_rule"] = {k: sinks.get(k, v) for k, v in SINK_RULE.items()}
+    if "exclude_sinks" in cfg and cfg["exclude_sinks"] is not False:
+        if "sinks" in metrics_cfg:
+            sinks = metrics_cfg["sinks"]
+        else:
+            from ..config import metric_defaults
+
+            sinks = metric_defaults("sinks")
+        cfg["sink_rule"] = {k: sinks[k] for k in SINK_RULE_KEYS}
     return cfg

@@ -3,11 +3,18 @@
 Notation: T decode steps, L layers, H heads, V vision tokens, K = H + len(head_pooling) head labels.
 ``a[t, l, h, v]`` is the raw attention of decode row t on vision token v; ``share = Σ_v a`` is the raw
 share of the row landing on vision tokens; ``p = a / share`` (renormalised, the default) or ``p = a``
-(raw). The vision tokens are those of ``/vision/spans``, each with a pixel box; a CLS token fed to
-the LLM (``/vision/cls_positions``, LLaVA's ``"full"`` strategy) has none and is not among them.
+(raw). A map is **undefined** when its row puts (almost) nothing on the kept vision tokens,
+``share < min_vision_share`` (or ``share = 0``): its ``p`` is all NaN and every figure computed from
+it is NaN (``vision_share`` itself is still reported). Pooled maps (over heads, steps or layers) are
+nan-aware: the mean / max of the defined members, renormalised to Σ_v = 1 (with ``renormalize``); a
+pooled map with no defined member is NaN. The vision tokens are those of ``/vision/spans``, each
+with a pixel box; a CLS token fed to the LLM (``/vision/cls_positions``, LLaVA's ``"full"``
+strategy) has none and is not among them.
 
-Options every metric block shares (see ``vlmattn/schemas/config.schema.yaml``):
+Options every metric block shares (see ``vlmattn/schemas/config.schema.yaml``, the one source of
+their defaults; the functions here read them as ``cfg[key]``):
 
+* ``min_vision_share`` below this raw vision share a (step, layer, head) map is undefined (NaN);
 * ``renormalize``   renormalise each row over the kept vision tokens (default) or keep raw weights;
 * ``head_pooling``  pooled head maps appended to the H individual heads: ``mean`` or ``max``;
 * ``step_pooling``  ``first`` (row of the step that produces the first answer token), ``last`` (row
@@ -23,6 +30,7 @@ centre, so small objects are never empty.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,11 +41,7 @@ from ..store import AttentionSample
 
 HEAD_POOLS = ("mean", "max")
 STEP_POOLS = ("first", "last", "mean", "each")
-DEFAULT_STEP_POOLS = ("last", "mean")
 SINK_MODES = {False: ("included",), True: ("excluded",), "both": ("included", "excluded")}
-#: Defaults of the sink rule (``metrics.sinks``): a token is a sink when its attention exceeds
-#: ``ratio / V`` in at least ``min_fraction`` of the (layer, head) pairs.
-SINK_RULE = {"ratio": 5.0, "min_fraction": 0.5}
 QUADRANTS = {
     "top_left": (0.0, 0.0, 0.5, 0.5),
     "top_right": (0.5, 0.0, 1.0, 0.5),
@@ -48,23 +52,61 @@ QUADRANTS = {
 
 # --------------------------------------------------------------------------------------------- maps
 def vision_attention(
-    sample: AttentionSample, renormalize: bool = True, keep: np.ndarray | None = None
+    sample: AttentionSample, renormalize: bool, min_share: float, keep: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(p [T, L, H, V], share [T, L, H])`` from the decode rows (float64).
 
-    ``keep [V]`` (bool) zeroes the other vision tokens before the share and renormalisation.
+    ``share = Σ_v a`` over the kept vision tokens (``keep [V]``, bool, zeroes the others); ``p = a /
+    share`` (``renormalize``) or ``a``. A row with ``share < min_share`` or ``share = 0`` has an
+    undefined map: ``p`` is NaN over its V tokens.
     """
     raw = sample.decode[..., sample.vision_index].astype(np.float64)
     if keep is not None:
         raw = raw * np.asarray(keep, bool)
     share = raw.sum(-1)
-    if not renormalize:
-        return raw, share
-    return raw / np.where(share > 0, share, 1.0)[..., None], share
+    valid = (share > 0) & (share >= min_share)
+    p = raw / np.where(valid, share, 1.0)[..., None] if renormalize else raw
+    return np.where(valid[..., None], p, np.nan), share
+
+
+def defined(p: np.ndarray) -> np.ndarray:
+    """``[...]`` (bool): which maps ``p [..., V]`` are defined (not NaN)."""
+    return ~np.isnan(p).any(-1)
+
+
+def int_column(x: np.ndarray, ok: np.ndarray) -> pd.arrays.IntegerArray:
+    """Integer values ``x`` as a nullable ``Int64`` column, missing (NaN in the CSV) where not ``ok``."""
+    x, ok = np.asarray(x).ravel(), np.asarray(ok, bool).ravel()
+    return pd.arrays.IntegerArray(np.where(ok, x, 0).astype(np.int64), ~ok)
+
+
+def normalise(p: np.ndarray) -> np.ndarray:
+    """``p [..., V]`` divided by its sum over V (NaN maps stay NaN)."""
+    return p / p.sum(-1, keepdims=True)
+
+
+def pool_maps(p: np.ndarray, how: str, axis: int, renormalize: bool) -> np.ndarray:
+    """Pool maps ``p [..., V]`` over ``axis`` (not the last), leaving undefined (NaN) members out:
+
+    ``first`` / ``last`` → the first / last member (NaN when it is undefined); ``mean`` → ``np.nanmean``;
+    ``max`` → element-wise ``np.nanmax``. The pooled mean / max is renormalised to Σ_v = 1 when
+    ``renormalize``; it is NaN when no member is defined.
+    """
+    if how == "first":
+        return np.take(p, 0, axis)
+    if how == "last":
+        return np.take(p, -1, axis)
+    if how not in ("mean", "max"):
+        raise ValueError(f"unknown pooling {how!r} (known: first, last, mean, max)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices → NaN, as intended
+        m = (np.nanmean if how == "mean" else np.nanmax)(p, axis=axis)
+    return normalise(m) if renormalize else m
 
 
 def pool_steps(x: np.ndarray, how: str) -> np.ndarray:
-    """Pool axis 0 (steps): ``first`` → x[0]; ``last`` → x[T-1]; ``mean`` → mean over t."""
+    """Pool axis 0 (steps) of per-row values (shares; maps: :func:`pool_step_maps`): ``first`` → x[0];
+    ``last`` → x[T-1]; ``mean`` → mean over t."""
     if how == "first":
         return x[0]
     if how == "last":
@@ -74,26 +116,27 @@ def pool_steps(x: np.ndarray, how: str) -> np.ndarray:
     raise ValueError(f"unknown step pooling {how!r} (known: {STEP_POOLS})")
 
 
+def pool_step_maps(p: np.ndarray, how: str, renormalize: bool) -> np.ndarray:
+    """Pool axis 0 (steps) of maps ``p [T, ..., V]`` with :func:`pool_maps` (``first``, ``last``, ``mean``)."""
+    if how not in ("first", "last", "mean"):
+        raise ValueError(f"unknown step pooling {how!r} (known: {STEP_POOLS})")
+    return pool_maps(p, how, 0, renormalize)
+
+
 def select_steps(x: np.ndarray, step_pool: str, step: int | None) -> np.ndarray:
-    """Axis 0 of ``x`` as a view selects it: ``each`` → ``x[step]``, else :func:`pool_steps`."""
+    """Axis 0 of per-row values ``x`` as a view selects it: ``each`` → ``x[step]``, else :func:`pool_steps`."""
     return x[step] if step_pool == "each" else pool_steps(x, step_pool)
 
 
-def pool_heads(p: np.ndarray, how: str, renormalize: bool = True) -> np.ndarray:
-    """Pool the head axis (-2) of ``p [..., H, V]`` → ``[..., V]``.
+def pool_heads(p: np.ndarray, how: str, renormalize: bool) -> np.ndarray:
+    """Pool the head axis (-2) of maps ``p [..., H, V]`` → ``[..., V]`` with :func:`pool_maps`.
 
-    ``mean``: mean over heads; ``max``: element-wise max over heads, renormalised to sum 1 when
-    ``renormalize`` (a mean of distributions is already one).
+    ``mean``: nan-aware mean over the defined heads; ``max``: element-wise max over them; both
+    renormalised to Σ_v = 1 when ``renormalize`` (NaN without a defined head).
     """
-    if how == "mean":
-        return p.mean(-2)
-    if how == "max":
-        m = p.max(-2)
-        if renormalize:
-            s = m.sum(-1, keepdims=True)
-            m = m / np.where(s > 0, s, 1.0)
-        return m
-    raise ValueError(f"unknown head pooling {how!r} (known: {HEAD_POOLS})")
+    if how not in HEAD_POOLS:
+        raise ValueError(f"unknown head pooling {how!r} (known: {HEAD_POOLS})")
+    return pool_maps(p, how, -2, renormalize)
 
 
 def pool_share(share: np.ndarray, how: str) -> np.ndarray:
@@ -104,10 +147,10 @@ def pool_share(share: np.ndarray, how: str) -> np.ndarray:
 def with_pooled_heads(p: np.ndarray, share: np.ndarray, cfg: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Append the pooled heads of ``cfg['head_pooling']``: ``p [..., H, V]`` → ``[..., K, V]``,
     ``share [..., H]`` → ``[..., K]``, and the K head labels (``"0"``…, ``"mean"``, ``"max"``)."""
-    renorm = cfg.get("renormalize", True)
+    renorm = cfg["renormalize"]
     heads = [str(h) for h in range(p.shape[-2])]
     maps, shares = [p], [share]
-    for hp in cfg.get("head_pooling", HEAD_POOLS):
+    for hp in cfg["head_pooling"]:
         maps.append(pool_heads(p, hp, renorm)[..., None, :])
         shares.append(pool_share(share, hp)[..., None])
         heads.append(hp)
@@ -115,23 +158,28 @@ def with_pooled_heads(p: np.ndarray, share: np.ndarray, cfg: dict) -> tuple[np.n
 
 
 # -------------------------------------------------------------------------------------------- sinks
-def sink_fraction(sample: AttentionSample, ratio: float) -> np.ndarray:
-    """``f [V]``: fraction of (layer, head) pairs whose step-mean renormalised attention on the
-    token exceeds ``ratio / V``."""
-    p, _ = vision_attention(sample, True)
-    n = p.shape[-1]
-    return (p.mean(0) > ratio / n).mean((0, 1))
+def sink_fraction(sample: AttentionSample, ratio: float, min_share: float) -> np.ndarray:
+    """``f [V]``: fraction of the (layer, head) pairs with a defined step-mean renormalised map
+    (:func:`vision_attention` with ``min_share``, :func:`pool_step_maps`) whose weight on the token
+    exceeds ``ratio / V``; NaN when no pair is defined."""
+    p, _ = vision_attention(sample, True, min_share)
+    pm = pool_step_maps(p, "mean", True)  # [L, H, V]
+    above = np.where(np.isnan(pm), np.nan, pm > ratio / pm.shape[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(above, axis=(0, 1))
 
 
-def find_sinks(sample: AttentionSample, ratio: float, min_fraction: float) -> np.ndarray:
-    """Sink mask ``[V]``: tokens with :func:`sink_fraction` ≥ ``min_fraction``."""
-    return sink_fraction(sample, ratio) >= min_fraction
+def find_sinks(sample: AttentionSample, ratio: float, min_fraction: float, min_share: float) -> np.ndarray:
+    """Sink mask ``[V]``: tokens with :func:`sink_fraction` ≥ ``min_fraction`` (never where it is NaN)."""
+    return np.nan_to_num(sink_fraction(sample, ratio, min_share), nan=-1.0) >= min_fraction
 
 
 def sink_variants(sample: AttentionSample, cfg: dict) -> list[tuple[str, np.ndarray | None]]:
     """``(label, keep [V] or None)`` per ``cfg['exclude_sinks']``; the rule is ``cfg['sink_rule']``
-    (the pipeline passes ``metrics.sinks``), else :data:`SINK_RULE`."""
-    mode = cfg.get("exclude_sinks", False)
+    (``ratio``, ``min_fraction``, ``min_vision_share`` of ``metrics.sinks``, see
+    :func:`vlmattn.metrics.metric_params`)."""
+    mode = cfg["exclude_sinks"]
     if mode not in SINK_MODES:
         raise ValueError(f"exclude_sinks must be one of false, true, both; got {mode!r}")
     out = []
@@ -139,8 +187,8 @@ def sink_variants(sample: AttentionSample, cfg: dict) -> list[tuple[str, np.ndar
         if label == "included":
             out.append((label, None))
         else:
-            rule = {**SINK_RULE, **cfg.get("sink_rule", {})}
-            out.append((label, ~find_sinks(sample, rule["ratio"], rule["min_fraction"])))
+            rule = cfg["sink_rule"]
+            out.append((label, ~find_sinks(sample, rule["ratio"], rule["min_fraction"], rule["min_vision_share"])))
     return out
 
 
@@ -174,17 +222,18 @@ class View:
 
 def views(sample: AttentionSample, cfg: dict) -> Iterator[View]:
     """Per sink variant, per step pooling in ``cfg['step_pooling']`` (each step for ``each``): every
-    head, then each head pooling in ``cfg['head_pooling']`` (steps are pooled before heads)."""
-    renorm = cfg.get("renormalize", True)
+    head, then each head pooling in ``cfg['head_pooling']`` (steps are pooled before heads; both
+    nan-aware, see :func:`pool_maps`)."""
+    renorm = cfg["renormalize"]
     for label, keep in sink_variants(sample, cfg):
-        p, share = vision_attention(sample, renorm, keep)
-        for sp in cfg.get("step_pooling", DEFAULT_STEP_POOLS):
+        p, share = vision_attention(sample, renorm, cfg["min_vision_share"], keep)
+        for sp in cfg["step_pooling"]:
             if sp == "each":
                 for t in range(p.shape[0]):
                     pk, sk, heads = with_pooled_heads(p[t], share[t], cfg)
                     yield View(sp, heads, pk, sk, step=t, sinks=label)
             else:
-                pk, sk, heads = with_pooled_heads(pool_steps(p, sp), pool_steps(share, sp), cfg)
+                pk, sk, heads = with_pooled_heads(pool_step_maps(p, sp, renorm), pool_steps(share, sp), cfg)
                 step = {"first": 0, "last": p.shape[0] - 1}.get(sp)
                 yield View(sp, heads, pk, sk, step=step, sinks=label)
 
@@ -202,7 +251,7 @@ class Steps:
 def step_views(sample: AttentionSample, cfg: dict) -> Iterator[Steps]:
     """Per sink variant, all steps unpooled (for per-token metrics); heads as in :func:`views`."""
     for label, keep in sink_variants(sample, cfg):
-        p, share = vision_attention(sample, cfg.get("renormalize", True), keep)
+        p, share = vision_attention(sample, cfg["renormalize"], cfg["min_vision_share"], keep)
         pk, sk, heads = with_pooled_heads(p, share, cfg)
         yield Steps(label, heads, pk, sk)
 
@@ -254,7 +303,7 @@ def object_boxes(sample: AttentionSample) -> np.ndarray:
 
 def regions(sample: AttentionSample, cfg: dict, image: bool = True, quadrants: bool = True) -> list[Region]:
     """The whole image, the four quadrants, the ROIs of ``cfg['regions']`` (name → normalised box)
-    and, when ``cfg['objects']`` (default true), each ground-truth box."""
+    and, when ``cfg['objects']``, each ground-truth box."""
     area = token_areas(sample)
     out = []
 
@@ -267,9 +316,9 @@ def regions(sample: AttentionSample, cfg: dict, image: bool = True, quadrants: b
     if quadrants:
         for name, box in QUADRANTS.items():
             add(name, "quadrant", box)
-    for name, box in cfg.get("regions", {}).items():
+    for name, box in cfg["regions"].items():
         add(name, "roi", box)
-    if cfg.get("objects", True):
+    if cfg["objects"]:
         for name, box in zip(object_names(sample.labels, sample.colours), object_boxes(sample), strict=True):
             add(name, "object", box)
     return out
@@ -322,11 +371,11 @@ def local_maxima(p: np.ndarray, sample: AttentionSample, size: int = 3) -> np.nd
 
 def top_mass_mask(p: np.ndarray, q: float) -> np.ndarray:
     """Over the last axis: the fewest tokens whose largest weights reach ``q`` of the total (ties
-    broken by token order), as a bool mask of p's shape."""
+    broken by token order), as a bool mask of p's shape; empty for an undefined (NaN) map."""
     order = np.argsort(-p, axis=-1, kind="stable")
     c = np.cumsum(np.take_along_axis(p, order, -1), axis=-1)
     # relative slack of a few ulps so that exact ties (e.g. 5 × 0.1 vs 0.5) count as reached
     n = (c >= q * c[..., -1:] * (1 - 1e-12)).argmax(-1) + 1
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(p.shape[-1]), -1)
-    return ranks < n[..., None]
+    return (ranks < n[..., None]) & defined(p)[..., None]

@@ -10,6 +10,9 @@ For a vector ``p [..., N]`` (renormalised to Σp = 1 by default):
 * ``vision_share``  raw Σ of the row's attention on vision tokens (before renormalisation)
 
 Closed forms: uniform → H = log N, G = 0, span = ⌈0.9N⌉; one-hot → H = 0, G = (N−1)/N, span = 1.
+An undefined map (vision share below ``min_vision_share``, see :mod:`.common`) is all NaN and gives
+NaN in every column but ``vision_share``; pooled maps are renormalised, so H is the Shannon entropy
+of a distribution (``scipy.stats.entropy`` of the same map).
 """
 
 from __future__ import annotations
@@ -20,16 +23,17 @@ import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import views
+from .common import defined, int_column, views
 
 COLUMNS = ["entropy", "norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]
 PLOTS = ["concentration_by_layer"]
 
 
 def entropy(p: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) over the last axis."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(p > 0, p * np.log(p), 0.0).sum(-1)
+    """−Σ pᵢ log pᵢ (nats) over the last axis (``scipy.special.entr``; 0·log 0 = 0, NaN for a NaN map)."""
+    from scipy.special import entr
+
+    return entr(p).sum(-1)
 
 
 def gini(p: np.ndarray) -> np.ndarray:
@@ -41,8 +45,9 @@ def gini(p: np.ndarray) -> np.ndarray:
     return ((2 * i - n - 1) * s).sum(-1) / (n * np.where(total > 0, total, 1.0))
 
 
-def effective_span(p: np.ndarray, threshold: float = 0.9) -> np.ndarray:
-    """Fewest tokens whose largest weights cover ``threshold`` of the total, over the last axis."""
+def effective_span(p: np.ndarray, threshold: float) -> np.ndarray:
+    """Fewest tokens whose largest weights cover ``threshold`` of the total, over the last axis
+    (integers; compare :func:`common.defined` for NaN maps, whose value is meaningless)."""
     c = np.cumsum(-np.sort(-p, axis=-1), axis=-1)
     target = threshold * c[..., -1:]
     # relative slack of a few ulps so that exact ties (e.g. 9 × 0.1 vs 0.9) count as reached
@@ -69,7 +74,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                     "entropy": h.ravel(),
                     "norm_entropy": (h / np.log(n)).ravel(),
                     "gini": gini(v.p).ravel(),
-                    "effective_span": effective_span(v.p, cfg.get("span_threshold", 0.9)).ravel(),
+                    "effective_span": int_column(effective_span(v.p, cfg["span_threshold"]), defined(v.p)),
                     "peak_to_mean": peak_to_mean(v.p).ravel(),
                     "vision_share": v.share.ravel(),
                 }

@@ -9,7 +9,8 @@ Decode row t is the query that predicts generated token t (``token``). For its m
   the union of the ground-truth boxes (NaN without boxes)
 
 Rows: ``step_pool = each``, ``step``, ``sinks``, ``layer``, ``head``; every step is kept, so there is
-no step pooling option.
+no step pooling option. An undefined (NaN) map gives NaN in every column but ``token`` and
+``vision_share`` (see :mod:`.common`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def mass_columns(sample, cfg: dict, p: np.ndarray) -> dict[str, np.ndarray]:
     """``mass_<name>`` of ``p [..., V]`` for the quadrants, the ROIs and the union of the objects."""
     out = {f"mass_{r.name}": (p * r.mask).sum(-1) for r in regions(sample, {**cfg, "objects": False}, image=False)}
     boxes = object_boxes(sample)
-    if len(boxes) and cfg.get("objects", True):
+    if len(boxes) and cfg["objects"]:
         union = np.any([box_mask(sample, b) for b in boxes], axis=0)
         out["mass_objects"] = (p * union).sum(-1)
     else:
@@ -70,7 +71,7 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     """``dynamics_tokens.png``: per sample (row), entropy, peak, vision share and region masses of the
     first pooled head (mean over layers) against the generated tokens; dashed: sinks excluded."""
     plt = plotting.pyplot()
-    pools = [h for h in cfg.get("head_pooling", ["mean"]) if h in set(table["head"])] or ["0"]
+    pools = [h for h in cfg["head_pooling"] if h in set(table["head"])] or ["0"]
     d = table[table["head"] == pools[0]].copy()
     d["token"] = d["token"].fillna("").astype(str)
     masses = [c for c in d.columns if c.startswith("mass_") and d[c].notna().any()]

@@ -12,7 +12,8 @@ contour). Per level:
   ``connectivity`` 4 or 8)
 
 Closed forms: one-hot p → n_tokens 1, hull 0, one region; uniform p on an n×n grid → area ⌈qV⌉/V and
-for q = 1 a hull of side (n − 1)/n.
+for q = 1 a hull of side (n − 1)/n. An undefined (NaN) map gives NaN in every column but ``level``
+(see :mod:`.common`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import label_tokens, token_areas, top_mass_mask, views
+from .common import defined, int_column, label_tokens, token_areas, top_mass_mask, views
 
 COLUMNS = ["level", "n_tokens", "area", "hull_area", "n_regions"]
 PLOTS = ["geometry_by_layer", "geometry_layer_head"]
@@ -44,14 +45,15 @@ def hull_area(points: np.ndarray) -> float:
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """Rows ``step_pool, step, sinks, layer, head`` × level, with :data:`COLUMNS`."""
-    levels = cfg.get("levels", [0.5, 0.9])
-    conn = cfg.get("connectivity", 4)
+    levels = cfg["levels"]
+    conn = cfg["connectivity"]
     centres = sample.token_centres.astype(np.float64)
     area = token_areas(sample)
     frames = []
     for v in views(sample, cfg):
         idx = v.index()
         flat = v.p.reshape(-1, v.p.shape[-1])
+        ok = defined(flat)
         for q in levels:
             sets = top_mass_mask(flat, q)
             frames.append(
@@ -59,10 +61,10 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                     {
                         **idx,
                         "level": q,
-                        "n_tokens": sets.sum(1),
-                        "area": sets @ area,
-                        "hull_area": [hull_area(centres[s]) for s in sets],
-                        "n_regions": [label_tokens(s, sample, conn)[1] for s in sets],
+                        "n_tokens": int_column(sets.sum(1), ok),
+                        "area": np.where(ok, sets @ area, np.nan),
+                        "hull_area": [hull_area(centres[s]) if d else np.nan for s, d in zip(sets, ok, strict=True)],
+                        "n_regions": int_column([label_tokens(s, sample, conn)[1] for s in sets], ok),
                     }
                 )
             )

@@ -12,7 +12,8 @@ For a map ``p [V]`` and a box B (token mask M_B: tokens whose centre lies inside
   (≥ ``large_area``), else medium
 
 Closed forms: p one-hot inside B → pointing 1, energy 1, IoU 1/|M_B|; p uniform on exactly M_B and
-q = 1 → IoU 1, energy 1. Images without boxes give no rows.
+q = 1 → IoU 1, energy 1. Images without boxes give no rows. An undefined (NaN) map gives NaN IoU,
+pointing and energy (see :mod:`.common`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import box_mask, object_boxes, object_names, token_areas, top_mass_mask, views
+from .common import box_mask, defined, int_column, object_boxes, object_names, token_areas, top_mass_mask, views
 
 COLUMNS = ["object", "label", "box_area", "size_class", "n_box_tokens", "box_token_share", "iou", "pointing", "energy"]
 INDEX = ["step_pool", "step", "sinks", "layer", "head"]
@@ -31,7 +32,7 @@ SIZE_CLASSES = ("small", "medium", "large")
 PLOTS = ["grounding_by_size", "grounding_layer_head"]
 
 
-def size_class(area: float, small: float = 0.005, large: float = 0.05) -> str:
+def size_class(area: float, small: float, large: float) -> str:
     return "small" if area < small else ("large" if area >= large else "medium")
 
 
@@ -42,8 +43,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def pointing(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """1 where the argmax over the last axis of ``p`` falls in ``mask [V]``."""
-    return mask[p.argmax(-1)].astype(np.int64)
+    """1 where the argmax over the last axis of ``p [..., V]`` falls in ``mask [V]``, one value per map
+    in C order (nullable ``Int64``; missing for an undefined map)."""
+    return int_column(mask[np.nan_to_num(p, nan=0.0).argmax(-1)], defined(p))
 
 
 def energy(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -58,12 +60,13 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
         return pd.DataFrame(columns=INDEX + COLUMNS)
     names = object_names(sample.labels, sample.colours)
     area = token_areas(sample)
-    small, large = cfg.get("small_area", 0.005), cfg.get("large_area", 0.05)
+    small, large = cfg["small_area"], cfg["large_area"]
     masks = [box_mask(sample, b) for b in boxes]
     frames = []
     for v in views(sample, cfg):
         idx = v.index()
-        top = top_mass_mask(v.p, cfg.get("top_mass", 0.5))
+        top = top_mass_mask(v.p, cfg["top_mass"])
+        ok = defined(v.p).ravel()
         for name, label, box, m in zip(names, sample.labels, boxes, masks, strict=True):
             box_area = float((box[2] - box[0]) * (box[3] - box[1]))
             frames.append(
@@ -76,8 +79,8 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                         "size_class": size_class(box_area, small, large),
                         "n_box_tokens": int(m.sum()),
                         "box_token_share": float(area[m].sum()),
-                        "iou": iou(top, m).ravel(),
-                        "pointing": pointing(v.p, m).ravel(),
+                        "iou": np.where(ok, iou(top, m).ravel(), np.nan),
+                        "pointing": pointing(v.p, m),
                         "energy": energy(v.p, m).ravel(),
                     }
                 )

@@ -15,18 +15,21 @@ The table carries two kinds of rows (``kind``):
 * ``cluster``: one per cluster × region (quadrants, ROIs, objects) — ``size`` (heads) and ``mass``
   (mean over the cluster's heads of Σ_{v∈R} pᵥ).
 
-``k`` (the clusters used) and ``silhouette`` repeat on every row of a view.
+``k`` (the clusters used) and ``silhouette`` repeat on every row of a view. Heads whose map is
+undefined (NaN, see :mod:`.common`) are not clustered: their ``cluster`` and
+``centroid_similarity`` are NaN, and ``k`` is capped at the number of defined heads (0 without any).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import regions, views
+from .common import defined, int_column, regions, views
 
 COLUMNS = ["kind", "step_pool", "step", "sinks", "layer", "head", "cluster", "k", "silhouette", "centroid_similarity",
            "size", "region", "region_kind", "mass"]
@@ -40,7 +43,7 @@ def cosine_similarity(features: np.ndarray) -> np.ndarray:
     return cs(features)
 
 
-def cluster(features: np.ndarray, k: int, n_init: int = 10, random_state: int = 0) -> tuple[np.ndarray, int, float]:
+def cluster(features: np.ndarray, k: int, n_init: int, random_state: int) -> tuple[np.ndarray, int, float]:
     """``(labels [N], clusters used, silhouette)`` of KMeans on the L2-normalised rows of ``features [N, V]``."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
@@ -78,16 +81,21 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     """``head`` and ``cluster`` rows per step view (see the module docstring) with :data:`COLUMNS`."""
     cfg = {**cfg, "head_pooling": []}
     regs = regions(sample, cfg, image=False)
-    k, n_init, seed = cfg.get("k", 4), cfg.get("n_init", 10), cfg.get("random_state", 0)
+    k, n_init, seed = cfg["k"], cfg["n_init"], cfg["random_state"]
     frames = []
     for v in views(sample, cfg):
         n_layers, n_heads, n = v.p.shape
-        f = v.p.reshape(-1, n)
-        labels, used, sil = cluster(f, k, n_init, seed)
+        ok = defined(v.p).ravel()
+        f = v.p.reshape(-1, n)[ok]
+        labels, used, sil = cluster(f, k, n_init, seed) if ok.any() else (np.zeros(0, np.int64), 0, np.nan)
+        similarity = np.full(len(ok), np.nan)
+        similarity[ok] = centroid_similarity(f, labels)
+        all_labels = np.zeros(len(ok), np.int64)
+        all_labels[ok] = labels
         common = {"step_pool": v.step_pool, "step": v.step, "sinks": v.sinks, "k": used, "silhouette": sil}
         frames.append(pd.DataFrame({"kind": "head", **common, "layer": np.repeat(np.arange(n_layers), n_heads),
-                                    "head": np.tile(v.heads, n_layers), "cluster": labels,
-                                    "centroid_similarity": centroid_similarity(f, labels)}))
+                                    "head": np.tile(v.heads, n_layers), "cluster": int_column(all_labels, ok),
+                                    "centroid_similarity": similarity}))
         rows = []
         for c in range(used):
             m = labels == c
@@ -95,8 +103,8 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                 rows.append({"kind": "cluster", **common, "cluster": c, "size": int(m.sum()), "region": r.name,
                              "region_kind": r.kind, "mass": float((f[m][:, r.mask]).sum(1).mean())})
         frames.append(pd.DataFrame(rows))
-    df = pd.concat(frames, ignore_index=True)
-    for col in ("step", "layer", "size"):
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True).reindex(columns=COLUMNS)
+    for col in ("step", "layer", "size", "cluster"):
         df[col] = df[col].astype("Int64")
     return df[COLUMNS]
 
@@ -118,10 +126,15 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
             mats, ticks = [], None
             for _, gs in g.groupby(["image", "question", "step"], sort=True, dropna=False):
                 gs = _head_order(gs)
-                lab = gs["cluster"].to_numpy()
-                mats.append(lab[:, None] == lab[None, :])
+                lab = pd.to_numeric(gs["cluster"]).to_numpy(dtype=float, na_value=np.nan)
+                same = (lab[:, None] == lab[None, :]).astype(float)
+                same[np.isnan(lab)] = np.nan  # heads with an undefined map are in no cluster
+                same[:, np.isnan(lab)] = np.nan
+                mats.append(same)
                 ticks = gs
-            co = np.mean(mats, axis=0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                co = np.nanmean(mats, axis=0)
             im = ax.imshow(co, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
             starts = np.flatnonzero(ticks["head_id"].to_numpy() == 0)
             layers = ticks["layer"].to_numpy().astype(int)[starts]
@@ -148,21 +161,26 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
 
 def plot_sample(sample, cfg: dict, out_dir: Path, image_path: str | None = None) -> None:
     """``head_clusters_similarity.png``: cosine similarity of the heads' maps, heads sorted by cluster
-    (lines: cluster boundaries), one panel per step pooling (``last``/``mean``) × sink variant."""
-    cfg = {**cfg, "head_pooling": [], "step_pooling": [s for s in cfg.get("step_pooling", ["last"]) if s != "each"]
-           or ["last"]}
+    (lines: cluster boundaries), one panel per step pooling of the config but ``each`` (the answer's
+    step ``first`` when there is none other) × sink variant; heads with an undefined map are left out."""
+    cfg = {**cfg, "head_pooling": [], "step_pooling": [s for s in cfg["step_pooling"] if s != "each"]
+           or ["first"]}
     vs = list(views(sample, cfg))
     fig, axes = plotting.grid_axes(len(vs), size=(4.4, 4.0))
     for ax, v in zip(axes, vs, strict=False):
         n_layers, n_heads, n = v.p.shape
-        f = v.p.reshape(-1, n)
-        labels, used, sil = cluster(f, cfg.get("k", 4), cfg.get("n_init", 10), cfg.get("random_state", 0))
+        keep = np.flatnonzero(defined(v.p).ravel())
+        f = v.p.reshape(-1, n)[keep]
+        if len(f) == 0:
+            ax.set_title(f"steps {v.step_pool} · sinks {v.sinks} · no head with a defined map", fontsize=8)
+            continue
+        labels, used, sil = cluster(f, cfg["k"], cfg["n_init"], cfg["random_state"])
         order = np.lexsort((np.arange(len(labels)), labels))
         im = ax.imshow(cosine_similarity(f)[np.ix_(order, order)], cmap="viridis", interpolation="nearest")
         for b in np.flatnonzero(np.diff(labels[order])) + 0.5:
             ax.axhline(b, color="white", lw=0.8)
             ax.axvline(b, color="white", lw=0.8)
-        names = [f"L{i // n_heads}H{i % n_heads}" for i in order]
+        names = [f"L{i // n_heads}H{i % n_heads}" for i in keep[order]]
         if len(names) <= 64:
             ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
             ax.set_yticks(range(len(names)), names, fontsize=5)

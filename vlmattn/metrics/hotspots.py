@@ -10,7 +10,8 @@ For a map ``p [V]`` laid on its grid:
 
 Per hotspot (``hotspot`` = rank by peak, 0 = strongest): ``x, y`` attention-weighted centroid of its
 tokens' centres, ``peak`` max p, ``mass`` Σp, ``area`` token-area share of the image, ``n_tokens``,
-``n_peaks``, ``quadrant`` of the centroid; ``n_hotspots`` is repeated on each row of a map.
+``n_peaks``, ``quadrant`` of the centroid; ``n_hotspots`` is repeated on each row of a map. An
+undefined (NaN) map (see :mod:`.common`) has one row with every column NaN.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import label_tokens, local_maxima, quadrant_of, token_areas, views
+from .common import defined, label_tokens, local_maxima, quadrant_of, token_areas, views
 
 COLUMNS = ["n_hotspots", "hotspot", "x", "y", "peak", "mass", "area", "n_tokens", "n_peaks", "quadrant"]
+INT_COLUMNS = ["n_hotspots", "hotspot", "n_tokens", "n_peaks"]
 PLOTS = ["hotspots_layer_head", "hotspots_positions"]
 
 
-def find_hotspots(p: np.ndarray, sample, size: int = 3, percentile: float = 90.0, connectivity: int = 4) -> list[dict]:
+def find_hotspots(p: np.ndarray, sample, size: int, percentile: float, connectivity: int) -> list[dict]:
     """Hotspots of one map ``p [V]``, strongest first (dicts with the keys of :data:`COLUMNS` but ``n_hotspots``)."""
     thr = np.percentile(p, percentile)
     above = p >= thr
@@ -54,17 +56,21 @@ def find_hotspots(p: np.ndarray, sample, size: int = 3, percentile: float = 90.0
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """Rows ``step_pool, step, sinks, layer, head`` × hotspot, with :data:`COLUMNS`."""
-    size, pct, conn = cfg.get("size", 3), cfg.get("percentile", 90.0), cfg.get("connectivity", 4)
+    size, pct, conn = cfg["size"], cfg["percentile"], cfg["connectivity"]
     rows = []
     for v in views(sample, cfg):
         idx = pd.DataFrame(v.index())
         flat = v.p.reshape(-1, v.p.shape[-1])
         for i, p in enumerate(flat):
-            hs = find_hotspots(p, sample, size, pct, conn)
             base = idx.iloc[i].to_dict()
+            if not defined(p):
+                rows.append({**base, **dict.fromkeys(COLUMNS, np.nan)})
+                continue
+            hs = find_hotspots(p, sample, size, pct, conn)
             rows += [{**base, "n_hotspots": len(hs), **h} for h in hs]
     df = pd.DataFrame(rows)
-    df["step"] = df["step"].astype("Int64")
+    for col in ["step"] + INT_COLUMNS:
+        df[col] = df[col].astype("Int64")
     return df[["step_pool", "step", "sinks", "layer", "head"] + COLUMNS]
 
 

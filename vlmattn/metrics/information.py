@@ -11,7 +11,8 @@ MI = 0 when every step attends with the same profile (A = outer product) and rea
 each step attends to vision tokens no other step attends to; MI ≤ min(H(X), H(Y)). Within a region R
 the columns are restricted to R's tokens and renormalised (``mass`` = Σ A over R / Σ A). Columns:
 ``mi``, ``mi_norm`` = MI / log T (NaN for T = 1), ``h_tokens`` H(X), ``h_steps`` H(Y), ``mass``.
-All steps enter, so there is no step pooling option (``step_pool = all``).
+All steps enter, so there is no step pooling option (``step_pool = all``). Steps whose map is undefined
+(NaN, see :mod:`.common`) are left out of A (T counts the defined steps); with none, every column is NaN.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import regions, step_views
+from .common import defined, regions, step_views
 from .concentration import entropy
 
 COLUMNS = ["region", "region_kind", "mi", "mi_norm", "h_tokens", "h_steps", "mass"]
@@ -46,8 +47,10 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     regs = regions(sample, cfg)
     frames = []
     for s in step_views(sample, cfg):
-        n_steps, n_layers, n_heads, _ = s.p.shape
-        joint = np.moveaxis(s.p, 0, 2)  # [L, K, T, V]
+        _, n_layers, n_heads, _ = s.p.shape
+        n_steps = defined(s.p).sum(0)  # [L, K] defined steps
+        log_t = np.log(np.where(n_steps > 1, n_steps, np.nan))
+        joint = np.nan_to_num(np.moveaxis(s.p, 0, 2), nan=0.0)  # [L, K, T, V], undefined steps left out
         total = joint.sum((-2, -1))
         for r in regs:
             j = joint[..., r.mask]
@@ -63,7 +66,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                         "region": r.name,
                         "region_kind": r.kind,
                         "mi": (mi := mutual_information(j)).ravel(),
-                        "mi_norm": (mi / np.log(n_steps)).ravel() if n_steps > 1 else np.nan,
+                        "mi_norm": (mi / log_t).ravel(),
                         "h_tokens": np.where(jt > 0, entropy(j.sum(-2) / safe), np.nan).ravel(),
                         "h_steps": np.where(jt > 0, entropy(j.sum(-1) / safe), np.nan).ravel(),
                         "mass": (jt / np.where(total > 0, total, np.nan)).ravel(),

@@ -14,18 +14,21 @@ Decode row t ``a [K]`` (``decode_key_len[t]`` valid keys) is split by key positi
 The six shares of a row sum to 1. Entropy is over the vision map p (as in concentration):
 ``entropy_mean`` / ``entropy_min`` over the H heads (``entropy_min_head`` the argmin) and
 ``entropy`` of the pooled map. One row per step view × layer × head pooling; shares are pooled over
-heads with the same operator (mean or max).
+heads with the same operator (mean or max). Undefined (NaN) head maps (see :mod:`.common`) are left
+out of the mean / min over heads and of the pooled map; with none defined the entropy columns are NaN
+(the shares are always reported).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import pool_heads, pool_share, select_steps, sink_variants, views
+from .common import int_column, pool_heads, pool_share, select_steps, sink_variants, views
 from .concentration import entropy
 
 SEGMENTS = ["vision", "cls", "sink", "text_before", "text_after", "generated"]
@@ -61,13 +64,18 @@ def segment_shares(sample, keep: np.ndarray | None = None) -> dict[str, np.ndarr
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """Rows ``step_pool, step, sinks, layer, head`` (head = the pooling) with :data:`COLUMNS`."""
     n_heads = sample.decode.shape[2]
-    renorm = cfg.get("renormalize", True)
-    pools = list(cfg.get("head_pooling", ["mean", "max"])) or ["mean"]
+    renorm = cfg["renormalize"]
+    pools = list(cfg["head_pooling"]) or ["mean"]
     segments = {label: segment_shares(sample, keep) for label, keep in sink_variants(sample, cfg)}
     frames = []
     for v in views(sample, cfg):
         p = v.p[:, :n_heads]  # [L, H, V], single heads
-        h = entropy(p)
+        h = entropy(p)  # [L, H], NaN for undefined maps
+        some = ~np.isnan(h).all(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # layers without a defined head → NaN
+            h_mean, h_min = np.nanmean(h, 1), np.nanmin(h, 1)
+        h_argmin = int_column(np.where(np.isnan(h), np.inf, h).argmin(1), some)
         seg = {k: select_steps(x, v.step_pool, v.step) for k, x in segments[v.sinks].items()}
         n_layers = p.shape[0]
         for hp in pools:
@@ -80,9 +88,9 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                         "layer": np.arange(n_layers),
                         "head": hp,
                         "entropy": entropy(pool_heads(p, hp, renorm)),
-                        "entropy_mean": h.mean(1),
-                        "entropy_min": h.min(1),
-                        "entropy_min_head": h.argmin(1),
+                        "entropy_mean": h_mean,
+                        "entropy_min": h_min,
+                        "entropy_min_head": h_argmin,
                         **{f"{k}_share": pool_share(x, hp) for k, x in seg.items()},
                     }
                 )
@@ -124,7 +132,7 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     fig, axes = plotting.grid_axes(len(groups))
     for ax, ((model, sinks), g) in zip(axes, groups, strict=False):
         m = g.pivot_table(index="layer", columns="step", values="vision_share", aggfunc="mean")
-        im = ax.imshow(m.to_numpy(), aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
+        im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
         ax.set_xticks(range(m.shape[1]), m.columns)
         ax.set_yticks(range(m.shape[0]), m.index)
         ax.set_xlabel("decode step")

@@ -111,7 +111,7 @@ def layer_head_heatmap(df: pd.DataFrame, value: str, path: Path, title: str, cma
     fig, axes = grid_axes(len(panels))
     for ax, (name, g) in zip(axes, panels, strict=False):
         m = g.pivot_table(index="layer", columns="head_id", values=value, aggfunc="mean")
-        im = ax.imshow(m.to_numpy(), aspect="auto", origin="lower", cmap=cmap, interpolation="nearest")
+        im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), aspect="auto", origin="lower", cmap=cmap, interpolation="nearest")
         ax.set_xticks(range(m.shape[1]), m.columns)
         ax.set_yticks(range(m.shape[0]), m.index)
         ax.set_xlabel("head")

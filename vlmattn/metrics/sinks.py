@@ -6,6 +6,10 @@ V vision tokens, a token is a sink when it draws more than ``ratio`` times the u
 
     fraction_v = mean_{l,h} 1[p̄[l, h, v] > ratio / V],   is_sink_v = fraction_v ≥ min_fraction
 
+Steps whose map is undefined (vision share below ``min_vision_share``, see :mod:`.common`) are left
+out of p̄, and (layer, head) pairs without a defined step out of the means over (l, h); a token
+without any is never a sink (``fraction``, ``mean_ratio``, ``max_ratio`` NaN).
+
 (the rule of :func:`common.find_sinks`; the other metrics use the same rule, from this block, when
 they exclude sinks). One row per vision token: ``token`` (index in [V]), ``position`` (prompt
 position), ``image_index``, grid ``row``/``col``, centre ``x``/``y``, ``fraction``, ``mean_ratio`` =
@@ -14,13 +18,14 @@ V · mean_{l,h} p̄ and ``max_ratio`` = V · max_{l,h} p̄ (1 = uniform share), 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import SINK_RULE, image_grids, sink_fraction, vision_attention
+from .common import image_grids, pool_step_maps, sink_fraction, vision_attention
 
 COLUMNS = ["token", "position", "image_index", "row", "col", "x", "y", "fraction", "mean_ratio", "max_ratio",
            "is_sink"]
@@ -29,12 +34,14 @@ PLOTS = ["sinks_map"]
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """One row per vision token with :data:`COLUMNS`."""
-    ratio = cfg.get("ratio", SINK_RULE["ratio"])
-    min_fraction = cfg.get("min_fraction", SINK_RULE["min_fraction"])
-    p, _ = vision_attention(sample, True)
+    ratio, min_fraction, min_share = cfg["ratio"], cfg["min_fraction"], cfg["min_vision_share"]
+    p, _ = vision_attention(sample, True, min_share)
     n = p.shape[-1]
-    pm = p.mean(0)  # [L, H, V]
-    frac = sink_fraction(sample, ratio)
+    pm = pool_step_maps(p, "mean", True)  # [L, H, V]
+    frac = sink_fraction(sample, ratio, min_share)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no defined (layer, head) → NaN
+        mean_ratio, max_ratio = np.nanmean(pm, (0, 1)) * n, np.nanmax(pm, (0, 1)) * n
     image_index = np.zeros(n, np.int64)
     row = np.zeros(n, np.int64)
     col = np.zeros(n, np.int64)
@@ -52,9 +59,9 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
             "x": c[:, 0],
             "y": c[:, 1],
             "fraction": frac,
-            "mean_ratio": pm.mean((0, 1)) * n,
-            "max_ratio": pm.max((0, 1)) * n,
-            "is_sink": frac >= min_fraction,
+            "mean_ratio": mean_ratio,
+            "max_ratio": max_ratio,
+            "is_sink": np.nan_to_num(frac, nan=-1.0) >= min_fraction,
         }
     )
 
@@ -72,7 +79,7 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         d = table[(table["model"] == model) & (table["image_index"] == 0)].copy()
         d["is_sink"] = d["is_sink"].astype(str).str.lower().isin(["true", "1"])
         panels = [("is_sink", "share of samples where a sink"),
-                  ("fraction", f"fraction of (layer, head) above {cfg.get('ratio', 5):g}/V"),
+                  ("fraction", f"fraction of (layer, head) above {cfg['ratio']:g}/V"),
                   ("mean_ratio", "mean attention ÷ uniform share")]
         for ax, (col, title) in zip(row[:3], panels, strict=True):
             m = d.pivot_table(index="row", columns="col", values=col, aggfunc="mean")
@@ -86,6 +93,6 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         row[3].barh(np.arange(len(per)), per.to_numpy())
         row[3].set_yticks(np.arange(len(per)), [f"{i} / {q}" for i, q in per.index], fontsize=6)
         row[3].set_xlabel("sink tokens")
-        row[3].set_title(f"{model}: sinks per sample (ratio {cfg.get('ratio', 5):g}, "
-                         f"min fraction {cfg.get('min_fraction', 0.5):g})", fontsize=8)
+        row[3].set_title(f"{model}: sinks per sample (ratio {cfg['ratio']:g}, "
+                         f"min fraction {cfg['min_fraction']:g})", fontsize=8)
     plotting.save(fig, out_dir / "sinks_map.png")

@@ -11,7 +11,7 @@ mask, see :func:`common.regions`: the whole image, the four quadrants, the ROIs 
 * ``var_x/var_y`` σ²_R = Σ_{v∈R} pᵥ (xᵥ − x̄_R)² / m_R
 
 The ``image`` region gives the centre of mass and variance of the whole map. Moments are NaN where
-m_R = 0, lift where a_R = 0. Closed forms: uniform p on an n×n grid → com (½, ½),
+m_R = 0, lift where a_R = 0; every column of an undefined (NaN) map is NaN (see :mod:`.common`). Closed forms: uniform p on an n×n grid → com (½, ½),
 σ² = (1 − 1/n²)/12, quadrant mass ¼, lift 1; one-hot p → com = the token's centre, σ² = 0.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import image_grids, regions, views
+from .common import image_grids, pool_heads, pool_maps, regions, views
 
 COLUMNS = ["region", "region_kind", "n_tokens", "area_share", "mass", "lift", "com_x", "com_y", "var_x", "var_y"]
 PLOTS = ["spatial_centre_of_mass", "spatial_layer_head"]
@@ -109,19 +109,22 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
 
 def plot_sample(sample, cfg: dict, out_dir: Path, image_path: str | None = None) -> None:
     """``spatial_overlay.png``: the pooled map of each layer (and their mean) over the image, ground-truth
-    boxes drawn; first step pooling, head pooling and sink variant of the config."""
-    cfg = {**cfg, "step_pooling": list(cfg.get("step_pooling", ["last"]))[:1] or ["last"]}
+    boxes drawn; first step pooling of the config (``first``, the answer's step, by default), first
+    head pooling (else the mean of the heads) and first sink variant. Pooling is nan-aware
+    (:func:`common.pool_maps`); undefined maps are blank."""
+    cfg = {**cfg, "step_pooling": list(cfg["step_pooling"])[:1]}
     v = next(views(sample, cfg))
-    hp = (list(cfg.get("head_pooling", [])) or [None])[0]
-    k = v.heads.index(hp) if hp else None
-    maps = v.p[:, k] if k is not None else v.p.mean(1)  # [L, V]
+    hp = (list(cfg["head_pooling"]) or [None])[0]
+    n_heads = len(v.heads) - len(cfg["head_pooling"])
+    maps = v.p[:, v.heads.index(hp)] if hp else pool_heads(v.p[:, :n_heads], "mean", cfg["renormalize"])  # [L, V]
     idx, shape = image_grids(sample)[0]
     tb = sample.token_boxes[idx]
     extent = (float(tb[:, 0].min()), float(tb[:, 2].max()), float(tb[:, 3].max()), float(tb[:, 1].min()))
     image = plotting.read_image(image_path or sample.attrs.get("image_path"))
     labels = [f"{c} {lab}".strip() for lab, c in zip(sample.labels, sample.colours or [""] * len(sample.labels),
                                                      strict=True)]
-    panels = [(f"layer {layer}", maps[layer]) for layer in range(len(maps))] + [("mean of layers", maps.mean(0))]
+    panels = [(f"layer {layer}", maps[layer]) for layer in range(len(maps))]
+    panels.append(("mean of layers", pool_maps(maps, "mean", 0, cfg["renormalize"])))
     fig, axes = plotting.grid_axes(len(panels), ncols=5, size=(2.6, 2.8))
     for ax, (name, m) in zip(axes, panels, strict=False):
         im = plotting.overlay(ax, image, m[idx].reshape(shape), extent, sample.boxes, labels,
