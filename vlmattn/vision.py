@@ -39,8 +39,10 @@ from .store import ROLLOUT_RESIDUAL, VisionEncoderAttention
 
 VISION_IMPL = "vlmattn_vision"
 LAYER_ATTR = "_vlmattn_vision_layer"
-# cap on the float32 scores one head group may hold at once (bytes)
+# cap on the float32 weights one block of heads and query rows may hold at once (bytes), and a
+# smaller one on the CPU, where blocks that stay in cache are faster
 _CHUNK_BYTES = 32 * 2**20
+_CPU_CHUNK_BYTES = 2 * 2**20
 
 _ACTIVE: contextvars.ContextVar[VisionRecorder | None] = contextvars.ContextVar("vlmattn_vision_recorder", default=None)
 
@@ -83,15 +85,74 @@ class PatchLayout:
         return np.concatenate([np.asarray(cls, np.int64), self.seq_index[a:b] - s0])
 
 
+def _blocks(heads: int, length: int, device: torch.device) -> tuple[int, int]:
+    """(heads, query rows) per block: one block's ``[g, q, L]`` float32 weights within the cap."""
+    cap = _CHUNK_BYTES if device.type != "cpu" else min(_CHUNK_BYTES, _CPU_CHUNK_BYTES)
+    row_bytes = 4 * length
+    group = max(1, min(heads, cap // row_bytes))
+    rows = max(1, min(length, cap // (row_bytes * group)))
+    return group, rows
+
+
+def _prepare(q: torch.Tensor, k: torch.Tensor, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contiguous float32 ``q·scale`` ``[H, L, D]`` and ``kᵀ`` ``[H, D, L]`` of one segment, for :func:`_weights`."""
+    return (q.float() * scaling).contiguous(), k.float().transpose(-1, -2).contiguous()
+
+
+def _weights(qs: torch.Tensor, kt: torch.Tensor, mask, hs: slice, r0: int, r1: int) -> torch.Tensor:
+    """Float32 softmax weights ``[g, r1 − r0, L]`` of heads ``hs`` and query rows ``r0:r1`` of a segment.
+
+    qs, kt from :func:`_prepare`; mask None, bool (True: attend) or additive, ``[1|H, L, L]``.
+    """
+    a = torch.matmul(qs[hs, r0:r1], kt[hs])
+    if mask is not None:
+        m = mask[hs if mask.shape[0] > 1 else slice(None), r0:r1]
+        a = a.masked_fill_(~m, float("-inf")) if m.dtype == torch.bool else a.add_(m.float())
+    return torch.softmax(a, dim=-1)
+
+
+def _keeps_mean(length: int, heads: int, dim: int, itemsize: int) -> bool:
+    """Whether the rollout keeps a segment's float32 head mean ``[L, L]`` (not larger than its q, k)."""
+    return 4 * length * length <= 2 * heads * length * dim * itemsize
+
+
+@dataclass
+class _Kept:
+    """What the rollout keeps of one segment (tokens ``start …``) of a layer to apply ``Ã`` again:
+    the head mean ``Ā`` ``[L, L]``, or q, k ``[H, L, D]`` (and the mask) to recompute it."""
+
+    start: int
+    mean: torch.Tensor | None = None
+    q: torch.Tensor | None = None
+    k: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    scaling: float = 1.0
+
+
 class VisionRecorder:
     """Accumulates the per-layer summaries of one vision-tower forward pass.
 
     Weights are formed ``[g, q, L]`` at a time (``g`` heads, ``q`` query rows of an ``L``-token
-    segment) within :data:`_CHUNK_BYTES`. The rollout is kept per image as ``R`` ``[T, T]`` in
-    encoder order and advanced without forming ``mean_h A``: for query rows ``Q`` of a segment with
-    keys ``K``, ``R'[Q] = (a·R[Q] + (1−a)·Ā[Q, K]·R[K]) / (a + (1−a)·Σ_K Ā[Q, K])``, where the
-    denominator is ``rownorm``'s (1 up to rounding). Memory: ``2·T²`` floats per image for the
-    rollout, ``O(H·S)`` for the rest, plus ``L·H·T²`` only when ``store_full``.
+    segment) within :data:`_CHUNK_BYTES` (:data:`_CPU_CHUNK_BYTES` on the CPU, to stay in cache).
+    Given ``value``, :meth:`add` returns the attention output ``A·V`` from the same weights, so they
+    are computed once.
+
+    Rollout. Softmax rows sum to 1, so ``rownorm`` is the identity up to rounding and
+    ``Ã_l = a·I + (1−a)·Ā_l`` (``a`` = 0.5, ``Ā_l = mean_h A_l``, block-diagonal over segments).
+    The stored quantities are row vectors ``x·R_l`` for ``x`` = ``(1/T)·1`` and ``e_cls``; over all
+    images at once, ``X`` ``[k, N]`` (``k`` = 1, or 2 with CLS) on the ``N`` encoder tokens:
+
+        W_l = X·Ã_l = a·X + (1−a)·[mean_h received_l; mean_h cls_l]     no extra work
+        Y   = W_{L−1};   for l = L−2 … 0:   Y = [W_l; Y·Ã_l]             after the last layer
+        x·R_l = row block l of Y,
+
+    a chain of vector–matrix products instead of ``T × T`` matrix products. Applying ``Ã_l`` again
+    needs layer ``l``'s weights: a segment's head mean ``Ā`` is kept when it is no larger than the
+    segment's q, k (windows, short sequences), otherwise q, k are kept and the weights recomputed
+    once. Cost: one more weight computation per long segment of every layer but the last, plus
+    ``O(k·L·T²)`` multiply-adds for the vectors. Memory: ``min(L², 2·H·L·D)`` values per segment
+    of every layer but the last (q, k in the tower's dtype), ``O(H·N)`` for the rest, and
+    ``L·H·T²`` only when ``store_full``.
     """
 
     def __init__(self, layout: PatchLayout, n_layers: int, store_full: bool = False, rollout: bool = True):
@@ -108,9 +169,18 @@ class VisionRecorder:
         self.cursor = 0
         self.n_segments = 0
         self.out: dict[str, list] = {k: [] for k in ("received", "cls", "roll_recv", "roll_cls", "segment", "full")}
-        self._rollout: list[torch.Tensor | None] = [None] * len(layout.grids)
-        self._spare: list[torch.Tensor | None] = [None] * len(layout.grids)
+        self._roll_w: list[torch.Tensor] = []  # W_l ``[k, N]`` per layer
+        self._kept: list[list[_Kept]] = []  # per layer but the last: what applies Ã_l again
         self._layer_state = None
+
+    def _x(self, device) -> torch.Tensor:
+        """``X`` ``[k, N]``: ``1/T_i`` on image ``i``'s tokens, and (with CLS) 1 at each CLS token."""
+        x = torch.zeros(2 if self.layout.has_cls else 1, self.total, device=device)
+        for i, (s, e) in enumerate(self.layout.image_seq):
+            x[0, s:e] = 1.0 / (e - s)
+            if self.layout.cls_seq[i] >= 0:
+                x[1, int(self.layout.cls_seq[i])] = 1.0
+        return x
 
     # -- per call ---------------------------------------------------------------------------------
     def _start_layer(self, heads: int, device) -> None:
@@ -118,64 +188,58 @@ class VisionRecorder:
         self._layer_state = {
             "recv": torch.zeros(heads, self.total, device=device),
             "cls": torch.zeros(heads, self.total, device=device),
-            "rollout": [
-                sp if sp is not None else torch.empty(t, t, device=device) for sp, t in zip(self._spare, T)
-            ] if self.rollout else None,
+            "kept": [],
             "full": [torch.zeros(heads, t, t, device=device) for t in T] if self.store_full else None,
             "segment": torch.full((self.total,), -1, dtype=torch.long),
         }
 
-    def add(self, layer: int, query: torch.Tensor, key: torch.Tensor, mask, scaling: float) -> None:
-        """Fold one call's weights in. query/key ``[B, H, L, D]``, each batch element one segment."""
+    def add(self, layer: int, query: torch.Tensor, key: torch.Tensor, mask, scaling: float,
+            value: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Fold one call's weights in. query/key/value ``[B, H, L, D]``, each batch element one segment.
+
+        Returns the attention output ``[B, L, H, D]`` (``A·V`` in float32, cast to ``value``'s
+        dtype) when ``value`` is given, else None.
+        """
         if layer != self.layer:
             raise CaptureError(f"vision layer {layer} attended while layer {self.layer} was incomplete")
-        heads, length = query.shape[1], query.shape[2]
+        heads, length, dim = query.shape[1], query.shape[2], query.shape[3]
         if self._layer_state is None:
             self._start_layer(heads, query.device)
         st = self._layer_state
-        row_bytes = 4 * length
-        group = max(1, min(heads, _CHUNK_BYTES // max(1, row_bytes * length)))
-        rows = max(1, min(length, _CHUNK_BYTES // max(1, row_bytes * group)))
-        a_res = ROLLOUT_RESIDUAL
+        group, rows = _blocks(heads, length, query.device)
+        keep = self.rollout and self.layer < self.n_layers - 1  # the last layer is never applied again
+        keep_mean = keep and _keeps_mean(length, heads, dim, query.element_size())
+        out = None
+        if value is not None:
+            out = torch.empty(query.shape[0], length, heads, value.shape[-1], device=query.device)
         for b in range(query.shape[0]):
             s0 = self.cursor
             img = int(self._seq_image[s0])
             i0 = s0 - int(self.layout.image_seq[img, 0])
             cls = int(self.layout.cls_seq[img])
-            prev = self._rollout[img]
-            new = st["rollout"][img] if self.rollout else None
-            k_b = key[b].float()
+            qs, kt = _prepare(query[b], key[b], scaling)
+            v_b = value[b].float().contiguous() if value is not None else None
             m_b = None if mask is None else mask[b if mask.shape[0] > 1 else 0]
+            mean = None
+            if keep_mean:
+                mean = torch.zeros(length, length, device=query.device)
+                st["kept"].append(_Kept(s0, mean=mean))
+            elif keep:
+                st["kept"].append(_Kept(s0, q=query[b].clone(), k=key[b].clone(), mask=m_b, scaling=scaling))
             for r0 in range(0, length, rows):
                 r1 = min(length, r0 + rows)
-                mean = torch.zeros(r1 - r0, length, device=query.device) if new is not None else None
                 for h0 in range(0, heads, group):
-                    q = query[b, h0 : h0 + group, r0:r1].float()
-                    a = torch.matmul(q, k_b[h0 : h0 + group].transpose(-1, -2)).mul_(scaling)
-                    if m_b is not None:
-                        m = m_b[:, r0:r1]
-                        a = a.masked_fill_(~m, float("-inf")) if m.dtype == torch.bool else a.add_(m.float())
-                    a = torch.softmax(a, dim=-1)  # [g, q, L]
-                    hs = slice(h0, h0 + a.shape[0])
+                    hs = slice(h0, min(heads, h0 + group))
+                    a = _weights(qs, kt, m_b, hs, r0, r1)  # [g, q, L]
                     st["recv"][hs, s0 : s0 + length] += a.sum(dim=1)
                     if s0 + r0 <= cls < s0 + r1:
                         st["cls"][hs, s0 : s0 + length] = a[:, cls - s0 - r0]
                     if mean is not None:
-                        mean += a.sum(dim=0).div_(heads)
+                        mean[r0:r1] += a.sum(dim=0).div_(heads)
                     if st["full"] is not None:
                         st["full"][img][hs, i0 + r0 : i0 + r1, i0 : i0 + length] = a
-                if new is None:
-                    continue
-                norm = a_res + (1 - a_res) * mean.sum(dim=-1, keepdim=True)
-                q_rows = slice(i0 + r0, i0 + r1)
-                if prev is None:  # R before the first layer is the identity
-                    block = (1 - a_res) * mean
-                    out = torch.zeros(r1 - r0, new.shape[1], device=new.device)
-                    out[:, i0 : i0 + length] = block
-                    out[torch.arange(r1 - r0), torch.arange(i0 + r0, i0 + r1)] += a_res
-                else:
-                    out = a_res * prev[q_rows] + (1 - a_res) * (mean @ prev[i0 : i0 + length])
-                new[q_rows] = out / norm
+                    if out is not None:
+                        out[b, r0:r1, hs] = torch.matmul(a, v_b[hs]).transpose(0, 1)
             st["segment"][s0 : s0 + length] = self.n_segments
             self.n_segments += 1
             self.cursor += length
@@ -183,10 +247,55 @@ class VisionRecorder:
             self._finish_layer()
         elif self.cursor > self.total:
             raise CaptureError(f"vision layer {layer} attended over {self.cursor} tokens, expected {self.total}")
+        return None if out is None else out.to(value.dtype)
+
+    # -- rollout ----------------------------------------------------------------------------------
+    def _apply(self, y: torch.Tensor, kept: list[_Kept]) -> torch.Tensor:
+        """``y·Ã_l = a·y + (1−a)·y·Ā_l`` for row vectors ``y`` ``[m, N]``, from what layer ``l`` kept."""
+        a = ROLLOUT_RESIDUAL
+        out = y * a
+        for kp in kept:
+            if kp.mean is not None:
+                seg = slice(kp.start, kp.start + kp.mean.shape[0])
+                out[:, seg].addmm_(y[:, seg], kp.mean, alpha=1 - a)
+                continue
+            heads, length = kp.q.shape[0], kp.q.shape[1]
+            group, rows = _blocks(heads, length, y.device)
+            seg = slice(kp.start, kp.start + length)
+            qs, kt = _prepare(kp.q, kp.k, kp.scaling)
+            acc = torch.zeros(y.shape[0], length, device=y.device)
+            for r0 in range(0, length, rows):
+                r1 = min(length, r0 + rows)
+                yr = y[:, kp.start + r0 : kp.start + r1]  # [m, q]
+                for h0 in range(0, heads, group):
+                    w = _weights(qs, kt, kp.mask, slice(h0, min(heads, h0 + group)), r0, r1)
+                    acc += torch.matmul(yr, w).sum(dim=0)  # Σ_h y_rows · A_h[rows, :]
+            out[:, seg].add_(acc, alpha=(1 - a) / heads)
+        return out
+
+    def _finish_rollout(self) -> None:
+        """Row vectors ``x·R_l`` of every layer, applying the kept layers from the top down."""
+        y = self._roll_w[-1]
+        for layer in range(self.n_layers - 2, -1, -1):
+            y = torch.cat([self._roll_w[layer], self._apply(y, self._kept[layer])])
+            self._kept[layer] = []  # free as we go
+        k = self._roll_w[0].shape[0]
+        for layer in range(self.n_layers):
+            rows = y[k * layer : k * (layer + 1)]
+            recv, cls = [], []
+            for i, order in enumerate(self.orders):
+                s0 = int(self.layout.image_seq[i, 0])
+                n_cls = 1 if self.layout.cls_seq[i] >= 0 else 0
+                patches = order[n_cls:].to(y.device) + s0
+                recv.append(rows[0, patches])
+                cls.append(rows[1, patches] if n_cls else rows.new_zeros(0))
+            self.out["roll_recv"].append(torch.cat(recv).cpu())
+            self.out["roll_cls"].append(torch.cat(cls).cpu())
+        self._roll_w, self._kept = [], []
 
     def _finish_layer(self) -> None:
         st, lay = self._layer_state, self.layout
-        recv, cls_rows, roll_recv, roll_cls, seg = [], [], [], [], []
+        recv, cls_rows, seg = [], [], []
         for i, order in enumerate(self.orders):
             s0, s1 = (int(v) for v in lay.image_seq[i])
             t = s1 - s0
@@ -196,25 +305,27 @@ class VisionRecorder:
             recv.append(st["recv"][:, patches] / t)
             cls_rows.append(st["cls"][:, patches])
             seg.append(st["segment"][patches.cpu()])
-            if self.rollout:
-                # swap buffers: this layer's rollout becomes the previous one, the old one is reused
-                r = st["rollout"][i]
-                self._spare[i], self._rollout[i] = self._rollout[i], r
-                roll_recv.append(r.mean(dim=0)[o[n_cls:]])
-                roll_cls.append(r[o[0], o[n_cls:]] if n_cls else r.new_zeros(0))
             if st["full"] is not None:
                 self.out["full"].append((i, st["full"][i][:, o][:, :, o].cpu()))
         out = self.out
         out["received"].append(torch.cat(recv, dim=1).cpu())
         out["cls"].append(torch.cat(cls_rows, dim=1).cpu())
-        if self.rollout:
-            out["roll_recv"].append(torch.cat(roll_recv).cpu())
-            out["roll_cls"].append(torch.cat(roll_cls).cpu())
         out["segment"].append(torch.cat(seg))
+        if self.rollout:
+            # W_l = X·Ã_l: row 0 from the received sums (X's row is 1/T_i there), row 1 from the CLS rows
+            a, x = ROLLOUT_RESIDUAL, self._x(st["recv"].device)
+            w = x * a
+            w[0] += (1 - a) * st["recv"].mean(dim=0) * x[0]
+            if w.shape[0] > 1:
+                w[1] += (1 - a) * st["cls"].mean(dim=0)
+            self._roll_w.append(w)
+            self._kept.append(st["kept"])
         self.layer += 1
         self.cursor = 0
         self.n_segments = 0
         self._layer_state = None
+        if self.rollout and self.layer == self.n_layers:
+            self._finish_rollout()
 
     # -- result -----------------------------------------------------------------------------------
     def result(self) -> VisionEncoderAttention:
@@ -260,15 +371,27 @@ def recording(recorder: VisionRecorder | None):
 
 
 def vision_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """``AttentionInterface`` function for vision towers: SDPA output, summaries when recording."""
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    """``AttentionInterface`` function for vision towers: SDPA's output, summaries when recording.
+
+    While recording a float32 tower without grad, dropout or causal masking, the output is ``A·V``
+    from the recorder's own weights (SDPA's up to float rounding) instead of a second SDPA call.
+    """
     recorder = _ACTIVE.get()
-    if recorder is not None:
-        layer = getattr(module, LAYER_ATTR, None)
-        if layer is None:
-            raise CaptureError(f"vision attention module {type(module).__name__} has no layer index")
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        recorder.add(layer, query.detach(), key.detach(), attention_mask, scale)
+    if recorder is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    layer = getattr(module, LAYER_ATTR, None)
+    if layer is None:
+        raise CaptureError(f"vision attention module {type(module).__name__} has no layer index")
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    causal = kwargs.get("is_causal")
+    causal = causal if causal is not None else getattr(module, "is_causal", False)
+    shared = (
+        query.dtype == torch.float32 and value.dtype == torch.float32 and not dropout and not causal
+        and not torch.is_grad_enabled() and key.shape[1] == query.shape[1] and kwargs.get("position_bias") is None
+    )
+    out = recorder.add(layer, query.detach(), key.detach(), attention_mask, scale, value if shared else None)
+    if out is None:
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     return out, None
 
 
