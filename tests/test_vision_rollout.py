@@ -19,7 +19,7 @@ import torch
 import vlmattn.vision
 from vlmattn.extract import extract, load_model
 from vlmattn.models import replicas, toy
-from vlmattn.vision import PatchLayout, VisionRecorder
+from vlmattn.vision import PatchLayout, VisionRecorder, instrument, recording, vision_attention_forward
 
 from .conftest import LLAVA_SPEC, REPLICA_SPEC
 from .test_vision_encoder import QUESTION, clip_reference, noise_image, qwen_reference, rollout
@@ -45,13 +45,21 @@ def layout(grids, cls: bool, seed: int = 0) -> PatchLayout:
     )
 
 
+class Attention(torch.nn.Module):
+    is_causal = False
+
+
+@torch.no_grad()
 def run(lay: PatchLayout, segments: list[list[int]], batched: bool, heads=3, dim=5, seed=0):
-    """Feed random weights through a recorder; segments[l] are the segment lengths of layer l in
-    encoder order. ``batched``: one call per layer with every segment a batch element (CLIP);
-    otherwise one call per segment (Qwen). Returns the result, the dense per-image weights
-    ``[L, H, T_i, T_i]`` in encoder order, and the largest output difference from SDPA."""
+    """Feed random q, k, v through the vision attention function with a recorder active;
+    segments[l] are the segment lengths of layer l in encoder order. ``batched``: one call per layer
+    with every segment a batch element (CLIP); otherwise one call per segment (Qwen). Returns the
+    result, the dense per-image weights ``[L, H, T_i, T_i]`` in encoder order, and the largest
+    difference of the attention output from SDPA's."""
     gen = torch.Generator().manual_seed(seed)
     rec = VisionRecorder(lay, n_layers=len(segments), rollout=True)
+    modules = [Attention() for _ in segments]
+    instrument(modules)
     dense = [np.zeros((len(segments), heads, e - s, e - s)) for s, e in lay.image_seq]
     err = 0.0
     for layer, lengths in enumerate(segments):
@@ -59,7 +67,8 @@ def run(lay: PatchLayout, segments: list[list[int]], batched: bool, heads=3, dim
         start = 0
         for call in calls:
             q, k, v = (torch.randn(len(call), heads, call[0], dim, generator=gen) for _ in range(3))
-            out = rec.add(layer, q, k, None, dim**-0.5, value=v)
+            with recording(rec):
+                out, _ = vision_attention_forward(modules[layer], q, k, v, None, scaling=dim**-0.5)
             ref = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)
             err = max(err, float((out - ref).abs().max()))
             for b, n in enumerate(call):
@@ -142,16 +151,21 @@ def deep(tmp_path_factory):
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "qwen2_5_vl"])
 @pytest.mark.parametrize("keep", ["mean", "recompute"])
 def test_deep_tower_rollout_matches_reference(deep, family, keep, monkeypatch):
+    """Every layer's summaries, whether computed during the layer or deferred to the rollout sweep."""
     monkeypatch.setattr(vlmattn.vision, "_keeps_mean", KEEP[keep])
     path, lm = deep(family)
     image = noise_image()
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)
     ref = clip_reference(path, inputs)[0] if family == "llava" else qwen_reference(lm, inputs, family)[0]
-    ve = extract(lm, image, QUESTION, max_new_tokens=1).vision_encoder
+    ve = extract(lm, image, QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
     n_cls = 1 if family == "llava" else 0
     assert ref.shape[0] == 4
     roll = rollout(ref.mean(axis=1))
     tol = dict(atol=1e-5, rtol=0)
+    np.testing.assert_allclose(ve.full[0], ref, **tol)
+    np.testing.assert_allclose(ve.received, ref.mean(axis=2)[:, :, n_cls:], **tol)
+    if n_cls:
+        np.testing.assert_allclose(ve.cls_attention, ref[:, :, 0, 1:], **tol)
     np.testing.assert_allclose(ve.rollout_received, np.stack([r.mean(0)[n_cls:] for r in roll]), **tol)
     if n_cls:
         np.testing.assert_allclose(ve.rollout_cls, np.stack([r[0, 1:] for r in roll]), **tol)

@@ -1,14 +1,16 @@
 """Vision-encoder attention, reduced on the fly through a second ``AttentionInterface`` function.
 
-:data:`VISION_IMPL` is set on the vision config only. It returns SDPA's output and, while a
-:class:`VisionRecorder` is active, computes each call's softmax weights in float32,
+:data:`VISION_IMPL` is set on the vision config only. Without a :class:`VisionRecorder` it is SDPA.
+While one is active it computes each call's softmax weights in float32,
 
     A[h, i, j] = softmax_j(q[h, i] · k[h, j] · scale + mask[i, j])        (one attention segment),
 
-and folds them into per-layer summaries; the full ``[L, H, T, T]`` tensor is kept only on request.
-Qwen vision towers call the function once per segment (an image in full-attention blocks, a window
-in Qwen2.5-VL's windowed blocks); CLIP calls it once with every image in the batch. Segments arrive
-in encoder-sequence order, so a cursor over that sequence places each one.
+folds them into per-layer summaries and, for a float32 tower, returns ``A·V`` from the same weights
+as the attention output (SDPA's up to float rounding; other dtypes keep SDPA's output). The full
+``[L, H, T, T]`` tensor is kept only on request. Qwen vision towers call the function once per
+segment (an image in full-attention blocks, a window in Qwen2.5-VL's windowed blocks); CLIP calls it
+once with every image in the batch. Segments arrive in encoder-sequence order, so a cursor over that
+sequence places each one.
 
 Per image with ``T`` encoder tokens (patches, plus CLS for CLIP), ``A_l`` its ``[H, T, T]`` weights
 at layer ``l`` (zero between tokens of different windows), patches in raster order:
@@ -20,6 +22,11 @@ at layer ``l`` (zero between tokens of different windows), patches in raster ord
     rollout_received[l, p]  = (1/T) Σ_i R_l[i, p]
     rollout_cls[l, p]       = R_l[cls, p]                                (CLIP only)
     segment[l, p]           = index of the attention segment holding p at layer l
+
+The rollout is stored for every layer, exactly (float32), without forming ``R_l``: both stored
+quantities are row vectors ``x·R_l``, evaluated as a chain of vector–matrix products from the top
+layer down once the tower has run (see :class:`VisionRecorder`); no ``T × T`` matrix product is
+computed and no ``T × T`` matrix is kept for a segment whose q, k are smaller.
 """
 
 from __future__ import annotations
@@ -112,14 +119,15 @@ def _weights(qs: torch.Tensor, kt: torch.Tensor, mask, hs: slice, r0: int, r1: i
 
 
 def _keeps_mean(length: int, heads: int, dim: int, itemsize: int) -> bool:
-    """Whether the rollout keeps a segment's float32 head mean ``[L, L]`` (not larger than its q, k)."""
+    """Whether the rollout keeps a segment's float32 head mean ``[L, L]``: when not larger than its q, k."""
     return 4 * length * length <= 2 * heads * length * dim * itemsize
 
 
 @dataclass
 class _Kept:
-    """What the rollout keeps of one segment (tokens ``start …``) of a layer to apply ``Ã`` again:
-    the head mean ``Ā`` ``[L, L]``, or q, k ``[H, L, D]`` (and the mask) to recompute it."""
+    """What the rollout keeps of one segment (encoder tokens ``start …``) of a layer to apply ``Ã``
+    again: the head mean ``Ā`` ``[S, S]``, or q, k ``[H, S, D]`` (and the mask), whose weights are
+    then computed, once, only when the tower has run."""
 
     start: int
     mean: torch.Tensor | None = None
@@ -132,27 +140,30 @@ class _Kept:
 class VisionRecorder:
     """Accumulates the per-layer summaries of one vision-tower forward pass.
 
-    Weights are formed ``[g, q, L]`` at a time (``g`` heads, ``q`` query rows of an ``L``-token
+    Weights are formed ``[g, q, S]`` at a time (``g`` heads, ``q`` query rows of an ``S``-token
     segment) within :data:`_CHUNK_BYTES` (:data:`_CPU_CHUNK_BYTES` on the CPU, to stay in cache).
     Given ``value``, :meth:`add` returns the attention output ``A·V`` from the same weights, so they
     are computed once.
 
     Rollout. Softmax rows sum to 1, so ``rownorm`` is the identity up to rounding and
     ``Ã_l = a·I + (1−a)·Ā_l`` (``a`` = 0.5, ``Ā_l = mean_h A_l``, block-diagonal over segments).
-    The stored quantities are row vectors ``x·R_l`` for ``x`` = ``(1/T)·1`` and ``e_cls``; over all
-    images at once, ``X`` ``[k, N]`` (``k`` = 1, or 2 with CLS) on the ``N`` encoder tokens:
+    The stored quantities are row vectors ``x·R_l`` for ``x`` = ``(1/T)·1`` and ``e_cls``. Over all
+    images at once, ``X`` ``[k, N]`` (``k`` = 1, or 2 with CLS) on the ``N`` encoder tokens, for
+    ``n`` layers:
 
-        W_l = X·Ã_l = a·X + (1−a)·[mean_h received_l; mean_h cls_l]     no extra work
-        Y   = W_{L−1};   for l = L−2 … 0:   Y = [W_l; Y·Ã_l]             after the last layer
-        x·R_l = row block l of Y,
+        W_l = X·Ã_l = a·X + (1−a)·[mean_h received_l; mean_h cls_l]
+        Y   = W_{n−1};   for l = n−2 … 0:   Y = [W_l; Y·Ã_l]             once layer n−1 has run
+        x·R_l = rows k·l … k·l + k − 1 of Y.
 
-    a chain of vector–matrix products instead of ``T × T`` matrix products. Applying ``Ã_l`` again
-    needs layer ``l``'s weights: a segment's head mean ``Ā`` is kept when it is no larger than the
-    segment's q, k (windows, short sequences), otherwise q, k are kept and the weights recomputed
-    once. Cost: one more weight computation per long segment of every layer but the last, plus
-    ``O(k·L·T²)`` multiply-adds for the vectors. Memory: ``min(L², 2·H·L·D)`` values per segment
-    of every layer but the last (q, k in the tower's dtype), ``O(H·N)`` for the rest, and
-    ``L·H·T²`` only when ``store_full``.
+    Applying ``Ã_l`` again needs layer ``l``'s weights. A segment of ``S`` tokens keeps its head
+    mean ``Ā`` ``[S, S]`` when that is no larger than its q, k ``[H, S, D]`` (windows, short
+    sequences). A longer segment of layers ``0 … n−2`` keeps q, k instead and is deferred: the
+    tower gets SDPA's output for it, and its weights are computed once, in the sweep above, for
+    ``Y·Ã_l``, ``received``, ``cls_attention`` and ``full`` together. Cost: one extra weight
+    computation for each long segment of layers ``0 … n−2`` (beside SDPA's) and about ``k·n²/2``
+    vector–matrix products (``S²`` multiply-adds per segment); no ``T × T`` matrix product.
+    Memory: ``min(S², 2·H·S·D)`` values per segment of layers ``0 … n−2`` (q, k in the tower's
+    dtype), ``O(n·H·N)`` for the rest, and ``n·H·T²`` only when ``store_full``.
     """
 
     def __init__(self, layout: PatchLayout, n_layers: int, store_full: bool = False, rollout: bool = True):
@@ -169,8 +180,7 @@ class VisionRecorder:
         self.cursor = 0
         self.n_segments = 0
         self.out: dict[str, list] = {k: [] for k in ("received", "cls", "roll_recv", "roll_cls", "segment", "full")}
-        self._roll_w: list[torch.Tensor] = []  # W_l ``[k, N]`` per layer
-        self._kept: list[list[_Kept]] = []  # per layer but the last: what applies Ã_l again
+        self._layers: list[dict] = []  # with the rollout: every layer's state until the tower has run
         self._layer_state = None
 
     def _x(self, device) -> torch.Tensor:
@@ -186,7 +196,7 @@ class VisionRecorder:
     def _start_layer(self, heads: int, device) -> None:
         T = [int(e - s) for s, e in self.layout.image_seq]
         self._layer_state = {
-            "recv": torch.zeros(heads, self.total, device=device),
+            "recv": torch.zeros(heads, self.total, device=device),  # Σ_i A[h, i, j], encoder order
             "cls": torch.zeros(heads, self.total, device=device),
             "kept": [],
             "full": [torch.zeros(heads, t, t, device=device) for t in T] if self.store_full else None,
@@ -195,10 +205,10 @@ class VisionRecorder:
 
     def add(self, layer: int, query: torch.Tensor, key: torch.Tensor, mask, scaling: float,
             value: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Fold one call's weights in. query/key/value ``[B, H, L, D]``, each batch element one segment.
+        """Fold one call's weights in. query/key/value ``[B, H, S, D]``, each batch element one segment.
 
-        Returns the attention output ``[B, L, H, D]`` (``A·V`` in float32, cast to ``value``'s
-        dtype) when ``value`` is given, else None.
+        Returns the attention output ``[B, S, H, D]`` (``A·V`` in float32, cast to ``value``'s
+        dtype) when ``value`` is given and the call is not deferred, else None.
         """
         if layer != self.layer:
             raise CaptureError(f"vision layer {layer} attended while layer {self.layer} was incomplete")
@@ -206,81 +216,113 @@ class VisionRecorder:
         if self._layer_state is None:
             self._start_layer(heads, query.device)
         st = self._layer_state
-        group, rows = _blocks(heads, length, query.device)
         keep = self.rollout and self.layer < self.n_layers - 1  # the last layer is never applied again
         keep_mean = keep and _keeps_mean(length, heads, dim, query.element_size())
         out = None
-        if value is not None:
+        if value is not None and not (keep and not keep_mean):
             out = torch.empty(query.shape[0], length, heads, value.shape[-1], device=query.device)
         for b in range(query.shape[0]):
             s0 = self.cursor
-            img = int(self._seq_image[s0])
-            i0 = s0 - int(self.layout.image_seq[img, 0])
-            cls = int(self.layout.cls_seq[img])
-            qs, kt = _prepare(query[b], key[b], scaling)
-            v_b = value[b].float().contiguous() if value is not None else None
             m_b = None if mask is None else mask[b if mask.shape[0] > 1 else 0]
-            mean = None
-            if keep_mean:
-                mean = torch.zeros(length, length, device=query.device)
-                st["kept"].append(_Kept(s0, mean=mean))
-            elif keep:
+            if keep and not keep_mean:  # deferred: weights computed once, after the last layer
                 st["kept"].append(_Kept(s0, q=query[b].clone(), k=key[b].clone(), mask=m_b, scaling=scaling))
-            for r0 in range(0, length, rows):
-                r1 = min(length, r0 + rows)
-                for h0 in range(0, heads, group):
-                    hs = slice(h0, min(heads, h0 + group))
-                    a = _weights(qs, kt, m_b, hs, r0, r1)  # [g, q, L]
-                    st["recv"][hs, s0 : s0 + length] += a.sum(dim=1)
-                    if s0 + r0 <= cls < s0 + r1:
-                        st["cls"][hs, s0 : s0 + length] = a[:, cls - s0 - r0]
+            else:
+                mean = None
+                if keep_mean:
+                    mean = torch.zeros(length, length, device=query.device)
+                    st["kept"].append(_Kept(s0, mean=mean))
+                qs, kt = _prepare(query[b], key[b], scaling)
+                v_b = value[b].float().contiguous() if out is not None else None
+                for r0, r1, hs, a in self._segment_weights(qs, kt, m_b):
+                    self._fold(st, s0, r0, r1, hs, a)
                     if mean is not None:
                         mean[r0:r1] += a.sum(dim=0).div_(heads)
-                    if st["full"] is not None:
-                        st["full"][img][hs, i0 + r0 : i0 + r1, i0 : i0 + length] = a
                     if out is not None:
                         out[b, r0:r1, hs] = torch.matmul(a, v_b[hs]).transpose(0, 1)
             st["segment"][s0 : s0 + length] = self.n_segments
             self.n_segments += 1
             self.cursor += length
         if self.cursor == self.total:
-            self._finish_layer()
+            self._end_layer()
         elif self.cursor > self.total:
             raise CaptureError(f"vision layer {layer} attended over {self.cursor} tokens, expected {self.total}")
         return None if out is None else out.to(value.dtype)
 
+    @staticmethod
+    def _segment_weights(qs: torch.Tensor, kt: torch.Tensor, mask):
+        """Yield ``(r0, r1, hs, A[hs, r0:r1, :])`` over a segment's blocks, all heads of a row block in turn."""
+        heads, length = qs.shape[0], qs.shape[1]
+        group, rows = _blocks(heads, length, qs.device)
+        for r0 in range(0, length, rows):
+            r1 = min(length, r0 + rows)
+            for h0 in range(0, heads, group):
+                hs = slice(h0, min(heads, h0 + group))
+                yield r0, r1, hs, _weights(qs, kt, mask, hs, r0, r1)
+
+    def _fold(self, st: dict, s0: int, r0: int, r1: int, hs: slice, a: torch.Tensor) -> None:
+        """Add weights ``a`` ``[g, q, S]`` (rows ``r0:r1`` of the segment at ``s0``) to the sums."""
+        length = a.shape[-1]
+        st["recv"][hs, s0 : s0 + length] += a.sum(dim=1)
+        img = int(self._seq_image[s0])
+        cls = int(self.layout.cls_seq[img])
+        if s0 + r0 <= cls < s0 + r1:
+            st["cls"][hs, s0 : s0 + length] = a[:, cls - s0 - r0]
+        if st["full"] is not None:
+            i0 = s0 - int(self.layout.image_seq[img, 0])
+            st["full"][img][hs, i0 + r0 : i0 + r1, i0 : i0 + length] = a
+
+    def _end_layer(self) -> None:
+        st = self._layer_state
+        self.layer += 1
+        self.cursor = 0
+        self.n_segments = 0
+        self._layer_state = None
+        if not self.rollout:
+            self._finish_layer(st)
+            return
+        self._layers.append(st)
+        if self.layer == self.n_layers:
+            self._finish_rollout()
+
     # -- rollout ----------------------------------------------------------------------------------
-    def _apply(self, y: torch.Tensor, kept: list[_Kept]) -> torch.Tensor:
-        """``y·Ã_l = a·y + (1−a)·y·Ā_l`` for row vectors ``y`` ``[m, N]``, from what layer ``l`` kept."""
+    def _w(self, st: dict) -> torch.Tensor:
+        """``W_l = X·Ã_l`` ``[k, N]``: row 0 from the received sums (X's row is ``1/T_i`` there), row 1
+        from the CLS rows."""
+        a, x = ROLLOUT_RESIDUAL, self._x(st["recv"].device)
+        w = x * a
+        w[0] += (1 - a) * st["recv"].mean(dim=0) * x[0]
+        if w.shape[0] > 1:
+            w[1] += (1 - a) * st["cls"].mean(dim=0)
+        return w
+
+    def _apply(self, y: torch.Tensor, st: dict) -> torch.Tensor:
+        """``y·Ã_l = a·y + (1−a)·y·Ā_l`` for row vectors ``y`` ``[m, N]``, from what layer ``l`` kept;
+        deferred segments' weights are computed here and folded into the layer's sums as well."""
         a = ROLLOUT_RESIDUAL
         out = y * a
-        for kp in kept:
+        for kp in st["kept"]:
             if kp.mean is not None:
                 seg = slice(kp.start, kp.start + kp.mean.shape[0])
                 out[:, seg].addmm_(y[:, seg], kp.mean, alpha=1 - a)
                 continue
             heads, length = kp.q.shape[0], kp.q.shape[1]
-            group, rows = _blocks(heads, length, y.device)
-            seg = slice(kp.start, kp.start + length)
-            qs, kt = _prepare(kp.q, kp.k, kp.scaling)
             acc = torch.zeros(y.shape[0], length, device=y.device)
-            for r0 in range(0, length, rows):
-                r1 = min(length, r0 + rows)
-                yr = y[:, kp.start + r0 : kp.start + r1]  # [m, q]
-                for h0 in range(0, heads, group):
-                    w = _weights(qs, kt, kp.mask, slice(h0, min(heads, h0 + group)), r0, r1)
-                    acc += torch.matmul(yr, w).sum(dim=0)  # Σ_h y_rows · A_h[rows, :]
-            out[:, seg].add_(acc, alpha=(1 - a) / heads)
+            for r0, r1, hs, w in self._segment_weights(*_prepare(kp.q, kp.k, kp.scaling), kp.mask):
+                self._fold(st, kp.start, r0, r1, hs, w)
+                acc += torch.matmul(y[:, kp.start + r0 : kp.start + r1], w).sum(dim=0)  # Σ_h y[rows]·A_h[rows, :]
+            out[:, kp.start : kp.start + length].add_(acc, alpha=(1 - a) / heads)
+        st["kept"] = []  # free q, k and means as the sweep goes
         return out
 
     def _finish_rollout(self) -> None:
-        """Row vectors ``x·R_l`` of every layer, applying the kept layers from the top down."""
-        y = self._roll_w[-1]
-        for layer in range(self.n_layers - 2, -1, -1):
-            y = torch.cat([self._roll_w[layer], self._apply(y, self._kept[layer])])
-            self._kept[layer] = []  # free as we go
-        k = self._roll_w[0].shape[0]
-        for layer in range(self.n_layers):
+        """After the last layer: the sweep from the top layer down, then every layer's summaries."""
+        y = self._w(self._layers[-1])
+        for st in reversed(self._layers[:-1]):
+            y = self._apply(y, st)
+            y = torch.cat([self._w(st), y])
+        k = y.shape[0] // self.n_layers
+        for layer, st in enumerate(self._layers):
+            self._finish_layer(st)
             rows = y[k * layer : k * (layer + 1)]
             recv, cls = [], []
             for i, order in enumerate(self.orders):
@@ -291,10 +333,11 @@ class VisionRecorder:
                 cls.append(rows[1, patches] if n_cls else rows.new_zeros(0))
             self.out["roll_recv"].append(torch.cat(recv).cpu())
             self.out["roll_cls"].append(torch.cat(cls).cpu())
-        self._roll_w, self._kept = [], []
+        self._layers = []
 
-    def _finish_layer(self) -> None:
-        st, lay = self._layer_state, self.layout
+    def _finish_layer(self, st: dict) -> None:
+        """Map one layer's sums to patch order and append them to :attr:`out`."""
+        lay = self.layout
         recv, cls_rows, seg = [], [], []
         for i, order in enumerate(self.orders):
             s0, s1 = (int(v) for v in lay.image_seq[i])
@@ -311,21 +354,6 @@ class VisionRecorder:
         out["received"].append(torch.cat(recv, dim=1).cpu())
         out["cls"].append(torch.cat(cls_rows, dim=1).cpu())
         out["segment"].append(torch.cat(seg))
-        if self.rollout:
-            # W_l = X·Ã_l: row 0 from the received sums (X's row is 1/T_i there), row 1 from the CLS rows
-            a, x = ROLLOUT_RESIDUAL, self._x(st["recv"].device)
-            w = x * a
-            w[0] += (1 - a) * st["recv"].mean(dim=0) * x[0]
-            if w.shape[0] > 1:
-                w[1] += (1 - a) * st["cls"].mean(dim=0)
-            self._roll_w.append(w)
-            self._kept.append(st["kept"])
-        self.layer += 1
-        self.cursor = 0
-        self.n_segments = 0
-        self._layer_state = None
-        if self.rollout and self.layer == self.n_layers:
-            self._finish_rollout()
 
     # -- result -----------------------------------------------------------------------------------
     def result(self) -> VisionEncoderAttention:
