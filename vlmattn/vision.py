@@ -93,7 +93,8 @@ class PatchLayout:
 
 
 def _blocks(heads: int, length: int, device: torch.device) -> tuple[int, int]:
-    """(heads, query rows) per block: one block's ``[g, q, L]`` float32 weights within the cap."""
+    """(heads ``g``, query rows ``q``) per block of an ``S``-token segment: ``[g, q, S]`` float32 weights
+    within :data:`_CHUNK_BYTES`, or :data:`_CPU_CHUNK_BYTES` on the CPU."""
     cap = _CHUNK_BYTES if device.type != "cpu" else min(_CHUNK_BYTES, _CPU_CHUNK_BYTES)
     row_bytes = 4 * length
     group = max(1, min(heads, cap // row_bytes))
@@ -102,14 +103,14 @@ def _blocks(heads: int, length: int, device: torch.device) -> tuple[int, int]:
 
 
 def _prepare(q: torch.Tensor, k: torch.Tensor, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Contiguous float32 ``q·scale`` ``[H, L, D]`` and ``kᵀ`` ``[H, D, L]`` of one segment, for :func:`_weights`."""
+    """Contiguous float32 ``q·scale`` ``[H, S, D]`` and ``kᵀ`` ``[H, D, S]`` of one segment, for :func:`_weights`."""
     return (q.float() * scaling).contiguous(), k.float().transpose(-1, -2).contiguous()
 
 
 def _weights(qs: torch.Tensor, kt: torch.Tensor, mask, hs: slice, r0: int, r1: int) -> torch.Tensor:
-    """Float32 softmax weights ``[g, r1 − r0, L]`` of heads ``hs`` and query rows ``r0:r1`` of a segment.
+    """Float32 softmax weights ``[g, r1 − r0, S]`` of heads ``hs`` and query rows ``r0:r1`` of a segment.
 
-    qs, kt from :func:`_prepare`; mask None, bool (True: attend) or additive, ``[1|H, L, L]``.
+    qs, kt from :func:`_prepare`; mask None, bool (True: attend) or additive, ``[1|H, S, S]``.
     """
     a = torch.matmul(qs[hs, r0:r1], kt[hs])
     if mask is not None:
@@ -119,7 +120,7 @@ def _weights(qs: torch.Tensor, kt: torch.Tensor, mask, hs: slice, r0: int, r1: i
 
 
 def _keeps_mean(length: int, heads: int, dim: int, itemsize: int) -> bool:
-    """Whether the rollout keeps a segment's float32 head mean ``[L, L]``: when not larger than its q, k."""
+    """Whether the rollout keeps a segment's float32 head mean ``[S, S]``: when not larger than its q, k."""
     return 4 * length * length <= 2 * heads * length * dim * itemsize
 
 
@@ -218,13 +219,14 @@ class VisionRecorder:
         st = self._layer_state
         keep = self.rollout and self.layer < self.n_layers - 1  # the last layer is never applied again
         keep_mean = keep and _keeps_mean(length, heads, dim, query.element_size())
+        defer = keep and not keep_mean  # weights computed once, in the sweep after the last layer
         out = None
-        if value is not None and not (keep and not keep_mean):
+        if value is not None and not defer:
             out = torch.empty(query.shape[0], length, heads, value.shape[-1], device=query.device)
         for b in range(query.shape[0]):
             s0 = self.cursor
             m_b = None if mask is None else mask[b if mask.shape[0] > 1 else 0]
-            if keep and not keep_mean:  # deferred: weights computed once, after the last layer
+            if defer:
                 st["kept"].append(_Kept(s0, q=query[b].clone(), k=key[b].clone(), mask=m_b, scaling=scaling))
             else:
                 mean = None
