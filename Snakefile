@@ -4,12 +4,16 @@
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/images.smk"
 include: "rules/models.smk"
 include: "rules/extract.smk"
 include: "rules/metrics.smk"
 include: "rules/validation.smk"
+include: "rules/report.smk"
 
 
 rule all:

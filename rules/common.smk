@@ -1,70 +1,51 @@
-# Config validation (schema + defaults + input checks) and the helpers the rules share.
+# Config validation (schema + defaults + input checks), the dataset, its shards, and the helpers the
+# rules share.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
 from vlmattn.config import (
-    extraction_batches,
     load_config,
-    samples as config_samples,
+    load_dataset,
+    shard_label,
+    shard_of,
+    shard_samples,
 )
 from vlmattn.errors import VlmattnError
 from vlmattn.metrics import get_metric, metric_params, sample_plots
 
 try:
     config.update(load_config(config, base_dir=Path.cwd()))
+    DATA = load_dataset(config, base_dir=Path.cwd())
 except VlmattnError as err:
     sys.exit(f"vlmattn: {err}")
 
 R = config["results"]
-SAMPLES = config_samples(config)
-BATCHES = extraction_batches(config)
+SAMPLES = DATA.samples
+# model -> shard label -> samples (sorted by name); only non-empty shards
+SHARDS = shard_samples(SAMPLES, config["shards"])
 METRICS = list(config["metrics"])
 LIB = Path(workflow.basedir) / "vlmattn"
-ENV = "../envs/vlmattn.yaml"
+# conda environments (--sdm conda): the model stages need torch, the analysis stages do not
+ENV_MODELS = "../envs/extraction.yaml"
+ENV_ANALYSIS = "../envs/analysis.yaml"
 
 
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     image=r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*",
     question=r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*",
+    shard=r"\d+",
 
 
 def image_file(image):
-    files = config["images"]["files"]
-    if image in files:
-        return files[image]["path"]
-    return f"{R}/images/{image}.png"
-
-
-def image_objects(image):
-    """Ground-truth objects of a user image (synthetic scenes carry theirs in a JSON file)."""
-    return config["images"]["files"].get(image, {}).get("objects", [])
-
-
-def annotation_file(image):
-    """The JSON annotation of a synthetic scene; None for a user image."""
-    if image in config["images"]["files"]:
-        return None
-    return f"{R}/images/{image}.json"
+    return DATA.images[image].path
 
 
 def model_path(model):
     spec = config["models"][model]
     return f"{R}/models/{model}" if "build" in spec else spec["path"]
-
-
-def sample_record(s):
-    """What an extraction job needs to know about one sample."""
-    return {
-        "image_id": s.image,
-        "question_id": s.question,
-        "question": config["questions"][s.question]["text"],
-        "image": image_file(s.image),
-        "annotation": annotation_file(s.image),
-        "objects": image_objects(s.image),
-    }
 
 
 def model_inputs(model):
@@ -75,11 +56,25 @@ def model_params(model):
     return {**config["models"][model], "id": model, "path": model_path(model)}
 
 
-def sample_files(pattern, **kw):
-    return [
-        pattern.format(model=s.model, image=s.image, question=s.question, **kw)
-        for s in SAMPLES
-    ]
+def shard_members(w):
+    return SHARDS[w.model][w.shard]
+
+
+def sample_shard(s):
+    return shard_label(shard_of(s.name, config["shards"]), config["shards"])
+
+
+def shard_index(model, shard):
+    """The index an extraction job writes: one row per sample of the shard, with its HDF5 file."""
+    return f"{R}/attention/{model}/shards/{shard}.csv"
+
+
+def all_shard_indexes():
+    return [shard_index(m, k) for m, by in SHARDS.items() for k in by]
+
+
+def shard_tables(metric):
+    return [f"{R}/metrics/{metric}/{m}/{k}.csv" for m, by in SHARDS.items() for k in by]
 
 
 def metric_config(metric):
@@ -87,20 +82,28 @@ def metric_config(metric):
     return metric_params(metric, config["metrics"])
 
 
-def sample_plot_files(metric):
-    return [
-        f"{R}/plots/samples/{{model}}/{{image}}__{{question}}/{p}.png"
-        for p in sample_plots(metric)
-    ]
+def figure_samples():
+    """Per model, the first `sample_figures` samples in name order: those get per-sample figures."""
+    n = config["sample_figures"]
+    firsts = []
+    for by in SHARDS.values():
+        mine = sorted(
+            (s for members in by.values() for s in members), key=lambda s: s.name
+        )
+        firsts += mine[:n]
+    return firsts
+
+
+def figure_file(s, plot):
+    return f"{R}/plots/samples/{s.model}/{s.name}/{plot}.png"
 
 
 def all_outputs():
-    out = [f"{R}/tables/answers.csv"]
+    out = [f"{R}/tables/answers.csv", f"{R}/plots/overview.png"]
     for m in METRICS:
         out.append(f"{R}/tables/{m}.csv")
         out += [f"{R}/plots/{p}.png" for p in get_metric(m).PLOTS]
-        for pattern in sample_plot_files(m):
-            out += sample_files(pattern)
+        out += [figure_file(s, p) for s in FIGURE_SAMPLES for p in sample_plots(m)]
     for m, spec in config["models"].items():
         if spec.get("build", {}).get("kind") == "trained":
             out += [f"{R}/tables/training_{m}.csv", f"{R}/plots/training_{m}.png"]
@@ -109,6 +112,7 @@ def all_outputs():
     return out
 
 
+FIGURE_SAMPLES = figure_samples()
 BUILT = [m for m, c in config["models"].items() if "build" in c]
 TRAINED = [m for m in BUILT if config["models"][m]["build"]["kind"] == "trained"]
 

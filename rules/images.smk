@@ -5,7 +5,7 @@ rule draw_scene:
     log:
         f"{R}/logs/draw_scene/{{image}}.log",
     conda:
-        ENV
+        ENV_ANALYSIS
     params:
         size=config["images"]["synthetic"]["size"],
     script:

@@ -1,21 +1,26 @@
-# One rule per metric and stage, generated from the `metrics` config block. Each metric job gets only
-# its own config block as params (plus the sink rule of `metrics.sinks` when it excludes sinks) and its
-# library module as an input, so editing one metric's config or code reruns that metric's jobs alone.
-# Metrics with per-sample figures (SAMPLE_PLOTS) get a fourth rule drawing them from the cache.
+# One rule per metric and stage, generated from the `metrics` config block. A metric job computes the
+# metric for every sample of one (model, shard) in one process; it gets only its own config block as
+# params (plus the sink rule of `metrics.sinks` when it excludes sinks) and its library module as an
+# input, so editing one metric's config or code reruns that metric's jobs alone. The table merges
+# the shard tables in sample order. Metrics with per-sample figures (SAMPLE_PLOTS) get a fourth rule
+# drawing them, for the `sample_figures` first samples of each model, from the cache. On a cluster
+# the metric jobs form the group `metrics`, submitted `group-components` at a time (profiles/slurm).
 for _metric in METRICS:
 
     rule:
         name:
             f"metric_{_metric}"
         input:
-            h5=f"{R}/attention/{{model}}/{{image}}__{{question}}.h5",
+            index=shard_index("{model}", "{shard}"),
             code=LIB / "metrics" / f"{_metric}.py",
         output:
-            f"{R}/metrics/{_metric}/{{model}}/{{image}}__{{question}}.csv",
+            f"{R}/metrics/{_metric}/{{model}}/{{shard}}.csv",
         log:
-            f"{R}/logs/metrics/{_metric}/{{model}}/{{image}}__{{question}}.log",
+            f"{R}/logs/metrics/{_metric}/{{model}}/{{shard}}.log",
+        group:
+            "metrics"
         conda:
-            ENV
+            ENV_ANALYSIS
         params:
             metric=_metric,
             cfg=metric_config(_metric),
@@ -26,19 +31,17 @@ for _metric in METRICS:
         name:
             f"table_{_metric}"
         input:
-            tables=sample_files(
-                f"{R}/metrics/{_metric}/{{model}}/{{image}}__{{question}}.csv"
-            ),
+            tables=shard_tables(_metric),
         output:
             report(
                 f"{R}/tables/{_metric}.csv",
                 caption=f"../report/{_metric}.rst",
-                category="Tables",
+                category="3. Metric tables",
             ),
         log:
             f"{R}/logs/tables/{_metric}.log",
         conda:
-            ENV
+            ENV_ANALYSIS
         script:
             "../workflow_scripts/aggregate.py"
 
@@ -53,45 +56,58 @@ for _metric in METRICS:
                 report(
                     f"{R}/plots/{p}.png",
                     caption=f"../report/{_metric}.rst",
-                    category="Plots",
+                    category="4. Metric plots",
+                    subcategory=_metric,
                 )
                 for p in get_metric(_metric).PLOTS
             ],
         log:
             f"{R}/logs/plots/{_metric}.log",
         conda:
-            ENV
+            ENV_ANALYSIS
         params:
             metric=_metric,
             cfg=metric_config(_metric),
         script:
             "../workflow_scripts/plot_metric.py"
 
-    if sample_plots(_metric):
+    if sample_plots(_metric) and FIGURE_SAMPLES:
 
         rule:
             name:
                 f"figures_{_metric}"
             input:
-                h5=f"{R}/attention/{{model}}/{{image}}__{{question}}.h5",
-                image=lambda w: image_file(w.image),
+                indexes=sorted(
+                    {shard_index(s.model, sample_shard(s)) for s in FIGURE_SAMPLES}
+                ),
+                images=sorted({image_file(s.image) for s in FIGURE_SAMPLES}),
                 code=LIB / "metrics" / f"{_metric}.py",
             output:
                 [
                     report(
-                        p,
+                        figure_file(s, p),
                         caption=f"../report/{_metric}.rst",
-                        category="Samples",
-                        subcategory="{image} / {question}",
+                        category="5. Samples",
+                        subcategory=f"{s.image} / {s.question}",
+                        labels={"model": s.model, "figure": p},
                     )
-                    for p in sample_plot_files(_metric)
+                    for s in FIGURE_SAMPLES
+                    for p in sample_plots(_metric)
                 ],
             log:
-                f"{R}/logs/figures/{_metric}/{{model}}/{{image}}__{{question}}.log",
+                f"{R}/logs/figures/{_metric}.log",
             conda:
-                ENV
+                ENV_ANALYSIS
             params:
                 metric=_metric,
                 cfg=metric_config(_metric),
+                samples=[
+                    {
+                        "h5": f"{R}/attention/{s.model}/{s.name}.h5",
+                        "image": image_file(s.image),
+                        "out_dir": f"{R}/plots/samples/{s.model}/{s.name}",
+                    }
+                    for s in FIGURE_SAMPLES
+                ],
             script:
-                "../workflow_scripts/plot_sample.py"
+                "../workflow_scripts/plot_samples.py"

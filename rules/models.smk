@@ -8,7 +8,7 @@ rule build_model:
     wildcard_constraints:
         model=model_alternatives([m for m in BUILT if m not in TRAINED]),
     conda:
-        ENV
+        ENV_MODELS
     threads: 2
     params:
         build=lambda w: config["models"][w.model]["build"],
@@ -23,12 +23,12 @@ rule train_model:
         report=report(
             f"{R}/tables/training_{{model}}.csv",
             caption="../report/training.rst",
-            category="Model",
+            category="2. Model",
         ),
         plot=report(
             f"{R}/plots/training_{{model}}.png",
             caption="../report/training.rst",
-            category="Model",
+            category="2. Model",
         ),
     log:
         f"{R}/logs/train_model/{{model}}.log",
@@ -37,7 +37,7 @@ rule train_model:
     wildcard_constraints:
         model=model_alternatives(TRAINED),
     conda:
-        ENV
+        ENV_MODELS
     threads: 2
     resources:
         runtime=60,

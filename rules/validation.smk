@@ -11,12 +11,12 @@ rule validate:
         report(
             f"{R}/tables/validation.csv",
             caption="../report/validation.rst",
-            category="Validation",
+            category="1. Overview",
         ),
     log:
         f"{R}/logs/validate.log",
     conda:
-        ENV
+        ENV_ANALYSIS
     params:
         cfg=config.get("validation", {}),
     script:

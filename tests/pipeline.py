@@ -24,9 +24,10 @@ TINY_CONFIG = {
 }
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+def snakemake(workdir: Path, *args: str, check: bool = True, repo: Path = REPO) -> subprocess.CompletedProcess:
+    """Run the workflow of ``repo`` (its Snakefile and its ``vlmattn``) in ``workdir``."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    cmd = [*SNAKEMAKE, "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -40,9 +41,9 @@ def write_config(workdir: Path, config: dict) -> Path:
     return path
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, *args: str, repo: Path = REPO) -> dict[str, int]:
     """Rule -> job count of a dry run."""
-    out = snakemake(workdir, "--dry-run", "--quiet", "rules", *args).stdout
+    out = snakemake(workdir, "--dry-run", "--quiet", "rules", *args, repo=repo).stdout
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:", 1)[1]

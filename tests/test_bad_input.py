@@ -75,7 +75,7 @@ def test_attention_that_bypasses_the_interface(checkpoint):
 def test_image_the_processor_rejects(loaded):
     lm = loaded("qwen2_vl")
     with pytest.raises(InputError) as e:
-        extract(lm, Image.new("RGB", (2000, 8)), "What shape?", max_new_tokens=1)  # aspect ratio > 200
+        extract(lm, Image.new("RGB", (3000, 14)), "What shape?", max_new_tokens=1)  # aspect ratio > 200
     assert "'tiny_qwen2_vl'" in one_line(e) and "processor rejected" in str(e.value)
 
 
@@ -90,7 +90,7 @@ def test_prompt_longer_than_the_context(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["unreadable", "rejected"])
-def test_batch_with_a_bad_sample_leaves_no_output(checkpoint, tmp_path, bad):
+def test_shard_with_a_bad_sample_leaves_no_output(checkpoint, tmp_path, bad):
     model = {"id": "m", "family": "qwen2_vl", "path": str(checkpoint("qwen2_vl"))}
     good = tmp_path / "good.png"
     Image.new("RGB", (64, 48), "red").save(good)
@@ -98,16 +98,16 @@ def test_batch_with_a_bad_sample_leaves_no_output(checkpoint, tmp_path, bad):
     if bad == "unreadable":
         wrong.write_bytes(b"not an image")
     else:
-        Image.new("RGB", (2000, 8)).save(wrong)
+        Image.new("RGB", (3000, 14)).save(wrong)
     samples = [
         {"image_id": i, "question_id": "q", "question": "What shape?", "image": str(p), "annotation": None, "objects": []}
         for i, p in (("good", good), ("bad", wrong))
     ]
-    out = tmp_path / "out"
-    outs = [str(out / f"{s['image_id']}__q.h5") for s in samples]
+    out, index = tmp_path / "out", tmp_path / "index.csv"
     with pytest.raises(SystemExit) as e:
-        jobs.extract_batch(model, samples, SETTINGS, 0, outs, str(tmp_path / "cache"))
+        jobs.extract_shard(model, samples, SETTINGS, 0, str(out), str(index), str(tmp_path / "cache"))
     msg = str(e.value.code)
     assert "\n" not in msg and "sample m/bad__q" in msg
     assert not out.exists() or not any(out.iterdir())  # no HDF5, no temporary file
+    assert not index.exists()
     assert not list((tmp_path / "cache").glob(".*.tmp"))

@@ -54,3 +54,15 @@ def test_mean_steps_and_sink_share():
     assert df.loc["excluded", "text_after_share"] == pytest.approx(0.2)
     assert df.loc["excluded", "entropy_mean"] == pytest.approx(np.log(15))
     assert pd.isna(df.loc["excluded", "step"])
+
+
+def test_cls_token_has_its_own_share():
+    """A CLS token fed to the LLM just before the grid (LLaVA "full") is neither vision nor text."""
+    p = np.full((1, 1, 2, V), 0.5 / V)
+    s = make_sample(p, rest={"text_before": np.full((1, 1, 2), 0.3), "text_after": np.full((1, 1, 2), 0.2)})
+    s.cls_positions = np.array([2])  # the last of the 3 text_before keys, 0.1 each
+    df = compute(s, {"step_pooling": ["last"], "head_pooling": ["mean"], "exclude_sinks": False}).iloc[0]
+    assert df["cls_share"] == pytest.approx(0.1)
+    assert df["text_before_share"] == pytest.approx(0.2)
+    assert df["vision_share"] == pytest.approx(0.5) and df["text_after_share"] == pytest.approx(0.2)
+    assert df[[c for c in df.index if c.endswith("_share")]].sum() == pytest.approx(1.0)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.pipeline import TINY_CONFIG, planned_jobs, snakemake, write_config
+from vlmattn.config import load_config, load_dataset, shard_samples
 
 pytestmark = pytest.mark.pipeline
 N_LAYERS, N_HEADS = 2, 4
@@ -33,8 +34,10 @@ def test_outputs(run):
     assert (run / "results/plots/concentration_by_layer.png").stat().st_size > 0
     answers = pd.read_csv(run / "results/tables/answers.csv")
     assert list(answers["expected"]) == ["no", "yes"]
-    for log in ["extract/tiny/batch0.log", "metrics/concentration/tiny/square_only__top_left.log"]:
-        assert (run / "results/logs" / log).exists()
+    shards = shard_samples(load_dataset(load_config(TINY_CONFIG)).samples, 4)["tiny"]
+    for shard in shards:
+        for log in [f"extract/tiny/{shard}.log", f"metrics/concentration/tiny/{shard}.log"]:
+            assert (run / "results/logs" / log).exists()
 
 
 def test_no_file_holds_a_full_prefill_matrix(run):
@@ -51,7 +54,8 @@ def test_changed_metric_parameter_reruns_only_that_metric(run):
     changed["metrics"] = {"concentration": {"span_threshold": 0.8}}
     cfg = write_config(run / "changed", changed)
     jobs = planned_jobs(run, "--configfile", str(cfg))
-    assert jobs == {"metric_concentration": 2, "table_concentration": 1, "plot_concentration": 1, "all": 1}
+    n_shards = len(shard_samples(load_dataset(load_config(TINY_CONFIG)).samples, 4)["tiny"])
+    assert jobs == {"metric_concentration": n_shards, "table_concentration": 1, "plot_concentration": 1, "all": 1}
 
 
 def test_rerun_gives_byte_identical_tables(run, tmp_path):
@@ -69,6 +73,7 @@ def test_rerun_gives_byte_identical_tables(run, tmp_path):
         (lambda c: c["images"].update(files={"photo": {"path": "missing.png"}}), "image file not found: missing.png"),
         (lambda c: c["images"].update(files={"txt": {"path": "config.yaml"}}), "not an image file: config.yaml"),
         (lambda c: c["extraction"].update(prefill_rows="some"), "config extraction.prefill_rows: 'some' is not one of"),
+        (lambda c: c.update(sheets=[{"path": "missing.tsv"}]), "sheet missing.tsv: file not found"),
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, mutate, message):

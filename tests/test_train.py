@@ -116,3 +116,24 @@ def test_same_seed_same_weights(tmp_path):
     train(spec, tmp_path / "b")
     a, b = load_file(tmp_path / "a/model.safetensors"), load_file(tmp_path / "b/model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_training_log_is_sparse(tmp_path, monkeypatch):
+    """In a log file (not a terminal) the progress bar writes one plain line at most every
+    LOG_INTERVAL seconds (plus the first and the last), not one per step."""
+    import io
+    import sys
+    import time
+
+    from vlmattn.progress import LOG_INTERVAL
+
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    spec = TrainSpec.from_dict({**SMALL, "patch_steps": 20, "steps": 20, "eval_every": 40, "heldout_per_type": 2})
+    t0 = time.monotonic()
+    train(spec, tmp_path / "m")
+    elapsed = time.monotonic() - t0
+    text = log.getvalue()
+    bars = [line for line in text.split("\n") if "train:" in line]
+    assert not any("\r" in line for line in bars), bars
+    assert 1 <= len(bars) <= 3 + elapsed / LOG_INTERVAL, text

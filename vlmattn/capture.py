@@ -9,6 +9,12 @@ for a few query rows ``r`` only: the prefill rows the recorder asks for, and the
 every decode step. Grouped-query attention is handled by repeating the KV heads. Full ``[H, N, N]``
 matrices are never formed. Rows stay on the model's device until generation ends (no per-step
 device synchronisation).
+
+Sliding-window layers (``layer_types[l] == "sliding_attention"``, window ``W``: the query at position
+``p`` sees keys ``p-W+1 … p``) keep only their last keys in the cache, so a decode call there sees
+``K = min(W, N + t)`` keys, the most recent ones: keys ``N+t-K … N+t-1``. Each decode row is
+recorded with that first key position and placed on absolute key positions; keys outside the window
+get weight 0. The prefill pass sees all ``N`` keys (the window is in its mask).
 """
 
 from __future__ import annotations
@@ -39,34 +45,47 @@ class AttentionRecorder:
 
     ``prefill_positions``: prompt positions whose rows are kept from the prefill pass.
     After generation, ``prefill[layer]`` is ``[H, R, N]`` and ``decode[layer]`` a list with one
-    ``[H, K_t]`` row per decode forward pass (``K_t`` grows by one each step), on the model's device.
+    ``(first_key, [H, K_t])`` per decode forward pass, on the model's device: decode pass ``t``
+    (``t = 1, 2, …``) has ``N + t`` keys so far, and its row covers keys
+    ``first_key … first_key + K_t - 1`` (``K_t = N + t`` and ``first_key = 0``, or on a sliding-window
+    layer the last ``K_t = min(W, N + t)`` keys).
     """
 
     prefill_positions: torch.Tensor
     prefill: dict[int, torch.Tensor] = field(default_factory=dict)
-    decode: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    decode: dict[int, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
 
-    def record(self, layer: int, rows: torch.Tensor, is_prefill: bool) -> None:
+    def record(self, layer: int, rows: torch.Tensor, is_prefill: bool, window: int | None = None) -> None:
+        """Keep ``rows [H, R, K]`` of ``layer``; ``window`` is the layer's sliding window (None: full)."""
         rows = rows.detach()
         if is_prefill:
             if layer in self.prefill:
                 raise CaptureError(f"layer {layer} ran two prefill passes in one recording")
             self.prefill[layer] = rows
-        else:
-            self.decode.setdefault(layer, []).append(rows[:, 0, :])
+            return
+        if layer not in self.prefill:
+            raise CaptureError(f"layer {layer} ran a decode step before its prefill pass")
+        steps = self.decode.setdefault(layer, [])
+        seen = self.prefill[layer].shape[-1] + len(steps) + 1  # keys 0 … seen-1 exist at this step
+        width = rows.shape[-1]
+        if width != seen and (window is None or width != min(int(window), seen)):
+            expected = f"{seen}" if window is None else f"{seen} or the last {min(int(window), seen)} (window {window})"
+            raise CaptureError(f"layer {layer} decode step {len(steps) + 1} saw {width} keys, expected {expected}")
+        steps.append((seen - width, rows[:, 0, :]))
 
     @property
     def n_layers(self) -> int:
         return len(self.prefill)
 
     def decode_rows(self, layer: int, width: int) -> torch.Tensor:
-        """``[S, H, width]`` float32 on the CPU: decode rows of ``layer``, zero-padded on the right."""
+        """``[S, H, width]`` float32 on the CPU: decode rows of ``layer`` on absolute key positions,
+        zero at keys the row does not cover (outside a sliding window, or not yet generated)."""
         rows = self.decode.get(layer, [])
         if not rows:
             return torch.zeros(0, self.prefill[layer].shape[0], width)
-        out = rows[0].new_zeros(len(rows), rows[0].shape[0], width)
-        for t, r in enumerate(rows):
-            out[t, :, : r.shape[-1]] = r
+        out = rows[0][1].new_zeros(len(rows), rows[0][1].shape[0], width)
+        for t, (first, r) in enumerate(rows):
+            out[t, :, first : first + r.shape[-1]] = r
         return out.cpu()
 
 
@@ -87,12 +106,14 @@ def attention_rows(
     scaling: float,
     rows: torch.Tensor,
     n_kv_groups: int,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Softmax attention of selected query rows.
 
     query ``[B, H, Q, D]``, key ``[B, H_kv, K, D]``, mask bool/additive ``[B, 1|H, Q, K]`` or None
-    (causal, bottom-right aligned), rows ``[R]`` indices into Q. Returns float32 ``[H, R, K]`` for
-    batch element 0.
+    (causal, bottom-right aligned: row ``r`` sees keys ``k ≤ r + K - Q``, and with a sliding
+    ``window`` only ``k > r + K - Q - window``), rows ``[R]`` indices into Q. Returns float32
+    ``[H, R, K]`` for batch element 0.
     """
     q_len, kv_len = query.shape[2], key.shape[2]
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
@@ -100,9 +121,13 @@ def attention_rows(
     q = query[0, :, rows, :].float().reshape(kv_heads, n_kv_groups * len(rows), dim)
     scores = torch.matmul(q, key[0].float().transpose(-1, -2)).reshape(heads, len(rows), kv_len) * scaling
     if attention_mask is None:
-        if q_len > 1:  # causal, bottom-right aligned; a single decode query sees every key
-            offset = kv_len - q_len
-            allowed = torch.arange(kv_len, device=scores.device)[None, :] <= (rows.to(scores.device)[:, None] + offset)
+        # causal, bottom-right aligned; without a window a single decode query sees every key
+        if q_len > 1 or window is not None:
+            last = rows.to(scores.device)[:, None] + (kv_len - q_len)  # last key each row may see
+            keys = torch.arange(kv_len, device=scores.device)[None, :]
+            allowed = keys <= last
+            if window is not None:
+                allowed &= keys > last - int(window)
             scores = scores.masked_fill(~allowed[None], float("-inf"))
     else:
         m = attention_mask[0][:, rows, :]
@@ -125,7 +150,9 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
         else:
             rows = torch.zeros(1, dtype=torch.long, device=query.device)
         groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
-        recorder.record(module.layer_idx, attention_rows(query, key, attention_mask, scale, rows, groups), is_prefill)
+        window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+        a = attention_rows(query, key, attention_mask, scale, rows, groups, window)
+        recorder.record(module.layer_idx, a, is_prefill, window)
     return out, None
 
 

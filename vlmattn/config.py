@@ -7,7 +7,9 @@ config key or file.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import hashlib
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
@@ -46,7 +48,13 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
         error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(cfg))
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-            raise ConfigError(f"config {where}: {error.message}")
+            message = error.message
+            if error.validator == "pattern" and error.schema.get("pattern") == schema["definitions"]["id"]["pattern"]:
+                message = (f"{error.instance!r} is not a valid id (letters and digits, joined by single '-' or '_'; "
+                           "ids name files and wildcards)")
+            elif error.validator == "pattern" and error.schema.get("pattern") == "\\S":
+                message = "is empty"
+            raise ConfigError(f"config {where}: {message}")
     return cfg
 
 
@@ -61,24 +69,39 @@ class Sample:
         return f"{self.image}__{self.question}"
 
 
-def check_image_file(path: str, key: str, base_dir: Path = Path(".")) -> None:
-    """Raise :class:`InputError` naming ``path`` (as configured) if it is missing or not an image."""
+def check_image_file(path: str, key: str, base_dir: Path, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` of the image at ``path`` (as configured, relative to ``base_dir``); raises
+    :class:`InputError` naming ``key`` and ``path`` if it is missing, not a readable image (checked
+    without decoding it: header, and PNG checksums) or larger than ``max_pixels``."""
     full = base_dir / path
     if not full.is_file():
         raise InputError(f"{key}: image file not found: {path}")
     try:
-        with Image.open(full) as im:
-            im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(full) as im:
+                    size = im.size
+                    if size[0] * size[1] <= max_pixels:
+                        im.verify()
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     except Exception:  # noqa: BLE001
         raise InputError(f"{key}: not an image file: {path}") from None
+    if size[0] * size[1] > max_pixels:
+        raise InputError(f"{key}: image {path} is {size[0]}x{size[1]}, more than images.max_pixels = {max_pixels:,} pixels")
+    return size
 
 
 def image_ids(cfg: dict) -> list[str]:
+    """Ids of the config's own images: synthetic scenes, then ``images.files``."""
     return list(cfg["images"]["synthetic"]["scenes"]) + list(cfg["images"]["files"])
 
 
 def samples(cfg: dict) -> list[Sample]:
-    """Explicit ``samples`` or models × images × questions (respecting each question's ``images``)."""
+    """The config's own samples: explicit ``samples``, or models × images × questions (respecting
+    each question's ``images``). Sample sheets add theirs in :func:`load_dataset`."""
     if cfg["samples"]:
         return [Sample(**s) for s in cfg["samples"]]
     imgs = image_ids(cfg)
@@ -90,20 +113,34 @@ def samples(cfg: dict) -> list[Sample]:
     return out
 
 
-def extraction_batches(cfg: dict) -> dict[str, list[list[Sample]]]:
-    """Per model, its distinct samples sorted by (image, question) and cut into runs of
-    ``extraction.batch_size``: ``⌈N_m / B⌉`` batches for a model with ``N_m`` samples.
+def shard_of(name: str, n_shards: int) -> int:
+    """Shard of the sample named ``name`` (``{image}__{question}``): the first 8 bytes of its SHA-256,
+    big-endian, modulo ``n_shards``. A pure function of the name, so adding a sample changes its own
+    shard only."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % n_shards
 
-    Membership is a pure function of the sample set, so it is the same on every run; adding a
-    sample shifts the later batches of its model by one (see ``rules/extract.smk``).
-    """
-    size = int(cfg["extraction"]["batch_size"])
-    out: dict[str, list[list[Sample]]] = {}
-    for m in cfg["models"]:
-        mine = sorted({s for s in samples(cfg) if s.model == m}, key=lambda s: (s.image, s.question))
-        if mine:
-            out[m] = [mine[i : i + size] for i in range(0, len(mine), size)]
-    return out
+
+def shard_label(k: int, n_shards: int) -> str:
+    """Zero-padded shard label (``"03"`` of 16 shards), the ``{shard}`` of output paths."""
+    return f"{k:0{len(str(max(n_shards - 1, 0)))}d}"
+
+
+def shard_samples(samples: list[Sample], n_shards: int) -> dict[str, dict[str, list[Sample]]]:
+    """model → shard label → its distinct samples sorted by name; empty shards are left out."""
+    out: dict[str, dict[str, list[Sample]]] = {}
+    for s in sorted(set(samples), key=lambda s: (s.model, s.name)):
+        label = shard_label(shard_of(s.name, n_shards), n_shards)
+        out.setdefault(s.model, {}).setdefault(label, []).append(s)
+    return {m: dict(sorted(by.items())) for m, by in out.items()}
+
+
+def check_boxes(objects: list[dict], size: tuple[int, int], key: str) -> None:
+    """Raise :class:`InputError` for a ground-truth box outside the image or with x0 > x1 / y0 > y1."""
+    width, height = size
+    for k, o in enumerate(objects):
+        x0, y0, x1, y1 = o["box"]
+        if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
+            raise InputError(f"{key}.objects[{k}].box: {o['box']} is not a box inside the {width}x{height} image")
 
 
 def check(cfg: dict, base_dir: Path) -> None:
@@ -128,7 +165,9 @@ def check(cfg: dict, base_dir: Path) -> None:
         if "build" not in mc and "path" not in mc:
             raise ConfigError(f"config models.{m}: give a checkpoint 'path' or a 'build' block")
     for i, spec in cfg["images"]["files"].items():
-        check_image_file(spec["path"], f"config images.files.{i}.path", base_dir)
+        size = check_image_file(spec["path"], f"config images.files.{i}.path", base_dir,
+                                cfg["images"]["max_pixels"])
+        check_boxes(spec["objects"], size, f"config images.files.{i}")
     imgs = set(image_ids(cfg))
     for q, qc in cfg["questions"].items():
         for i in list(qc.get("images", [])) + list(qc["expected"]):
@@ -158,3 +197,77 @@ def load_config(config: dict | str | Path, base_dir: str | Path = ".") -> dict:
     cfg = validate(config)
     check(cfg, Path(base_dir))
     return cfg
+
+
+@dataclass
+class ImageSource:
+    """An image of the dataset: the file extraction reads (relative to the working directory) and
+    its ground truth, as ``objects`` (``{label, colour, box}``, pixel boxes) or, for a synthetic
+    scene, the ``annotation`` JSON written beside it."""
+
+    path: str
+    objects: list[dict] = field(default_factory=list)
+    annotation: str | None = None
+
+
+@dataclass
+class Dataset:
+    """What the workflow runs on: images, question texts, expected answers and samples."""
+
+    images: dict[str, ImageSource]
+    questions: dict[str, str]
+    expected: dict[str, dict[str, str]]  # question id → image id → expected answer
+    samples: list[Sample]
+
+    def record(self, s: Sample) -> dict:
+        """What an extraction job needs to know about sample ``s``."""
+        im = self.images[s.image]
+        return {"image_id": s.image, "question_id": s.question, "question": self.questions[s.question],
+                "image": im.path, "annotation": im.annotation, "objects": im.objects}
+
+
+def load_dataset(cfg: dict, base_dir: str | Path = ".") -> Dataset:
+    """The dataset of a validated config: its own images, questions and samples (:func:`samples`),
+    plus every row of each sample sheet in ``sheets`` (:mod:`vlmattn.datasets`) on every model.
+
+    Sheet images are checked (present, readable) and get the boxes of the sheet's COCO
+    ``annotations``. A sheet may name a config question by id; its image ids must not name another
+    file, its question ids not another text. Raises a one-line error naming the sheet and line.
+    """
+    from .datasets import coco_objects, read_coco, read_sheet
+
+    base = Path(base_dir)
+    res = cfg["results"]
+    images = {i: ImageSource(f"{res}/images/{i}.png", annotation=f"{res}/images/{i}.json")
+              for i in cfg["images"]["synthetic"]["scenes"]}
+    images.update({i: ImageSource(spec["path"], list(spec["objects"])) for i, spec in cfg["images"]["files"].items()})
+    questions = {q: qc["text"] for q, qc in cfg["questions"].items()}
+    expected = {q: dict(qc["expected"]) for q, qc in cfg["questions"].items() if qc["expected"]}
+    out = samples(cfg)
+    for k, spec in enumerate(cfg["sheets"]):
+        sheet = read_sheet(spec["path"], base)
+        coco = read_coco(spec["annotations"], base) if spec.get("annotations") else None
+        sizes: dict[str, tuple[int, int]] = {}
+        for row in sheet.rows:
+            where = f"sheet {sheet.path} line {row.line}"
+            if row.image_path not in sizes:
+                sizes[row.image_path] = check_image_file(row.image_path, where, base, cfg["images"]["max_pixels"])
+            known = images.get(row.image_id)
+            if known is None:
+                objects = coco_objects(coco, spec["annotations"], row.image_path, sizes[row.image_path]) if coco else []
+                images[row.image_id] = ImageSource(row.image_path, objects)
+            elif known.path != row.image_path:
+                raise InputError(f"{where}: duplicate image id {row.image_id!r}, already {known.path}")
+            if row.question is None:
+                if row.question_id not in questions:
+                    raise InputError(f"{where}: unknown question id {row.question_id!r} (give its text in a "
+                                     "'question' column or define it in config questions)")
+            elif questions.setdefault(row.question_id, row.question) != row.question:
+                raise InputError(f"{where}: question id {row.question_id!r} already has the text "
+                                 f"{questions[row.question_id]!r}")
+            if row.expected is not None:
+                given = expected.setdefault(row.question_id, {}).setdefault(row.image_id, row.expected)
+                if given != row.expected:
+                    raise InputError(f"{where}: expected answer {row.expected!r} contradicts {given!r}")
+            out.extend(Sample(m, row.image_id, row.question_id) for m in cfg["models"])
+    return Dataset(images, questions, expected, list(dict.fromkeys(out)))

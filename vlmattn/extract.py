@@ -15,6 +15,7 @@ from . import __version__
 from .adapters import Adapter, get_adapter
 from .capture import CAPTURE_IMPL, AttentionRecorder, CaptureError, recording
 from .errors import InputError, ModelError
+from .images.convert import to_rgb
 from .store import AttentionSample, settings_json
 from .vision import VISION_IMPL, VisionRecorder, instrument
 from .vision import recording as vision_recording
@@ -87,19 +88,20 @@ def load_model(model_id: str, family: str, path: str, dtype: str = "float32", de
     return LoadedModel(model_id, str(path), family, dtype, model, processor, adapter)
 
 
-def prefill_positions(mode: str, n_tokens: int, vision_index: np.ndarray) -> np.ndarray:
+def prefill_positions(mode: str, n_tokens: int, image_index: np.ndarray) -> np.ndarray:
     """Prompt positions whose prefill rows are stored, ``[R]`` sorted.
 
-    ``last``: the final prompt token; ``text_after_image``: every token after the last vision token;
-    ``all_text``: every non-vision token; ``all``: every token.
+    ``image_index``: the prompt positions of image tokens (a CLS token fed to the LLM included).
+    ``last``: the final prompt token; ``text_after_image``: every token after the last image token;
+    ``all_text``: every other token; ``all``: every token.
     """
     pos = np.arange(n_tokens)
     if mode == "last":
         return pos[-1:]
     if mode == "text_after_image":
-        return pos[pos > (vision_index.max() if len(vision_index) else -1)]
+        return pos[pos > (image_index.max() if len(image_index) else -1)]
     if mode == "all_text":
-        return np.setdiff1d(pos, vision_index)
+        return np.setdiff1d(pos, image_index)
     if mode == "all":
         return pos
     raise ValueError(f"prefill_rows must be one of {PREFILL_MODES}, got {mode!r}")
@@ -133,6 +135,10 @@ def extract(
     encoder layer).
     """
     torch.manual_seed(seed)
+    patch = int(getattr(lm.model.config.vision_config, "patch_size", 1))
+    if min(image.size) < patch:
+        raise InputError(f"model {lm.model_id!r}: image of {image.size[0]}x{image.size[1]} pixels is smaller than "
+                         f"one {patch}-pixel patch of its vision encoder")
     try:
         inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
     except Exception as e:  # noqa: BLE001
@@ -146,9 +152,11 @@ def extract(
         raise InputError(
             f"model {lm.model_id!r}: prompt of {n} tokens + {max_new_tokens} new exceeds the context of {max_pos}"
         )
-    layout = lm.adapter.vision_layout(lm.model, lm.processor, inputs, image.size)
-    vision_index = np.concatenate([np.arange(s, e) for s, e in layout.spans])
-    stored = prefill_positions(prefill_rows, n, vision_index)
+    try:
+        layout = lm.adapter.vision_layout(lm.model, lm.processor, inputs, image.size)
+    except ValueError as e:
+        raise ModelError(f"model {lm.model_id!r}: cannot lay out its vision tokens ({_brief(e)})") from e
+    stored = prefill_positions(prefill_rows, n, layout.image_positions)
     if prefill_rows == "all":
         cfg = lm.model.config.get_text_config()
         n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
@@ -220,6 +228,7 @@ def extract(
         spans=layout.spans,
         grid=layout.grids,
         token_boxes=layout.token_boxes,
+        cls_positions=layout.cls_positions,
         image_size=np.array(image.size),
         decode=decode.numpy(),
         decode_key_len=np.arange(n, n + n_steps),
@@ -231,10 +240,13 @@ def extract(
 
 
 def open_image(path) -> Image.Image:
-    """Open an image file as RGB, or raise :class:`InputError` naming it."""
+    """Open an image file as RGB, or raise :class:`InputError` naming it.
+
+    Transparent parts are composited onto white, as the image processors do (:func:`to_rgb`).
+    """
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except FileNotFoundError:
         raise InputError(f"image file not found: {path}") from None
     except Exception as e:  # noqa: BLE001

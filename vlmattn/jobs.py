@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,16 +13,32 @@ from pathlib import Path
 
 import pandas as pd
 
+from .progress import progress
 from .store import atomic_target
 
 log = logging.getLogger("vlmattn")
 
 
 def log_to(path: str | os.PathLike) -> None:
-    """Send stderr (tracebacks, progress bars) and the ``vlmattn`` logger to the job's log file."""
+    """Send stderr (tracebacks, progress bars) and the ``vlmattn`` logger to the job's log file.
+    Hugging Face's own progress bars (weights loading and saving) are switched off there."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sys.stderr = open(path, "w", buffering=1)  # noqa: SIM115 - lives for the job
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Bad input stops the job with its one-line message (``vlmattn: ...``) in the log, no traceback;
+    the job's outputs are written atomically, so none is left half-written."""
+    from .errors import VlmattnError
+
+    try:
+        yield
+    except VlmattnError as e:
+        log.error("%s", e)
+        raise SystemExit(f"vlmattn: {e}") from None
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -87,11 +104,21 @@ def train_model(spec: dict, out_dir: str, report_csv: str, report_png: str) -> N
     log.info("held-out accuracy: %s", dict(zip(final.question_type, final.heldout_accuracy, strict=True)))
 
 
+@one_line_errors()
 def validate(answers: str, spatial: str, concentration: str, cfg: dict, out: str) -> None:
     """The validation table (``vlmattn.validation``) from the pipeline's own tables."""
     from .validation import validate as run
 
     write_table(run(pd.read_csv(answers), read_table(spatial), read_table(concentration), cfg), out)
+
+
+def overview(answers: str, validation: list[str], out: str) -> None:
+    """The report's overview figure (:mod:`vlmattn.overview`) from the answers and, when the run has
+    one, the validation table."""
+    from .overview import draw
+
+    draw(pd.read_csv(answers, dtype={"answer": str}, keep_default_na=False),
+         pd.read_csv(validation[0]) if validation else None, out)
 
 
 def load_objects(annotation: str | None, objects: list[dict]) -> list[dict]:
@@ -183,18 +210,23 @@ def _run_sample(lm, sm: dict, settings: dict, seed: int):
     return s
 
 
-def extract_batch(model: dict, samples: list[dict], settings: dict, seed: int, outs: list[str],
+INDEX_COLUMNS = ["model", "image", "question", "file", "cache_key", "prompt_tokens", "new_tokens", "answer"]
+
+
+def extract_shard(model: dict, samples: list[dict], settings: dict, seed: int, attention_dir: str, index: str,
                   cache_dir: str, threads: int = 1) -> dict:
-    """Extract a batch of samples of one model, loading it at most once.
+    """Extract one shard of samples of one model, loading it at most once.
 
     ``samples[i]`` (``image_id, question_id, question, image, annotation, objects``) is written to
-    ``outs[i]``. Each extracted file is first stored in ``cache_dir`` under
-    :func:`sample_cache_key`; samples already there are linked from the cache without running the
-    model, so a batch whose membership shifted (a sample was added before it in sorted order)
-    costs no extraction. Returns ``{"loaded": 0|1, "extracted": n, "reused": n}``.
+    ``{attention_dir}/{image_id}__{question_id}.h5``; then ``index`` lists the shard's samples
+    (:data:`INDEX_COLUMNS`: ids, file, cache key, prompt and generated token counts, answer). Each
+    extracted file is first stored in ``cache_dir`` under :func:`sample_cache_key`; samples already
+    there are linked from the cache without running the model, so a shard that gained a sample runs
+    the model on that sample alone. Returns ``{"loaded": 0|1, "extracted": n, "reused": n}``.
     Bad input (unsupported family, unloadable checkpoint, rejected image, over-long prompt) stops
-    the batch with one line naming the model or sample; no partial output is left.
+    the job with one line naming the model or sample; the index is then not written.
     """
+    import h5py
     import torch
 
     from .errors import VlmattnError
@@ -207,13 +239,14 @@ def extract_batch(model: dict, samples: list[dict], settings: dict, seed: int, o
     keys = [sample_cache_key(model, s, settings, seed) for s in samples]
     todo = [i for i, k in enumerate(keys) if not (cache / f"{k}.h5").is_file()]
     stats = {"loaded": 0, "extracted": 0, "reused": len(samples) - len(todo)}
+    outs = [Path(attention_dir) / f"{s['image_id']}__{s['question_id']}.h5" for s in samples]
     try:
         if todo:
             lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
                             model.get("device", "cpu"))
             stats["loaded"] = 1
             log.info("loaded model %s for %d of %d samples", model["id"], len(todo), len(samples))
-        for i in todo:
+        for i in progress(todo, desc=f"extract {model['id']}", unit="sample"):
             sm = samples[i]
             name = f"{model['id']}/{sm['image_id']}__{sm['question_id']}"
             try:
@@ -224,11 +257,15 @@ def extract_batch(model: dict, samples: list[dict], settings: dict, seed: int, o
                          compression=settings.get("compression", 1))
             stats["extracted"] += 1
             log.info("%s: %d prompt tokens, %d generated: %r", name, len(s.input_ids), s.n_steps, s.attrs["generated_text"])
-        for k, out in zip(keys, outs):
-            _place(cache / f"{k}.h5", Path(out))
+        rows = []
+        for sm, k, out in zip(samples, keys, outs, strict=True):
+            _place(cache / f"{k}.h5", out)
+            with h5py.File(out, "r") as f:
+                rows.append([model["id"], sm["image_id"], sm["question_id"], str(out), k, len(f["tokens/input_ids"]),
+                             len(f["tokens/generated_ids"]), f.attrs["generated_text"]])
+        write_table(pd.DataFrame(rows, columns=INDEX_COLUMNS), index)
     except BaseException as e:
-        for out in outs:  # all or nothing: no output of a failed batch is left behind
-            Path(out).unlink(missing_ok=True)
+        Path(index).unlink(missing_ok=True)
         if not isinstance(e, VlmattnError):
             raise
         log.error("%s", e)
@@ -238,42 +275,92 @@ def extract_batch(model: dict, samples: list[dict], settings: dict, seed: int, o
     return stats
 
 
-def extract(model: dict, image: str, objects: list[dict], question_id: str, image_id: str,
-            question: str, settings: dict, seed: int, out: str, threads: int = 1) -> None:
-    """Extract one sample into ``out`` (no cache): load the model, run it, write the HDF5 file."""
-    import torch
-
-    from .extract import load_model
-    from .store import write_sample
-
-    torch.set_num_threads(threads)
-    lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"), model.get("device", "cpu"))
-    sm = {"image": image, "objects": objects, "question_id": question_id, "image_id": image_id, "question": question}
-    s = _run_sample(lm, sm, settings, seed)
-    write_sample(out, s, attention_dtype=settings["attention_dtype"], compression=settings.get("compression", 1))
-    log.info("%s / %s: %d prompt tokens, %d generated: %r", image_id, question_id, len(s.input_ids), s.n_steps,
-             s.attrs["generated_text"])
+def read_index(path: str | os.PathLike) -> pd.DataFrame:
+    """A shard index (:data:`INDEX_COLUMNS`), text kept as written (an answer ``NA`` stays text)."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def sample_ids(path: str) -> dict:
-    """``model, image, question`` from a cache path ``.../{model}/{image}__{question}.<ext>``."""
-    p = Path(path)
-    image, question = p.stem.split("__")
-    return {"model": p.parent.name, "image": image, "question": question}
+def write_tables(frames: list[pd.DataFrame], path: str | os.PathLike) -> None:
+    """Rows of ``frames`` in order, as one CSV (format of :func:`write_table`). Frames with the same
+    columns are written one after the other, so each value is formatted exactly as in a table of its
+    own; otherwise they are concatenated (missing cells empty)."""
+    if not frames or any(list(f.columns) != list(frames[0].columns) for f in frames):
+        write_table(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), path)
+        return
+    path = Path(path)
+    tmp = atomic_target(path)
+    try:
+        with open(tmp, "w", newline="") as out:
+            for k, f in enumerate(frames):
+                f.to_csv(out, index=False, header=k == 0, float_format="%.8g", lineterminator="\n")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
-def metric(name: str, h5: str, cfg: dict, out: str) -> None:
+@one_line_errors()
+def metric(name: str, index: str, cfg: dict, out: str) -> None:
+    """Metric ``name`` for every sample of one shard (its ``index``), rows in the index's order."""
     from .metrics import compute_table
     from .store import read_sample
 
-    write_table(compute_table(name, read_sample(h5), cfg, sample_ids(h5)), out)
+    idx = read_index(index)
+    frames = []
+    for row in progress(idx.itertuples(index=False), total=len(idx), desc=f"{name}", unit="sample"):
+        ids = {"model": row.model, "image": row.image, "question": row.question}
+        frames.append(compute_table(name, read_sample(row.file), cfg, ids))
+    write_tables(frames, out)
+
+
+def _sample_key(row: list[str]) -> str:
+    """Sort key of a metric-table row: ``{model}/{image}__{question}`` (its first three cells)."""
+    return f"{row[0]}/{row[1]}__{row[2]}"
 
 
 def aggregate(inputs: list[str], out: str) -> None:
-    """Concatenate per-sample tables in sorted path order (cells kept as written, so text such as a
-    generated token ``NA`` survives)."""
-    frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(inputs)]
-    write_table(pd.concat(frames, ignore_index=True), out)
+    """Merge shard tables into one, rows ordered by sample (``{model}/{image}__{question}``) and, within
+    a sample, as written. Each shard is sorted by sample and a sample lives in one shard, so this is a
+    streaming k-way merge: cells pass through as written (text such as a generated token ``NA``
+    survives), memory stays O(shards). Shards with other columns are concatenated through pandas."""
+    import csv
+    import heapq
+
+    files = [open(p, newline="") for p in sorted(inputs)]  # noqa: SIM115 - closed below
+    try:
+        readers = [csv.reader(f) for f in files]
+        headers = [next(r, None) for r in readers]
+        if any(h != headers[0] for h in headers):
+            frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(inputs)]
+            rows = pd.concat(frames, ignore_index=True)
+            order = sorted(range(len(rows)), key=lambda i: _sample_key(rows.iloc[i, :3].tolist()))
+            write_table(rows.iloc[order], out)
+            return
+        tmp = atomic_target(Path(out))
+        try:
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f, lineterminator="\n")
+                if headers and headers[0] is not None:
+                    w.writerow(headers[0])
+                w.writerows(heapq.merge(*readers, key=_sample_key))
+            os.replace(tmp, out)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    finally:
+        for f in files:
+            f.close()
+
+
+@one_line_errors()
+def answers(indexes: list[str], expected: dict, out: str) -> None:
+    """One row per sample: generated text, expected answer (if any) and whether they agree."""
+    rows = []
+    idx = pd.concat([read_index(p) for p in indexes], ignore_index=True)
+    idx = idx.iloc[sorted(range(len(idx)), key=lambda i: _sample_key(idx.iloc[i, :3].tolist()))]
+    for r in idx.itertuples(index=False):
+        exp = expected.get(r.question, {}).get(r.image)
+        rows.append({"model": r.model, "image": r.image, "question": r.question, "answer": r.answer,
+                     "expected": exp, "correct": None if exp is None else normalise_answer(r.answer) == exp.lower()})
+    write_table(pd.DataFrame(rows, columns=["model", "image", "question", "answer", "expected", "correct"]), out)
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -281,6 +368,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"head": str, "token": str})
 
 
+@one_line_errors()
 def plot(name: str, table: str, cfg: dict, out_dir: str) -> None:
     from .metrics import get_metric
 
@@ -288,31 +376,20 @@ def plot(name: str, table: str, cfg: dict, out_dir: str) -> None:
     get_metric(name).plot(read_table(table), cfg, Path(out_dir))
 
 
-def plot_sample(name: str, h5: str, image: str | None, cfg: dict, out_dir: str) -> None:
-    """Per-sample figures of metric ``name`` from one attention cache (and its image)."""
+@one_line_errors()
+def plot_samples(name: str, samples: list[dict], cfg: dict) -> None:
+    """Per-sample figures of metric ``name``: for each ``{h5, image, out_dir}``, from its cache file
+    (and its image) into ``out_dir``."""
     from .metrics import get_metric
     from .store import read_sample
 
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    get_metric(name).plot_sample(read_sample(h5), cfg, Path(out_dir), image)
+    module = get_metric(name)
+    for s in progress(samples, desc=f"{name} figures", unit="sample"):
+        Path(s["out_dir"]).mkdir(parents=True, exist_ok=True)
+        module.plot_sample(read_sample(s["h5"]), cfg, Path(s["out_dir"]), s["image"])
 
 
 def normalise_answer(text: str) -> str:
     """First word, lower-cased, punctuation stripped."""
     words = text.strip().split()
     return words[0].strip(".,!?;:\"'").lower() if words else ""
-
-
-def answers(inputs: list[str], expected: dict, out: str) -> None:
-    """One row per sample: generated text, expected answer (if any) and whether they agree."""
-    import h5py
-
-    rows = []
-    for p in sorted(inputs):
-        ids = sample_ids(p)
-        with h5py.File(p, "r") as f:
-            text = f.attrs["generated_text"]
-        exp = expected.get(ids["question"], {}).get(ids["image"])
-        rows.append({**ids, "answer": text, "expected": exp,
-                     "correct": None if exp is None else normalise_answer(text) == exp.lower()})
-    write_table(pd.DataFrame(rows), out)

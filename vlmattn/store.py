@@ -9,14 +9,17 @@ Layout (documented field by field in ``docs/hdf5-schema.md``)::
     /tokens/input_tokens    [N]      str        their token strings
     /tokens/generated_ids   [T]      int64
     /tokens/generated_tokens[T]      str
-    /vision/spans           [I, 2]   int64      (start, end) of each image's tokens in the prompt
+    /vision/spans           [I, 2]   int64      (start, end) of each image's grid tokens in the prompt
     /vision/grid            [I, 2]   int64      (rows, cols) per image, tokens row-major
     /vision/token_boxes     [V, 4]   float32    pixel box of each vision token in the original image
+    /vision/cls_positions   [I]      int64      prompt position of an image's CLS token (LLaVA "full"
+                                                strategy; outside the spans, no box), -1 if none
     /image/size             [2]      int64      (width, height)
     /image/boxes            [O, 4]   float32    ground-truth object boxes (may be empty)
     /image/labels, /image/colours [O] str
     /attention/decode       [T, L, H, K] f16|f32 row of the query predicting generated token t
     /attention/decode_key_len [T]    int64      valid keys of row t (N + t); the rest is 0
+                            (rows on absolute key positions: keys outside a sliding window are 0)
     /attention/prefill      [L, H, R, N] f16|f32 prefill rows for prompt positions below
     /attention/prefill_positions [R] int64
     /vision_encoder/...     (optional) per-patch vision-encoder attention, see vlmattn.vision:
@@ -36,7 +39,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import SchemaVersionError
+from .errors import InputError, SchemaVersionError
 
 SCHEMA_VERSION = 1
 ROLLOUT_RESIDUAL = 0.5  # residual weight a of the vision-encoder rollout: 0.5·Ā + 0.5·I
@@ -93,10 +96,15 @@ class AttentionSample:
     labels: list[str] = field(default_factory=list)
     colours: list[str] = field(default_factory=list)
     vision_encoder: VisionEncoderAttention | None = None
+    cls_positions: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.cls_positions is None:
+            self.cls_positions = np.full(len(self.spans), -1, np.int64)
 
     @property
     def vision_index(self) -> np.ndarray:
-        """Prompt positions of all vision tokens, ``[V]``, in span order."""
+        """Prompt positions of all vision tokens, ``[V]``, in span order (a CLS token is not among them)."""
         return np.concatenate([np.arange(s, e) for s, e in self.spans]) if len(self.spans) else np.zeros(0, np.int64)
 
     @property
@@ -158,6 +166,7 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
             v.create_dataset("spans", data=s.spans.astype(np.int64), track_times=False)
             v.create_dataset("grid", data=s.grid.astype(np.int64), track_times=False)
             v.create_dataset("token_boxes", data=s.token_boxes.astype(np.float32), track_times=False)
+            v.create_dataset("cls_positions", data=np.asarray(s.cls_positions, np.int64), track_times=False)
             im = f.create_group("image")
             im.create_dataset("size", data=np.asarray(s.image_size, np.int64), track_times=False)
             im.create_dataset("boxes", data=np.asarray(s.boxes, np.float32).reshape(-1, 4), track_times=False)
@@ -225,36 +234,55 @@ def _strs(ds) -> list[str]:
 def read_sample(path: str | Path) -> AttentionSample:
     """Read one cache file; attention arrays come back as float32.
 
-    Raises :class:`SchemaVersionError` (naming the file and version) for an unknown schema.
+    Raises a one-line error naming the file: :class:`SchemaVersionError` for an unknown schema
+    version, :class:`InputError` for a file that is not a readable cache file (truncated, not HDF5, a
+    dataset missing) or whose attention holds NaN or infinite values.
     """
     path = Path(path)
-    with h5py.File(path, "r") as f:
-        version = f.attrs.get("schema_version")
-        version = version.item() if isinstance(version, np.generic) else version
-        if version != SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{path}: unsupported HDF5 schema version {version!r} (this vlmattn reads version {SCHEMA_VERSION})"
-            )
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        return AttentionSample(
-            input_ids=f["tokens/input_ids"][()],
-            input_tokens=_strs(f["tokens/input_tokens"]),
-            generated_ids=f["tokens/generated_ids"][()],
-            generated_tokens=_strs(f["tokens/generated_tokens"]),
-            spans=f["vision/spans"][()].reshape(-1, 2),
-            grid=f["vision/grid"][()].reshape(-1, 2),
-            token_boxes=f["vision/token_boxes"][()],
-            image_size=f["image/size"][()],
-            boxes=f["image/boxes"][()],
-            labels=_strs(f["image/labels"]),
-            colours=_strs(f["image/colours"]),
-            decode=f["attention/decode"][()].astype(np.float32),
-            decode_key_len=f["attention/decode_key_len"][()],
-            prefill=f["attention/prefill"][()].astype(np.float32),
-            prefill_positions=f["attention/prefill_positions"][()],
-            attrs=attrs,
-            vision_encoder=_read_vision_encoder(f),
+    try:
+        with h5py.File(path, "r") as f:
+            sample = _read(f, path)
+    except (OSError, KeyError) as e:
+        what = "dataset missing" if isinstance(e, KeyError) else "truncated or not HDF5"
+        raise InputError(f"{path}: not a readable attention cache file ({what}: {str(e).splitlines()[0][:120]})") from None
+    for name in ("decode", "prefill"):
+        a = getattr(sample, name)
+        bad = ~np.isfinite(a)
+        if bad.any():
+            where = ", ".join(f"{ax} {i}" for ax, i in zip(("step", "layer", "head") if name == "decode" else
+                                                            ("layer", "head", "row"), np.argwhere(bad)[0]))
+            raise InputError(f"{path}: attention/{name} holds {int(bad.sum())} NaN or infinite values (first at {where})")
+    return sample
+
+
+def _read(f, path: Path) -> AttentionSample:
+    version = f.attrs.get("schema_version")
+    version = version.item() if isinstance(version, np.generic) else version
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path}: unsupported HDF5 schema version {version!r} (this vlmattn reads version {SCHEMA_VERSION})"
         )
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    return AttentionSample(
+        input_ids=f["tokens/input_ids"][()],
+        input_tokens=_strs(f["tokens/input_tokens"]),
+        generated_ids=f["tokens/generated_ids"][()],
+        generated_tokens=_strs(f["tokens/generated_tokens"]),
+        spans=f["vision/spans"][()].reshape(-1, 2),
+        grid=f["vision/grid"][()].reshape(-1, 2),
+        token_boxes=f["vision/token_boxes"][()],
+        cls_positions=f["vision/cls_positions"][()] if "vision/cls_positions" in f else None,
+        image_size=f["image/size"][()],
+        boxes=f["image/boxes"][()],
+        labels=_strs(f["image/labels"]),
+        colours=_strs(f["image/colours"]),
+        decode=f["attention/decode"][()].astype(np.float32),
+        decode_key_len=f["attention/decode_key_len"][()],
+        prefill=f["attention/prefill"][()].astype(np.float32),
+        prefill_positions=f["attention/prefill_positions"][()],
+        attrs=attrs,
+        vision_encoder=_read_vision_encoder(f),
+    )
 
 
 def settings_json(settings: dict) -> str:

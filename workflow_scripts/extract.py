@@ -1,12 +1,13 @@
 from vlmattn import jobs
 
 jobs.log_to(snakemake.log[0])
-jobs.extract_batch(
+jobs.extract_shard(
     model=snakemake.params.model,
     samples=snakemake.params.samples,
     settings=snakemake.params.settings,
     seed=snakemake.params.seed,
-    outs=list(snakemake.output),
+    attention_dir=snakemake.params.attention_dir,
+    index=snakemake.output[0],
     cache_dir=snakemake.params.cache,
     threads=snakemake.threads,
 )

@@ -1,4 +1,4 @@
 from vlmattn import jobs
 
 jobs.log_to(snakemake.log[0])
-jobs.metric(snakemake.params.metric, snakemake.input.h5, snakemake.params.cfg, snakemake.output[0])
+jobs.metric(snakemake.params.metric, snakemake.input.index, snakemake.params.cfg, snakemake.output[0])

@@ -1,4 +1,4 @@
-"""LLaVA-1.5 (``llava``): CLIP tower, "default" feature strategy (CLS dropped), square crop.
+"""LLaVA-1.5 (``llava``): CLIP tower, square crop; feature strategy "default" (CLS dropped) or "full".
 
 The CLIP image processor resizes the shortest edge to ``S`` (aspect kept) and centre-crops
 ``crop_h × crop_w``; token (r, c) covers crop pixels ``[c·p, (c+1)·p) × [r·p, (r+1)·p)``, which map
@@ -6,6 +6,12 @@ back to the original image by undoing the crop offset and the resize scale.
 
 The CLIP encoder sequence of image ``b`` (batch element) is ``[CLS, patch_0, …, patch_{P-1}]`` with
 patches row-major, ``T = P + 1`` tokens at positions ``[b·T, (b+1)·T)``.
+
+The LLM receives each image as a run of ``<image>`` tokens: the ``P`` patches row-major with
+``vision_feature_select_strategy = "default"``, and ``[CLS, patch_0, …, patch_{P-1}]`` with ``"full"``.
+The CLS token has no pixel box, so it is not a vision token of the layout: the image's span covers
+its ``P`` patch tokens (grid and boxes as with ``"default"``) and ``cls_positions`` holds the CLS
+token's prompt position, the one just before the span.
 """
 
 from __future__ import annotations
@@ -63,10 +69,34 @@ class LlavaAdapter(Adapter):
         )
         return rows, cols, np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
 
+    @staticmethod
+    def keeps_cls(model) -> bool:
+        """True when the model feeds the CLS token to the LLM (``vision_feature_select_strategy="full"``)."""
+        strategy = model.config.vision_feature_select_strategy
+        if strategy not in ("default", "full"):
+            raise ValueError(f"unknown vision_feature_select_strategy {strategy!r} (known: 'default', 'full')")
+        return strategy == "full"
+
     def vision_layout(self, model, processor, inputs, image_size):
         rows, cols, boxes = self.patch_boxes(processor, inputs, image_size)
-        spans = token_spans(inputs["input_ids"][0], model.config.image_token_id)
-        return VisionLayout(spans=spans, grids=np.array([[rows, cols]] * len(spans), dtype=np.int64), token_boxes=np.tile(boxes, (len(spans), 1)))
+        runs = token_spans(inputs["input_ids"][0], model.config.image_token_id)
+        keep_cls = self.keeps_cls(model)
+        per_image = rows * cols + int(keep_cls)
+        lengths = sorted(set((runs[:, 1] - runs[:, 0]).tolist()))
+        if lengths and lengths != [per_image]:
+            feeds = f"{rows}×{cols} patches" + (" + CLS" if keep_cls else "")
+            raise ValueError(
+                f"the processor lays out {'/'.join(map(str, lengths))} image tokens per image, but "
+                f"vision_feature_select_strategy {model.config.vision_feature_select_strategy!r} feeds {per_image} "
+                f"({feeds}); processor and model config disagree"
+            )
+        spans = runs + np.array([int(keep_cls), 0], np.int64)
+        return VisionLayout(
+            spans=spans,
+            grids=np.array([[rows, cols]] * len(spans), dtype=np.int64),
+            token_boxes=np.tile(boxes, (len(spans), 1)),
+            cls_positions=runs[:, 0].copy() if keep_cls else np.full(len(runs), -1, np.int64),
+        )
 
     def vision_attention_modules(self, model):
         tower = model.model.vision_tower
@@ -81,13 +111,11 @@ class LlavaAdapter(Adapter):
         p = rows * cols
         t = p + 1
         b = np.arange(n_images)
-        keep_cls = model.config.vision_feature_select_strategy == "full"
-        tokens_per_image = p + 1 if keep_cls else p
         return PatchLayout(
             grids=np.array([[rows, cols]] * n_images, dtype=np.int64),
             seq_index=(b[:, None] * t + 1 + np.arange(p)).ravel(),
             image_seq=np.stack([b * t, (b + 1) * t], axis=1),
             cls_seq=b * t,
-            patch_token=(b[:, None] * tokens_per_image + int(keep_cls) + np.arange(p)).ravel(),
+            patch_token=(b[:, None] * p + np.arange(p)).ravel(),  # vision tokens exclude the CLS token
             patch_boxes=np.tile(boxes, (n_images, 1)),
         )

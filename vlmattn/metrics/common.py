@@ -3,7 +3,8 @@
 Notation: T decode steps, L layers, H heads, V vision tokens, K = H + len(head_pooling) head labels.
 ``a[t, l, h, v]`` is the raw attention of decode row t on vision token v; ``share = Σ_v a`` is the raw
 share of the row landing on vision tokens; ``p = a / share`` (renormalised, the default) or ``p = a``
-(raw).
+(raw). The vision tokens are those of ``/vision/spans``, each with a pixel box; a CLS token fed to
+the LLM (``/vision/cls_positions``, LLaVA's ``"full"`` strategy) has none and is not among them.
 
 Options every metric block shares (see ``schemas/config.schema.yaml``):
 

@@ -4,12 +4,14 @@ attention row goes.
 Decode row t ``a [K]`` (``decode_key_len[t]`` valid keys) is split by key position, N = len(input_ids):
 
 * ``vision_share``       Σ over the vision tokens (the kept ones when sinks are excluded)
+* ``cls_share``          Σ over image CLS tokens fed to the LLM (``/vision/cls_positions``; LLaVA with
+  ``vision_feature_select_strategy="full"``), 0 for models without one
 * ``sink_share``         Σ over the excluded sink tokens (0 when sinks are included)
-* ``text_before_share``  Σ over prompt text before the first vision token (system prompt)
+* ``text_before_share``  Σ over prompt text before the first image token (system prompt)
 * ``text_after_share``   Σ over prompt text after it (the question, before generation)
 * ``generated_share``    Σ over generated tokens, N ≤ k < decode_key_len[t]
 
-The five shares of a row sum to 1. Entropy is over the vision map p (as in concentration):
+The six shares of a row sum to 1. Entropy is over the vision map p (as in concentration):
 ``entropy_mean`` / ``entropy_min`` over the H heads (``entropy_min_head`` the argmin) and
 ``entropy`` of the pooled map. One row per step view × layer × head pooling; shares are pooled over
 heads with the same operator (mean or max).
@@ -26,7 +28,7 @@ from . import plotting
 from .common import pool_heads, pool_share, select_steps, sink_variants, views
 from .concentration import entropy
 
-SEGMENTS = ["vision", "sink", "text_before", "text_after", "generated"]
+SEGMENTS = ["vision", "cls", "sink", "text_before", "text_after", "generated"]
 COLUMNS = ["entropy", "entropy_mean", "entropy_min", "entropy_min_head"] + [f"{s}_share" for s in SEGMENTS]
 PLOTS = ["layer_profile", "layer_profile_steps"]
 
@@ -37,17 +39,21 @@ def segment_shares(sample, keep: np.ndarray | None = None) -> dict[str, np.ndarr
     n_keys = a.shape[-1]
     n_prompt = len(sample.input_ids)
     vis = sample.vision_index
+    cls = np.asarray(sample.cls_positions)
+    cls = cls[cls >= 0]
+    image = np.union1d(vis, cls)
     pos = np.arange(n_keys)
-    is_vis = np.isin(pos, vis)
-    first = int(vis.min()) if len(vis) else n_prompt
+    is_image = np.isin(pos, image)
+    first = int(image.min()) if len(image) else n_prompt
     kept = vis if keep is None else vis[np.asarray(keep, bool)]
     sinks = np.setdiff1d(vis, kept)
     gen = (pos[None, :] >= n_prompt) & (pos[None, :] < np.asarray(sample.decode_key_len)[:, None])  # [T, K]
     return {
         "vision": a[..., kept].sum(-1),
+        "cls": a[..., cls].sum(-1),
         "sink": a[..., sinks].sum(-1),
-        "text_before": a[..., (pos < first) & ~is_vis].sum(-1),
-        "text_after": a[..., (pos >= first) & (pos < n_prompt) & ~is_vis].sum(-1),
+        "text_before": a[..., (pos < first) & ~is_image].sum(-1),
+        "text_after": a[..., (pos >= first) & (pos < n_prompt) & ~is_image].sum(-1),
         "generated": (a * gen[:, None, None, :]).sum(-1),
     }
 

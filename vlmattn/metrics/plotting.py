@@ -19,7 +19,25 @@ def pyplot():
     return plt
 
 
+#: axis labels naming a count: their ticks are integers (layer 3, head 5, step 2; never 2.5)
+INTEGER_AXES = ("layer", "head", "step", "token", "cluster")
+
+
+def integer_ticks(fig) -> None:
+    """Integer tick locations on every axis of ``fig`` whose label names layers, heads, steps, tokens
+    or clusters (axes with explicitly placed ticks, as heatmaps set them, keep those)."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
+    for ax in fig.axes:
+        for axis, label in ((ax.xaxis, ax.get_xlabel()), (ax.yaxis, ax.get_ylabel())):
+            if any(w in label.lower() for w in INTEGER_AXES) and not isinstance(axis.get_major_locator(),
+                                                                                FixedLocator):
+                axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def save(fig, path: Path) -> None:
+    """Save ``fig`` to ``path`` (PNG, 110 dpi) with :func:`integer_ticks`, and close it."""
+    integer_ticks(fig)
     fig.savefig(path, dpi=110)
     pyplot().close(fig)
 
@@ -132,10 +150,13 @@ def overlay(ax, image: np.ndarray | None, grid: np.ndarray, extent: tuple[float,
 
 
 def read_image(path: str | Path | None) -> np.ndarray | None:
-    """RGB array of the image at ``path`` (None when absent or unreadable)."""
+    """RGB array of the image at ``path`` (None when absent or unreadable), transparent parts on white
+    as the model saw them (:func:`vlmattn.images.convert.to_rgb`)."""
     if not path or not Path(path).is_file():
         return None
     from PIL import Image
 
+    from ..images.convert import to_rgb
+
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.asarray(to_rgb(im))

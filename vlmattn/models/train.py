@@ -43,11 +43,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vlmattn.images.synthetic import COLOURS, SHAPES, draw
 from vlmattn.models import shapes_task as task
 from vlmattn.models.toy import ToySpec, build_toy, save
+from vlmattn.progress import progress
 from vlmattn.store import atomic_target
 
 TRAINED_TOY = ToySpec(image_size=48, patch_size=6, vision_layers=3, text_layers=2)
@@ -376,7 +376,7 @@ def _fit(spec: TrainSpec, tmp: Path):
     window: dict[str, list[float]] = {}
     started = time.time()
     total = spec.patch_steps + spec.steps
-    bar = tqdm(total=total, desc="train", unit="step", mininterval=2.0)
+    bar = progress(total=total, desc="train", unit="step")
     try:
         # Stage 1: vision tower + projector on the per-patch objective.
         vision = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
@@ -393,7 +393,7 @@ def _fit(spec: TrainSpec, tmp: Path):
             loss.backward()
             opt.step()
             bar.update()
-            bar.set_postfix(patch=f"{loss.item():.3f}")
+            bar.set_postfix(patch=f"{loss.item():.3f}", refresh=False)
 
         # Stage 2: everything, on answers + per-patch objective.
         params = [*model.parameters(), *head.parameters(), *probe.parameters()]
@@ -424,7 +424,7 @@ def _fit(spec: TrainSpec, tmp: Path):
                     window.setdefault(f"position/{e.corner}", []).append(lv)
             window.setdefault("patch", []).append(patch.item())
             bar.update()
-            bar.set_postfix(answer=f"{per_example.mean().item():.3f}", patch=f"{patch.item():.3f}")
+            bar.set_postfix(answer=f"{per_example.mean().item():.3f}", patch=f"{patch.item():.3f}", refresh=False)
             if step % spec.eval_every == 0 or step == spec.steps:
                 acc = _heldout_accuracy(model, processor, heldout, tmp)
                 model.train()

@@ -1,0 +1,256 @@
+"""How the workflow scales with the number of samples: the job graph, and the metric stage.
+
+Writes, for each N, a synthetic dataset in a fresh folder: ``N / 2`` distinct PNG images × 2
+questions listed in a sample sheet (``data/sheet.tsv``), and a config with one model (a checkpoint
+path that is never loaded) and the 10 default metrics. Then, in one run:
+
+1. ``snakemake -n`` of the whole workflow at N = 100, 1,000 and 10,000 (``--sizes``): jobs planned,
+   wall time and peak RSS (``ru_maxrss`` of a fresh subprocess tree);
+2. at N = 1,000 (``--stage-size``), the **metric stage**: one HDF5 cache file per sample with
+   synthetic attention written through the library's own writer (``vlmattn.store.write_sample``;
+   shapes of the default toy model: 2 layers × 4 heads, 64 vision tokens, 6 new tokens) and the
+   shard indexes an extraction leaves, then ``snakemake --cores C`` of every metric's table (metric
+   jobs per (metric, shard) + the merge into ``results/tables/{metric}.csv``), against the
+   in-process baseline: one Python process reads every HDF5 file once and computes every default
+   metric, writing the same tables; it runs with the libraries' default threads (all cores) and
+   with one thread (as Snakemake gives a one-thread job), and the faster of the two is the reference.
+
+Shards: ``max(4, ⌈N / 500⌉)`` unless ``--shards`` is given, as the README suggests for a dataset.
+Targets (issue figures): N = 10,000 → ≤ 1,000 jobs, ``-n`` ≤ 20 s and ≤ 500 MB; metric stage at
+N = 1,000 ≤ 2× the baseline's wall time. Both tables of the stage are compared cell for cell.
+
+Usage: ``PYTHONPATH=. python bench/scale.py [--sizes 100,1000,10000] [--stage-size 1000] [--cores 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = ("What shape is in the image?", "Is there anything in the top left corner?")
+# the default toy model's shapes: layers, heads, vision grid, text tokens around the image, new tokens
+LAYERS, HEADS, GRID, TEXT_BEFORE, TEXT_AFTER, STEPS = 2, 4, 8, 5, 14, 6
+RSS_WRAPPER = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+    "sys.stdout.write(r.stdout); sys.stderr.write(r.stderr); "
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+)
+
+
+def shard_count(n: int, given: int | None) -> int:
+    return given or max(4, math.ceil(n / 500))
+
+
+def write_dataset(wd: Path, n: int, shards: int) -> dict:
+    """Images, sheet and config of an ``n``-sample dataset in ``wd``; returns the config."""
+    from PIL import Image
+
+    data = wd / "data"
+    (data / "img").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    n_images = n // len(QUESTIONS)
+    lines = ["image\tquestion\texpected"]
+    for i in range(n_images):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(data / "img" / f"im{i:05d}.png")
+        lines += [f"img/im{i:05d}.png\t{q}\t{'yes' if i % 2 else 'no'}" for q in QUESTIONS]
+    (data / "sheet.tsv").write_text("\n".join(lines) + "\n")
+    cfg = {
+        "images": {"synthetic": {"scenes": []}},
+        "questions": {"q": {"text": "unused", "images": []}},
+        "sheets": [{"path": "data/sheet.tsv"}],
+        "models": {"m": {"family": "llava", "path": "checkpoints/never-loaded"}},
+        "shards": shards,
+        "metrics": {m: {} for m in default_metrics()},
+    }
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg
+
+
+def default_metrics() -> list[str]:
+    return list(yaml.safe_load((REPO / "config.yaml").read_text())["metrics"])
+
+
+def synthetic_sample(rng: np.random.Generator, image_id: str, question: str, size: int = 16):
+    """An :class:`AttentionSample` of the default toy model's shapes with Dirichlet attention rows
+    (causal: row t spans N + t keys) and one ground-truth box."""
+    from vlmattn.store import AttentionSample
+
+    v = GRID * GRID
+    n = TEXT_BEFORE + v + TEXT_AFTER
+    decode = np.zeros((STEPS, LAYERS, HEADS, n + STEPS - 1), np.float32)
+    for t in range(STEPS):
+        decode[t, :, :, : n + t] = rng.dirichlet(np.full(n + t, 0.3), size=(LAYERS, HEADS))
+    r, c = np.divmod(np.arange(v), GRID)
+    cell = size / GRID
+    boxes = np.stack([c * cell, r * cell, (c + 1) * cell, (r + 1) * cell], 1).astype(np.float32)
+    x0, y0 = rng.uniform(0, size / 2, 2)
+    return AttentionSample(
+        input_ids=np.arange(n), input_tokens=["t"] * TEXT_BEFORE + ["<image>"] * v + ["q"] * TEXT_AFTER,
+        generated_ids=np.arange(STEPS), generated_tokens=[f"w{t}" for t in range(STEPS)],
+        spans=np.array([[TEXT_BEFORE, TEXT_BEFORE + v]]), grid=np.array([[GRID, GRID]]), token_boxes=boxes,
+        image_size=np.array([size, size]), decode=decode, decode_key_len=n + np.arange(STEPS),
+        prefill=decode[0][:, :, None, :n], prefill_positions=np.array([n - 1]),
+        attrs={"image_id": image_id, "question_id": question, "generated_text": "yes"},
+        boxes=np.array([[x0, y0, x0 + size / 4, y0 + size / 4]], np.float32), labels=["thing"], colours=[""],
+    )
+
+
+def write_caches(wd: Path, cfg: dict) -> list[str]:
+    """One HDF5 file per sample and the shard indexes, as the extraction jobs would leave them."""
+    import pandas as pd
+
+    from vlmattn.config import load_config, load_dataset, shard_samples
+    from vlmattn.jobs import INDEX_COLUMNS, write_table
+    from vlmattn.store import write_sample
+
+    cfg = load_config(cfg, base_dir=wd)
+    data = load_dataset(cfg, base_dir=wd)
+    rng = np.random.default_rng(1)
+    files = []
+    for model, by_shard in shard_samples(data.samples, cfg["shards"]).items():
+        for shard, members in by_shard.items():
+            rows = []
+            for s in members:
+                path = wd / "results" / "attention" / model / f"{s.name}.h5"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_sample(path, synthetic_sample(rng, s.image, s.question))
+                rel = str(path.relative_to(wd))
+                files.append(rel)
+                rows.append([model, s.image, s.question, rel, "bench", 0, STEPS, "yes"])
+            write_table(pd.DataFrame(rows, columns=INDEX_COLUMNS), wd / "results/attention" / model / "shards" / f"{shard}.csv")
+    return files
+
+
+def snakemake(wd: Path, *args: str) -> tuple[float, int, str]:
+    """Run snakemake in ``wd`` in a fresh process tree: (wall s, peak RSS KiB, output)."""
+    cmd = [sys.executable, "-c", RSS_WRAPPER, sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(wd), *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    out = done.stdout + done.stderr
+    if done.returncode:
+        sys.exit(f"snakemake {' '.join(args)} failed in {wd}:\n{out[-3000:]}")
+    rss = int(re.search(r"PEAK_RSS_KB (\d+)", out).group(1))
+    return wall, rss, out
+
+
+def planned(out: str) -> int:
+    m = re.search(r"^total\s+(\d+)\s*$", out, re.M)
+    return int(m.group(1)) if m else 0
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def baseline(wd: Path, cfg: dict, files: list[str], out_dir: Path, threads: int | None) -> float:
+    """Wall time of one process reading every cache file once and computing every metric, with
+    ``threads`` BLAS/OpenMP threads (None: the libraries' default, every core)."""
+    code = f"""
+import sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+from vlmattn.config import load_config
+from vlmattn.jobs import write_tables
+from vlmattn.metrics import compute_table, metric_params
+from vlmattn.store import read_sample
+cfg = load_config({cfg!r}, base_dir={str(wd)!r})
+metrics = list(cfg["metrics"])
+params = {{m: metric_params(m, cfg["metrics"]) for m in metrics}}
+frames = {{m: [] for m in metrics}}
+for f in sorted({files!r}):
+    s = read_sample(Path({str(wd)!r}) / f)
+    ids = {{"model": "m", "image": s.attrs["image_id"], "question": s.attrs["question_id"]}}
+    for m in metrics:
+        frames[m].append(compute_table(m, s, params[m], ids))
+out = Path({str(out_dir)!r})
+out.mkdir(parents=True, exist_ok=True)
+for m in metrics:
+    write_tables(frames[m], out / f"{{m}}.csv")
+print("WALL", time.perf_counter() - t0)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if threads:
+        env.update({v: str(threads) for v in THREAD_VARS})
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=wd)
+    if done.returncode:
+        sys.exit(f"baseline failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def same_tables(a: Path, b: Path, metrics: list[str]) -> bool:
+    """Every metric table of ``a`` equals ``b``'s after sorting rows (the baseline reads in file order)."""
+    import pandas as pd
+
+    for m in metrics:
+        x = pd.read_csv(a / f"{m}.csv", dtype=str, keep_default_na=False)
+        y = pd.read_csv(b / f"{m}.csv", dtype=str, keep_default_na=False)
+        if len(x) != len(y) or list(x.columns) != list(y.columns):
+            return False
+        if not x.sort_values(list(x.columns)).reset_index(drop=True).equals(
+                y.sort_values(list(y.columns)).reset_index(drop=True)):
+            return False
+    return True
+
+
+def print_sizes(rows, cores: int) -> None:
+    print(f"\nvlmattn scale bench: {os.cpu_count()} CPUs visible, {cores} cores for the metric stage\n")
+    print(f"{'samples':>8s} {'shards':>6s} {'jobs planned':>12s} {'-n wall s':>9s} {'-n peak RSS MiB':>15s}")
+    for n, shards, jobs_planned, wall, rss in rows:
+        print(f"{n:8d} {shards:6d} {jobs_planned:12d} {wall:9.1f} {rss:15.0f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100,1000,10000")
+    ap.add_argument("--stage-size", type=int, default=1000, help="0: skip the metric stage")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--shards", type=int, default=None)
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vlmattn-scale-") as tmp:
+        for n in [int(v) for v in args.sizes.split(",")]:
+            wd = Path(tmp) / f"n{n}"
+            shards = shard_count(n, args.shards)
+            write_dataset(wd, n, shards)
+            wall, rss, out = snakemake(wd, "--dry-run", "--quiet", "rules")
+            rows.append((n, shards, planned(out), wall, rss / 1024))
+            print(f"  N={n}: {rows[-1][2]} jobs, -n {wall:.1f} s, {rss / 1024:.0f} MiB", file=sys.stderr, flush=True)
+        n = args.stage_size
+        if not n:
+            print_sizes(rows, args.cores)
+            return
+        wd = Path(tmp) / f"stage{n}"
+        cfg = write_dataset(wd, n, shard_count(n, args.shards))
+        files = write_caches(wd, cfg)
+        metrics = default_metrics()
+        walls = {t: baseline(wd, cfg, files, wd / "baseline", t) for t in (None, 1)}
+        base_wall = min(walls.values())
+        targets = [f"results/tables/{m}.csv" for m in metrics]
+        stage_wall, _, out = snakemake(wd, "--cores", str(args.cores), *targets)
+        jobs = len(re.findall(r"^(?:local)?rule (?:metric|table)_", out, re.M))
+        extracted = len(re.findall(r"^(?:local)?rule extract", out, re.M))
+        same = same_tables(wd / "results/tables", wd / "baseline", metrics)
+    print_sizes(rows, args.cores)
+    print(f"\nmetric stage at N = {n}: {len(metrics)} metrics, {jobs} jobs ({extracted} extraction jobs rerun)")
+    print(f"  in-process baseline {walls[None]:.1f} s with the default threads, {walls[1]:.1f} s with one thread")
+    print(f"  faster baseline {base_wall:.1f} s, pipeline {stage_wall:.1f} s, ratio {stage_wall / base_wall:.2f} "
+          f"(target <= 2); tables equal to the baseline's: {same}")
+
+
+if __name__ == "__main__":
+    main()

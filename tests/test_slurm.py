@@ -1,0 +1,81 @@
+"""The workflow on a real SLURM cluster: a single-node slurmctld + slurmd started by the test (as root,
+without systemd), the SLURM profile with the CI override ``tests/slurm/profile.yaml``; its tables
+equal a local run's byte for byte and SLURM really ran the jobs.
+
+Runs where ``VLMATTN_SLURM_TEST=1`` (``.ci/run`` sets it) and the machine allows it (root, Debian's
+packages or apt-get); skipped otherwise. Installs ``munge slurmctld slurmd slurm-client`` if missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline import REPO, TINY_CONFIG, snakemake, write_config
+from tests.slurm_cluster import SingleNodeSlurm, _alive, available, install
+
+pytestmark = [pytest.mark.slurm, pytest.mark.pipeline]
+CONFIG = copy.deepcopy(TINY_CONFIG)
+CONFIG["images"]["synthetic"]["scenes"] = ["triangle_topleft", "square_only", "green_circle"]
+CONFIG["shards"] = 2
+TIMEOUT = 1200  # seconds for the cluster run
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.environ.get("VLMATTN_SLURM_TEST") != "1":
+        pytest.skip("set VLMATTN_SLURM_TEST=1 to run the workflow on a single-node SLURM (.ci/run does)")
+    why = available()
+    if why:
+        pytest.skip(f"single-node SLURM {why}")
+    install()
+    root = Path(tempfile.mkdtemp(prefix="vlmattn-slurm-"))  # pytest's tmp dirs are closed to user slurm
+    root.chmod(0o755)
+    c = SingleNodeSlurm(root)
+    try:
+        with c:
+            yield c
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert not any(_alive(pid) for pid in c.daemon_pids()), "a SLURM daemon outlived the test"
+
+
+def test_tables_on_slurm_equal_a_local_run(cluster, tmp_path):
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    write_config(local, CONFIG)
+    write_config(remote, CONFIG)
+    snakemake(local, "--cores", "2")
+
+    cmd = ["timeout", "-k", "30", str(TIMEOUT), sys.executable, "-m", "snakemake", "--snakefile",
+           str(REPO / "Snakefile"), "--directory", str(remote), "--profile", str(REPO / "profiles/slurm"),
+           "--workflow-profile", str(REPO / "tests/slurm/profile.yaml")]
+    t0 = time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    wall = time.monotonic() - t0
+    assert done.returncode == 0, f"exit {done.returncode} after {wall:.0f} s:\n{done.stdout[-3000:]}\n{done.stderr[-4000:]}"
+
+    tables = sorted(p.name for p in (local / "results/tables").glob("*.csv"))
+    assert "concentration.csv" in tables and "answers.csv" in tables
+    for name in tables:
+        assert (remote / "results/tables" / name).read_bytes() == (local / "results/tables" / name).read_bytes(), name
+
+    # SLURM ran them: every job the cluster knows finished, with the rules (or metric groups) named
+    jobs = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%k"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    states = {j.split("|")[1] for j in jobs}
+    comments = " ".join(j.split("|")[2] for j in jobs)
+    assert states == {"COMPLETED"}, jobs
+    assert "rule_extract" in comments and "rule_metrics" in comments and "rule_table_concentration" in comments
+    submitted = len(jobs)
+    log = (cluster.log / "slurmctld.log").read_text()
+    assert len(re.findall(r"_job_complete: JobId=\d+ done", log)) == submitted
+    print(f"\nSLURM run: {submitted} SLURM jobs, {wall:.0f} s wall")

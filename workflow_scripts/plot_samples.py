@@ -1,0 +1,4 @@
+from vlmattn import jobs
+
+jobs.log_to(snakemake.log[0])
+jobs.plot_samples(snakemake.params.metric, snakemake.params.samples, snakemake.params.cfg)
