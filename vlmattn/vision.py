@@ -94,12 +94,15 @@ class PatchLayout:
 
 def _blocks(heads: int, length: int, device: torch.device) -> tuple[int, int]:
     """(heads ``g``, query rows ``q``) per block of an ``S``-token segment: ``[g, q, S]`` float32 weights
-    within :data:`_CHUNK_BYTES`, or :data:`_CPU_CHUNK_BYTES` on the CPU."""
+    within :data:`_CHUNK_BYTES`, or :data:`_CPU_CHUNK_BYTES` on the CPU; more than 8 rows are rounded
+    to the nearest multiple of 8, which the matrix products run faster on."""
     cap = _CHUNK_BYTES if device.type != "cpu" else min(_CHUNK_BYTES, _CPU_CHUNK_BYTES)
     row_bytes = 4 * length
     group = max(1, min(heads, cap // row_bytes))
-    rows = max(1, min(length, cap // (row_bytes * group)))
-    return group, rows
+    rows = max(1, cap // (row_bytes * group))
+    if rows > 8:
+        rows = (rows + 4) // 8 * 8
+    return group, min(length, rows)
 
 
 def _prepare(q: torch.Tensor, k: torch.Tensor, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,16 +110,25 @@ def _prepare(q: torch.Tensor, k: torch.Tensor, scaling: float) -> tuple[torch.Te
     return (q.float() * scaling).contiguous(), k.float().transpose(-1, -2).contiguous()
 
 
-def _weights(qs: torch.Tensor, kt: torch.Tensor, mask, hs: slice, r0: int, r1: int) -> torch.Tensor:
+def _weights(qs: torch.Tensor, kt: torch.Tensor, mask, hs: slice, r0: int, r1: int,
+             scratch: torch.Tensor | None = None) -> torch.Tensor:
     """Float32 softmax weights ``[g, r1 − r0, S]`` of heads ``hs`` and query rows ``r0:r1`` of a segment.
 
     qs, kt from :func:`_prepare`; mask None, bool (True: attend) or additive, ``[1|H, S, S]``.
+    ``scratch``: a float32 buffer of at least ``g · (r1 − r0) · S`` values that the weights are
+    written to (the scores, then on the CPU the softmax in place over them), instead of new tensors.
     """
-    a = torch.matmul(qs[hs, r0:r1], kt[hs])
+    g, n, length = len(range(*hs.indices(qs.shape[0]))), r1 - r0, kt.shape[-1]
+    if scratch is None:
+        a = torch.matmul(qs[hs, r0:r1], kt[hs])
+    else:
+        a = torch.bmm(qs[hs, r0:r1], kt[hs], out=scratch.view(-1)[: g * n * length].view(g, n, length))
     if mask is not None:
         m = mask[hs if mask.shape[0] > 1 else slice(None), r0:r1]
         a = a.masked_fill_(~m, float("-inf")) if m.dtype == torch.bool else a.add_(m.float())
-    return torch.softmax(a, dim=-1)
+    if scratch is None or a.device.type != "cpu":
+        return torch.softmax(a, dim=-1)
+    return torch.ops.aten._softmax.out(a, -1, False, out=a)  # the CPU kernel reads each row before writing it
 
 
 def _keeps_mean(length: int, heads: int, dim: int, itemsize: int) -> bool:
@@ -252,14 +264,16 @@ class VisionRecorder:
 
     @staticmethod
     def _segment_weights(qs: torch.Tensor, kt: torch.Tensor, mask):
-        """Yield ``(r0, r1, hs, A[hs, r0:r1, :])`` over a segment's blocks, all heads of a row block in turn."""
+        """Yield ``(r0, r1, hs, A[hs, r0:r1, :])`` over a segment's blocks, all heads of a row block in
+        turn. Each block is written over the previous one's memory: use it before the next."""
         heads, length = qs.shape[0], qs.shape[1]
         group, rows = _blocks(heads, length, qs.device)
+        scratch = torch.empty(group * rows * length, device=qs.device)
         for r0 in range(0, length, rows):
             r1 = min(length, r0 + rows)
             for h0 in range(0, heads, group):
                 hs = slice(h0, min(heads, h0 + group))
-                yield r0, r1, hs, _weights(qs, kt, mask, hs, r0, r1)
+                yield r0, r1, hs, _weights(qs, kt, mask, hs, r0, r1, scratch)
 
     def _fold(self, st: dict, s0: int, r0: int, r1: int, hs: slice, a: torch.Tensor) -> None:
         """Add weights ``a`` ``[g, q, S]`` (rows ``r0:r1`` of the segment at ``s0``) to the sums."""
