@@ -12,11 +12,14 @@ variant in a fresh subprocess (so peak RSS is the variant's own) and generates `
     c        eager + ``output_attentions=True`` ``generate`` → ``torch.save(outputs.attentions)``
 
 Time is the wall time of preprocessing + generation + writing the file, the best of ``--repeat``
-runs after one warm-up call, and for a and b the best over ``--rounds`` alternating fresh
-subprocesses (cores are shared, so single runs are noisy); peak RSS is ``ru_maxrss`` of the
-subprocess (the largest over rounds). The rollout costs ``O(T³)`` per full-attention encoder layer
-(``T`` patches: 9,216 for the Qwen-shaped image), which dominates on CPU at this width. Prints a table with the ratios b/a, (b+v)/a, c/a and
-bytes on disk c/b. Targets: b/a ≤ 1.10 in time and ≤ 1.2 in peak RSS; c/b ≥ 20 in bytes.
+runs after one warm-up call, and for every variant but c the best over ``--rounds`` alternating
+fresh subprocesses (cores are shared, so single runs are noisy); peak RSS is ``ru_maxrss`` of the
+subprocess (the largest over rounds). CPU time (``time.process_time``, best of the same runs) is
+reported beside wall time: with one torch thread it is close to the wall time on idle cores and
+less affected than it by other work on them. Prints the full table, the ratios b/a, (b+v)/a,
+(b+v+r)/a, c/a and bytes on disk c/b, and summary tables of the capture's cost against a (wall
+time, then CPU time). Targets: b/a ≤ 1.10 in time and ≤ 1.2 in peak RSS; (b+v)/a ≤ 1.15 and
+(b+v+r)/a ≤ 1.30 in time, ≤ 1.2 in peak RSS; c/b ≥ 20 in bytes.
 
 Usage: ``PYTHONPATH=. python bench/extraction.py [--steps 32] [--threads 2] [--models llava,qwen]``
 """
@@ -110,16 +113,19 @@ def worker(variant: str, family: str, model_dir: str, size: tuple[int, int], ste
             return out.with_suffix(".pt"), inputs["input_ids"].shape[1]
 
     run(2)  # warm-up
-    walls = []
+    walls, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         path, n_prompt = run(steps)
         walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     return {
         "variant": variant,
         "prompt_tokens": int(n_prompt),
         "wall_s": min(walls),
         "walls_s": [round(w, 3) for w in walls],
+        "cpu_s": min(cpus),
+        "cpus_s": [round(c, 3) for c in cpus],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "bytes": path.stat().st_size if path else 0,
     }
@@ -130,7 +136,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per variant (1: robust on shared cores)")
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3, help="alternating fresh subprocesses for a and b")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating fresh subprocesses for every variant but c")
     ap.add_argument("--models", default="llava,qwen")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--worker", nargs=5, metavar=("VARIANT", "FAMILY", "MODEL_DIR", "SIZE", "OUT_DIR"))
@@ -152,8 +158,8 @@ def main() -> None:
             family, size = build(kind, model_dir)
             res = {}
             variants = args.variants.split(",")
-            plan = [v for _ in range(args.rounds) for v in variants if v in ("a", "b")]
-            plan += [v for v in variants if v not in ("a", "b")]
+            plan = [v for _ in range(args.rounds) for v in variants if v != "c"]
+            plan += [v for v in variants if v == "c"]
             for variant in plan:
                 cmd = [sys.executable, __file__, "--steps", str(args.steps), "--threads", str(args.threads),
                        "--repeat", str(args.repeat),
@@ -166,6 +172,8 @@ def main() -> None:
                 if variant in res:
                     r["walls_s"] = res[variant]["walls_s"] + r["walls_s"]
                     r["wall_s"] = min(r["wall_s"], res[variant]["wall_s"])
+                    r["cpus_s"] = res[variant]["cpus_s"] + r["cpus_s"]
+                    r["cpu_s"] = min(r["cpu_s"], res[variant]["cpu_s"])
                     r["peak_rss_mb"] = max(r["peak_rss_mb"], res[variant]["peak_rss_mb"])
                 res[variant] = r
             res = {v: res[v] for v in variants if v in res}
@@ -175,15 +183,18 @@ def main() -> None:
 
 def print_table(rows, steps: int) -> None:
     print(f"\nvlmattn extraction bench: {steps} new tokens, {os.cpu_count()} CPUs visible, times in s, RSS in MiB\n")
-    head = f"{'model':6s} {'tokens':>6s} {'variant':7s} {'time':>7s} {'peak RSS':>9s} {'bytes':>13s} {'time/a':>7s} {'RSS/a':>6s}"
+    head = (f"{'model':6s} {'tokens':>6s} {'variant':7s} {'time':>7s} {'CPU':>7s} {'peak RSS':>9s} {'bytes':>13s} "
+            f"{'time/a':>7s} {'CPU/a':>6s} {'RSS/a':>6s}")
     print(head)
     print("-" * len(head))
     for kind, res in rows:
         a = res.get("a")
         for v, r in res.items():
             tr = f"{r['wall_s'] / a['wall_s']:.2f}" if a else "-"
+            cr = f"{r['cpu_s'] / a['cpu_s']:.2f}" if a else "-"
             mr = f"{r['peak_rss_mb'] / a['peak_rss_mb']:.2f}" if a else "-"
-            print(f"{kind:6s} {r['prompt_tokens']:6d} {v:7s} {r['wall_s']:7.2f} {r['peak_rss_mb']:9.0f} {r['bytes']:13,d} {tr:>7s} {mr:>6s}")
+            print(f"{kind:6s} {r['prompt_tokens']:6d} {v:7s} {r['wall_s']:7.2f} {r['cpu_s']:7.2f} {r['peak_rss_mb']:9.0f} "
+                  f"{r['bytes']:13,d} {tr:>7s} {cr:>6s} {mr:>6s}")
     print()
     for kind, res in rows:
         parts = []
@@ -198,9 +209,28 @@ def print_table(rows, steps: int) -> None:
         for v in ("b+v", "b+v+r"):
             if v in res and "a" in res:
                 parts.append(f"({v})/a time {res[v]['wall_s'] / res['a']['wall_s']:.2f}")
+                parts.append(f"({v})/a RSS {res[v]['peak_rss_mb'] / res['a']['peak_rss_mb']:.2f}")
             if v in res and "c" in res:
                 parts.append(f"c/({v}) bytes {res['c']['bytes'] / res[v]['bytes']:.0f}")
         print(f"{kind}: " + ", ".join(parts))
+    print_summary(rows)
+
+
+def print_summary(rows) -> None:
+    """The capture's cost against plain generation (a), as Markdown tables: in wall time, then in the
+    worker's CPU time (robust where other work shares the cores)."""
+    names = {"llava": "LLaVA-shaped", "qwen": "Qwen-shaped"}
+
+    def ratio(res, v, key):
+        return f"{res[v][key] / res['a'][key]:.2f}" if v in res and "a" in res else "-"
+
+    for key, label in (("wall_s", "time"), ("cpu_s", "CPU time")):
+        print(f"\n| model | prompt tokens | b/a {label} | (b+v)/a {label} | (b+v+r)/a {label} | (b+v+r)/a peak RSS |")
+        print("|---|---|---|---|---|---|")
+        for kind, res in rows:
+            n = next(iter(res.values()))["prompt_tokens"]
+            print(f"| {names.get(kind, kind)} | {n:,} | {ratio(res, 'b', key)} | {ratio(res, 'b+v', key)} | "
+                  f"{ratio(res, 'b+v+r', key)} | {ratio(res, 'b+v+r', 'peak_rss_mb')} |")
 
 
 if __name__ == "__main__":

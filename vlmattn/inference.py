@@ -131,7 +131,8 @@ def capture_attention(
     ``t``: row 0 is the last prompt token in prefill, row ``t > 0`` the decode step fed token ``t-1``.
     With ``vision_encoder``, the vision tower's per-patch summaries are recorded as well (see
     :mod:`vlmattn.vision`); ``vision_full`` also keeps its full ``[L, H, T, T]`` weights per image,
-    ``vision_rollout=False`` skips the rollout (``O(T³)`` per full-attention encoder layer).
+    ``vision_rollout=False`` skips the rollout (about one more weight computation per full-attention
+    encoder layer).
     """
     torch.manual_seed(seed)
     patch = int(getattr(lm.model.config.vision_config, "patch_size", 1))
