@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import vlmattn.vision
-from vlmattn.extract import extract, load_model
+from vlmattn.inference import capture_attention, load_model
 from vlmattn.models import replicas, toy
 from vlmattn.vision import PatchLayout, VisionRecorder, instrument, recording, vision_attention_forward
 
@@ -157,7 +157,7 @@ def test_deep_tower_rollout_matches_reference(deep, family, keep, monkeypatch):
     image = noise_image()
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)
     ref = clip_reference(path, inputs)[0] if family == "llava" else qwen_reference(lm, inputs, family)[0]
-    ve = extract(lm, image, QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
+    ve = capture_attention(lm, image, QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
     n_cls = 1 if family == "llava" else 0
     assert ref.shape[0] == 4
     roll = rollout(ref.mean(axis=1))
@@ -170,7 +170,7 @@ def test_deep_tower_rollout_matches_reference(deep, family, keep, monkeypatch):
     if n_cls:
         np.testing.assert_allclose(ve.rollout_cls, np.stack([r[0, 1:] for r in roll]), **tol)
     # the default (no full weights kept) stores the same quantities
-    plain = extract(lm, image, QUESTION, max_new_tokens=1).vision_encoder
+    plain = capture_attention(lm, image, QUESTION, max_new_tokens=1).vision_encoder
     for name in ("received", "cls_attention", "rollout_received", "rollout_cls", "segment"):
         np.testing.assert_allclose(getattr(plain, name), getattr(ve, name), **tol)
 
@@ -182,6 +182,6 @@ def test_shared_output_leaves_generation_unchanged(deep, family, rollout_on):
     generates the same tokens as no recording."""
     _, lm = deep(family)
     image = noise_image(seed=3)
-    on = extract(lm, image, QUESTION, max_new_tokens=6, vision_rollout=rollout_on)
-    off = extract(lm, image, QUESTION, max_new_tokens=6, vision_encoder=False)
+    on = capture_attention(lm, image, QUESTION, max_new_tokens=6, vision_rollout=rollout_on)
+    off = capture_attention(lm, image, QUESTION, max_new_tokens=6, vision_encoder=False)
     assert on.generated_ids.tolist() == off.generated_ids.tolist()
