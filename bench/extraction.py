@@ -170,10 +170,9 @@ def main() -> None:
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 print(f"  {kind:5s} {variant:6s} {r}", file=sys.stderr, flush=True)
                 if variant in res:
-                    r["walls_s"] = res[variant]["walls_s"] + r["walls_s"]
-                    r["wall_s"] = min(r["wall_s"], res[variant]["wall_s"])
-                    r["cpus_s"] = res[variant]["cpus_s"] + r["cpus_s"]
-                    r["cpu_s"] = min(r["cpu_s"], res[variant]["cpu_s"])
+                    for t in ("wall", "cpu"):
+                        r[f"{t}s_s"] = res[variant][f"{t}s_s"] + r[f"{t}s_s"]
+                        r[f"{t}_s"] = min(r[f"{t}_s"], res[variant][f"{t}_s"])
                     r["peak_rss_mb"] = max(r["peak_rss_mb"], res[variant]["peak_rss_mb"])
                 res[variant] = r
             res = {v: res[v] for v in variants if v in res}

@@ -160,8 +160,6 @@ def baseline(wd: Path, cfg: dict, files: list[str], out_dir: Path, threads: int 
     """Wall time of one process reading every cache file once and computing every metric, with
     ``threads`` BLAS/OpenMP threads (None: the libraries' default, every core)."""
     code = f"""
-import sys, time
-t0 = time.perf_counter()
 from pathlib import Path
 from vlmattn.config import load_config
 from vlmattn.jobs import write_tables
@@ -180,7 +178,6 @@ out = Path({str(out_dir)!r})
 out.mkdir(parents=True, exist_ok=True)
 for m in metrics:
     write_tables(frames[m], out / f"{{m}}.csv")
-print("WALL", time.perf_counter() - t0)
 """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if threads:

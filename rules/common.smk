@@ -94,8 +94,17 @@ def figure_samples():
     return firsts
 
 
+def attention_dir(model):
+    """Where the extraction jobs put a model's HDF5 files, one per sample: ``{image}__{question}.h5``."""
+    return f"{R}/attention/{model}"
+
+
+def figure_dir(s):
+    return f"{R}/plots/samples/{s.model}/{s.name}"
+
+
 def figure_file(s, plot):
-    return f"{R}/plots/samples/{s.model}/{s.name}/{plot}.png"
+    return f"{figure_dir(s)}/{plot}.png"
 
 
 def all_outputs():

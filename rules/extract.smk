@@ -37,7 +37,7 @@ rule extract:
         samples=lambda w: [DATA.record(s) for s in shard_members(w)],
         settings=EXTRACT_SETTINGS,
         seed=config["seed"],
-        attention_dir=lambda w: f"{R}/attention/{w.model}",
+        attention_dir=lambda w: attention_dir(w.model),
         cache=lambda w: f"{R}/cache/extract/{w.model}",
     script:
         "../workflow_scripts/extract.py"

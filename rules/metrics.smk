@@ -103,9 +103,9 @@ for _metric in METRICS:
                 cfg=metric_config(_metric),
                 samples=[
                     {
-                        "h5": f"{R}/attention/{s.model}/{s.name}.h5",
+                        "h5": f"{attention_dir(s.model)}/{s.name}.h5",
                         "image": image_file(s.image),
-                        "out_dir": f"{R}/plots/samples/{s.model}/{s.name}",
+                        "out_dir": figure_dir(s),
                     }
                     for s in FIGURE_SAMPLES
                 ],

@@ -28,10 +28,16 @@ TINY_CONFIG = {
 }
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, repo: Path = REPO) -> subprocess.CompletedProcess:
-    """Run the workflow of ``repo`` (its Snakefile and its ``vlmattn``) in ``workdir``."""
+def command(workdir: Path, *args: str, repo: Path = REPO) -> tuple[list[str], dict]:
+    """The command line and environment that run the workflow of ``repo`` (its Snakefile and its
+    ``vlmattn``) in ``workdir``."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    cmd = [*SNAKEMAKE, "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir), *args]
+    return [*SNAKEMAKE, "--snakefile", str(repo / "Snakefile"), "--directory", str(workdir), *args], env
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, repo: Path = REPO) -> subprocess.CompletedProcess:
+    """Run the workflow of ``repo`` in ``workdir`` (see :func:`command`)."""
+    cmd, env = command(workdir, *args, repo=repo)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.debian import apt_install
+
 PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client")
 CONF = Path("/etc/slurm/slurm.conf")
 PARTITION = "debug"
@@ -36,10 +38,7 @@ def install() -> None:
     """apt-get install the daemons and clients unless they are already there."""
     if all(shutil.which(t) for t in ("munged", "slurmctld", "slurmd", "sbatch", "squeue")):
         return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES], check=True, env=env,
-                   capture_output=True)
+    apt_install(*PACKAGES)
 
 
 def _wait(condition, seconds: float, what: str) -> None:

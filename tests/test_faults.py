@@ -8,13 +8,12 @@ import copy
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 
-from tests.pipeline import REPO, TINY_CONFIG, snakemake, write_config
+from tests.pipeline import TINY_CONFIG, command, snakemake, write_config
 
 pytestmark = pytest.mark.pipeline
 CONFIG = copy.deepcopy(TINY_CONFIG)
@@ -23,10 +22,9 @@ CONFIG["metrics"] = {"concentration": {}, "spatial": {}}
 
 
 def start(workdir, *args) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    """The workflow running in the background in ``workdir``."""
+    cmd, env = command(workdir, *args)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def kill_job(run: subprocess.Popen, script: str, timeout: float = 300) -> None:

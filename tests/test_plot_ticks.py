@@ -8,13 +8,11 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from tests.synthetic_attention import make_sample
-from vlmattn.config import load_config
-from vlmattn.metrics import METRICS, compute_table, get_metric, metric_params
+from tests.synthetic_attention import make_sample, metric_cfg
+from vlmattn.metrics import METRICS, compute_table, get_metric
 from vlmattn.metrics.plotting import is_countable
 
 matplotlib.use("Agg")
-MINIMAL = {"questions": {"q": {"text": "Hi?"}}, "models": {"m": {"family": "llava", "path": "x"}}}
 
 
 def samples(n: int = 3):
@@ -41,7 +39,7 @@ def tick_values(fig: Figure) -> list[tuple[str, list[str]]]:
 
 @pytest.mark.parametrize("name", METRICS)
 def test_countable_axes_have_integer_ticks(name, tmp_path, monkeypatch):
-    cfg = metric_params(name, load_config({**MINIMAL, "metrics": {name: {}}})["metrics"])
+    cfg = metric_cfg(name)
     table = pd.concat([compute_table(name, s, cfg, {"model": "m", "image": image, "question": "q"})
                        for image, s in samples()], ignore_index=True)
     seen = []

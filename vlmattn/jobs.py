@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .progress import progress
@@ -43,14 +44,7 @@ def one_line_errors():
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """CSV with a fixed float format (byte-identical on rerun), via a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_target(path)
-    try:
-        df.to_csv(tmp, index=False, float_format="%.8g", lineterminator="\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_tables([df], path)
 
 
 def draw_scene(image_id: str, size: int, png: str, ann: str) -> None:
@@ -213,6 +207,7 @@ def _run_sample(lm, sm: dict, settings: dict, seed: int):
 INDEX_COLUMNS = ["model", "image", "question", "file", "cache_key", "prompt_tokens", "new_tokens", "answer"]
 
 
+@one_line_errors()
 def extract_shard(model: dict, samples: list[dict], settings: dict, seed: int, attention_dir: str, index: str,
                   cache_dir: str, threads: int = 1) -> dict:
     """Extract one shard of samples of one model, loading it at most once.
@@ -264,12 +259,9 @@ def extract_shard(model: dict, samples: list[dict], settings: dict, seed: int, a
                 rows.append([model["id"], sm["image_id"], sm["question_id"], str(out), k, len(f["tokens/input_ids"]),
                              len(f["tokens/generated_ids"]), f.attrs["generated_text"]])
         write_table(pd.DataFrame(rows, columns=INDEX_COLUMNS), index)
-    except BaseException as e:
+    except BaseException:
         Path(index).unlink(missing_ok=True)
-        if not isinstance(e, VlmattnError):
-            raise
-        log.error("%s", e)
-        raise SystemExit(f"vlmattn: {e}") from None
+        raise
     log.info("model %s: %d extracted, %d from cache, model loaded %d time(s)", model["id"], stats["extracted"],
              stats["reused"], stats["loaded"])
     return stats
@@ -285,12 +277,12 @@ def write_tables(frames: list[pd.DataFrame], path: str | os.PathLike) -> None:
     columns are written one after the other, so each value is formatted exactly as in a table of its
     own; otherwise they are concatenated (missing cells empty)."""
     if not frames or any(list(f.columns) != list(frames[0].columns) for f in frames):
-        write_table(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), path)
-        return
+        frames = [pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()]
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_target(path)
     try:
-        with open(tmp, "w", newline="") as out:
+        with open(tmp, "w", newline="", encoding="utf-8") as out:
             for k, f in enumerate(frames):
                 f.to_csv(out, index=False, header=k == 0, float_format="%.8g", lineterminator="\n")
         os.replace(tmp, path)
@@ -317,6 +309,13 @@ def _sample_key(row: list[str]) -> str:
     return f"{row[0]}/{row[1]}__{row[2]}"
 
 
+def _by_sample(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (text cells, model, image and question first) with its rows stably sorted by
+    :func:`_sample_key`."""
+    key = (df.iloc[:, 0] + "/" + df.iloc[:, 1] + "__" + df.iloc[:, 2]).to_numpy(dtype=str)
+    return df.iloc[np.argsort(key, kind="stable")]
+
+
 def aggregate(inputs: list[str], out: str) -> None:
     """Merge shard tables into one, rows ordered by sample (``{model}/{image}__{question}``) and, within
     a sample, as written. Each shard is sorted by sample and a sample lives in one shard, so this is a
@@ -331,9 +330,7 @@ def aggregate(inputs: list[str], out: str) -> None:
         headers = [next(r, None) for r in readers]
         if any(h != headers[0] for h in headers):
             frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(inputs)]
-            rows = pd.concat(frames, ignore_index=True)
-            order = sorted(range(len(rows)), key=lambda i: _sample_key(rows.iloc[i, :3].tolist()))
-            write_table(rows.iloc[order], out)
+            write_table(_by_sample(pd.concat(frames, ignore_index=True)), out)
             return
         tmp = atomic_target(Path(out))
         try:
@@ -354,8 +351,7 @@ def aggregate(inputs: list[str], out: str) -> None:
 def answers(indexes: list[str], expected: dict, out: str) -> None:
     """One row per sample: generated text, expected answer (if any) and whether they agree."""
     rows = []
-    idx = pd.concat([read_index(p) for p in indexes], ignore_index=True)
-    idx = idx.iloc[sorted(range(len(idx)), key=lambda i: _sample_key(idx.iloc[i, :3].tolist()))]
+    idx = _by_sample(pd.concat([read_index(p) for p in indexes], ignore_index=True))
     for r in idx.itertuples(index=False):
         exp = expected.get(r.question, {}).get(r.image)
         rows.append({"model": r.model, "image": r.image, "question": r.question, "answer": r.answer,

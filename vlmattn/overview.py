@@ -24,10 +24,9 @@ def _truth(v) -> bool | None:
     return str(v).lower() == "true"
 
 
-def answer_grid(answers: pd.DataFrame, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(text, correct)`` question × image frames of ``model``'s answers (``correct``: True, False or
-    None where no answer is expected; cells of absent samples are empty)."""
-    a = answers[answers["model"] == model]
+def answer_grid(a: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(text, correct)`` question × image frames of one model's answers ``a`` (``correct``: True,
+    False or None where no answer is expected; cells of absent samples are empty)."""
     text = a.pivot(index="question", columns="image", values="answer").fillna("")
     ok = a.assign(ok=a["correct"].map(_truth)).pivot(index="question", columns="image", values="ok")
     return text, ok.reindex_like(text)
@@ -36,10 +35,11 @@ def answer_grid(answers: pd.DataFrame, model: str) -> tuple[pd.DataFrame, pd.Dat
 def draw(answers: pd.DataFrame, validation: pd.DataFrame | None, path: str | Path) -> None:
     """Write the overview figure to ``path`` (see the module docstring)."""
     plt = plotting.pyplot()
-    models = sorted(answers["model"].unique())
+    by_model = dict(tuple(answers.groupby("model", sort=True)))
+    models = list(by_model)
     n_right = 1 if validation is not None and len(validation) else 0
-    widths = [max(4.0, 1.3 * min(answers[answers.model == m]["image"].nunique(), MAX_CELLS) + 1) for m in models]
-    heights = [0.25 * (answers[answers.model == m]["question"].nunique() + 1) + 0.5 for m in models]
+    widths = [max(4.0, 1.3 * min(by_model[m]["image"].nunique(), MAX_CELLS) + 1) for m in models]
+    heights = [0.25 * (by_model[m]["question"].nunique() + 1) + 0.5 for m in models]
     fig_w = max(widths + [6]) + (8 if n_right else 0)
     fig_h = max(sum(heights) + 0.3, 0.25 * (len(validation) + 1) + 0.8 if n_right else 0, 2)
     fig = plt.figure(figsize=(fig_w, fig_h), constrained_layout=True)
@@ -47,7 +47,7 @@ def draw(answers: pd.DataFrame, validation: pd.DataFrame | None, path: str | Pat
                             height_ratios=heights or [1])
     for i, model in enumerate(models):
         ax = fig.add_subplot(grid[i, 0])
-        text, ok = answer_grid(answers, model)
+        text, ok = answer_grid(by_model[model])
         hidden = max(0, text.shape[1] - MAX_CELLS)
         text, ok = text.iloc[:, :MAX_CELLS], ok.iloc[:, :MAX_CELLS]
         colours = [[PASS if v is True else FAIL if v is False else NONE for v in row] for row in ok.to_numpy()]
@@ -59,7 +59,7 @@ def draw(answers: pd.DataFrame, validation: pd.DataFrame | None, path: str | Pat
         n_ok = sum(v is True for v in scored)
         n_scored = sum(v is not None and not pd.isna(v) for v in scored)
         extra = f", {hidden} more images not shown" if hidden else ""
-        ax.set_title(f"{model}: {n_ok} of {n_scored} expected answers right ({len(answers[answers.model == model])} "
+        ax.set_title(f"{model}: {n_ok} of {n_scored} expected answers right ({len(by_model[model])} "
                      f"samples{extra})", fontsize=9)
         ax.set_axis_off()
     if n_right:
@@ -68,9 +68,9 @@ def draw(answers: pd.DataFrame, validation: pd.DataFrame | None, path: str | Pat
         cells = [[r.check, r.model, r.question, r.expectation, f"{float(r.observed):.3g}", "pass" if _truth(r.passed)
                   else "FAIL"] for r in v.itertuples()]
         colours = [[PASS if _truth(r.passed) else FAIL] * 6 for r in v.itertuples()]
+        h = min(1.0, 0.25 * (len(v) + 1) / (fig_h - 0.5))  # rows of 0.25 in, from the top
         table = ax.table(cellText=cells, cellColours=colours, colLabels=["check", "model", "questions", "expected",
-                                                                         "observed", ""],
-                         bbox=[0, 1 - min(1.0, 0.25 * (len(v) + 1) / (fig_h - 0.5)), 1, min(1.0, 0.25 * (len(v) + 1) / (fig_h - 0.5))])
+                                                                         "observed", ""], bbox=[0, 1 - h, 1, h])
         table.auto_set_font_size(False)
         table.set_fontsize(7)
         table.auto_set_column_width(range(6))

@@ -96,7 +96,7 @@ def _blocks(heads: int, length: int, device: torch.device) -> tuple[int, int]:
     """(heads ``g``, query rows ``q``) per block of an ``S``-token segment: ``[g, q, S]`` float32 weights
     within :data:`_CHUNK_BYTES`, or :data:`_CPU_CHUNK_BYTES` on the CPU; more than 8 rows are rounded
     to the nearest multiple of 8, which the matrix products run faster on."""
-    cap = _CHUNK_BYTES if device.type != "cpu" else min(_CHUNK_BYTES, _CPU_CHUNK_BYTES)
+    cap = _CHUNK_BYTES if device.type != "cpu" else _CPU_CHUNK_BYTES
     row_bytes = 4 * length
     group = max(1, min(heads, cap // row_bytes))
     rows = max(1, cap // (row_bytes * group))
@@ -111,7 +111,7 @@ def _prepare(q: torch.Tensor, k: torch.Tensor, scaling: float) -> tuple[torch.Te
 
 
 def _weights(qs: torch.Tensor, kt: torch.Tensor, mask, hs: slice, r0: int, r1: int,
-             scratch: torch.Tensor | None = None) -> torch.Tensor:
+             scratch: torch.Tensor) -> torch.Tensor:
     """Float32 softmax weights ``[g, r1 − r0, S]`` of heads ``hs`` and query rows ``r0:r1`` of a segment.
 
     qs, kt from :func:`_prepare`; mask None, bool (True: attend) or additive, ``[1|H, S, S]``.
@@ -119,14 +119,11 @@ def _weights(qs: torch.Tensor, kt: torch.Tensor, mask, hs: slice, r0: int, r1: i
     written to (the scores, then on the CPU the softmax in place over them), instead of new tensors.
     """
     g, n, length = len(range(*hs.indices(qs.shape[0]))), r1 - r0, kt.shape[-1]
-    if scratch is None:
-        a = torch.matmul(qs[hs, r0:r1], kt[hs])
-    else:
-        a = torch.bmm(qs[hs, r0:r1], kt[hs], out=scratch.view(-1)[: g * n * length].view(g, n, length))
+    a = torch.bmm(qs[hs, r0:r1], kt[hs], out=scratch.view(-1)[: g * n * length].view(g, n, length))
     if mask is not None:
         m = mask[hs if mask.shape[0] > 1 else slice(None), r0:r1]
         a = a.masked_fill_(~m, float("-inf")) if m.dtype == torch.bool else a.add_(m.float())
-    if scratch is None or a.device.type != "cpu":
+    if a.device.type != "cpu":
         return torch.softmax(a, dim=-1)
     return torch.ops.aten._softmax.out(a, -1, False, out=a)  # the CPU kernel reads each row before writing it
 
@@ -186,6 +183,10 @@ class VisionRecorder:
         self.rollout = rollout
         self.total = int(layout.image_seq[:, 1].max())
         self.orders = [torch.as_tensor(layout.image_order(i)) for i in range(len(layout.grids))]
+        #: per image, the encoder-sequence positions of its patches in raster order (CLS left out)
+        self.patches = [order[(1 if layout.cls_seq[i] >= 0 else 0):] + int(layout.image_seq[i, 0])
+                        for i, order in enumerate(self.orders)]
+        self._patches_on: dict[torch.device, list[torch.Tensor]] = {}
         self._seq_image = np.full(self.total, -1, np.int64)
         for i, (s, e) in enumerate(layout.image_seq):
             self._seq_image[s:e] = i
@@ -195,6 +196,12 @@ class VisionRecorder:
         self.out: dict[str, list] = {k: [] for k in ("received", "cls", "roll_recv", "roll_cls", "segment", "full")}
         self._layers: list[dict] = []  # with the rollout: every layer's state until the tower has run
         self._layer_state = None
+
+    def _device_patches(self, device: torch.device) -> list[torch.Tensor]:
+        """:attr:`patches` on ``device`` (copied there once)."""
+        if device not in self._patches_on:
+            self._patches_on[device] = [p.to(device) for p in self.patches]
+        return self._patches_on[device]
 
     def _x(self, device) -> torch.Tensor:
         """``X`` ``[k, N]``: ``1/T_i`` on image ``i``'s tokens, and (with CLS) 1 at each CLS token."""
@@ -220,8 +227,8 @@ class VisionRecorder:
             value: torch.Tensor | None = None) -> torch.Tensor | None:
         """Fold one call's weights in. query/key/value ``[B, H, S, D]``, each batch element one segment.
 
-        Returns the attention output ``[B, S, H, D]`` (``A·V`` in float32, cast to ``value``'s
-        dtype) when ``value`` is given and the call is not deferred, else None.
+        Returns the attention output ``[B, S, H, D]`` (``A·V`` in float32; ``value`` must be
+        float32) when ``value`` is given and the call is not deferred, else None.
         """
         if layer != self.layer:
             raise CaptureError(f"vision layer {layer} attended while layer {self.layer} was incomplete")
@@ -260,7 +267,7 @@ class VisionRecorder:
             self._end_layer()
         elif self.cursor > self.total:
             raise CaptureError(f"vision layer {layer} attended over {self.cursor} tokens, expected {self.total}")
-        return None if out is None else out.to(value.dtype)
+        return out
 
     @staticmethod
     def _segment_weights(qs: torch.Tensor, kt: torch.Tensor, mask):
@@ -301,10 +308,11 @@ class VisionRecorder:
             self._finish_rollout()
 
     # -- rollout ----------------------------------------------------------------------------------
-    def _w(self, st: dict) -> torch.Tensor:
-        """``W_l = X·Ã_l`` ``[k, N]``: row 0 from the received sums (X's row is ``1/T_i`` there), row 1
-        from the CLS rows."""
-        a, x = ROLLOUT_RESIDUAL, self._x(st["recv"].device)
+    @staticmethod
+    def _w(st: dict, x: torch.Tensor) -> torch.Tensor:
+        """``W_l = X·Ã_l`` ``[k, N]`` (``x``: :meth:`_x`): row 0 from the received sums (X's row is
+        ``1/T_i`` there), row 1 from the CLS rows."""
+        a = ROLLOUT_RESIDUAL
         w = x * a
         w[0] += (1 - a) * st["recv"].mean(dim=0) * x[0]
         if w.shape[0] > 1:
@@ -332,21 +340,19 @@ class VisionRecorder:
 
     def _finish_rollout(self) -> None:
         """After the last layer: the sweep from the top layer down, then every layer's summaries."""
-        y = self._w(self._layers[-1])
+        x = self._x(self._layers[-1]["recv"].device)
+        y = self._w(self._layers[-1], x)
         for st in reversed(self._layers[:-1]):
             y = self._apply(y, st)
-            y = torch.cat([self._w(st), y])
+            y = torch.cat([self._w(st, x), y])
         k = y.shape[0] // self.n_layers
         for layer, st in enumerate(self._layers):
             self._finish_layer(st)
             rows = y[k * layer : k * (layer + 1)]
             recv, cls = [], []
-            for i, order in enumerate(self.orders):
-                s0 = int(self.layout.image_seq[i, 0])
-                n_cls = 1 if self.layout.cls_seq[i] >= 0 else 0
-                patches = order[n_cls:].to(y.device) + s0
+            for i, patches in enumerate(self._device_patches(y.device)):
                 recv.append(rows[0, patches])
-                cls.append(rows[1, patches] if n_cls else rows.new_zeros(0))
+                cls.append(rows[1, patches] if self.layout.cls_seq[i] >= 0 else rows.new_zeros(0))
             self.out["roll_recv"].append(torch.cat(recv).cpu())
             self.out["roll_cls"].append(torch.cat(cls).cpu())
         self._layers = []
@@ -355,16 +361,14 @@ class VisionRecorder:
         """Map one layer's sums to patch order and append them to :attr:`out`."""
         lay = self.layout
         recv, cls_rows, seg = [], [], []
-        for i, order in enumerate(self.orders):
+        device = st["recv"].device
+        for i, patches in enumerate(self._device_patches(device)):
             s0, s1 = (int(v) for v in lay.image_seq[i])
-            t = s1 - s0
-            n_cls = 1 if lay.cls_seq[i] >= 0 else 0
-            o = order.to(st["recv"].device)
-            patches = o[n_cls:] + s0
-            recv.append(st["recv"][:, patches] / t)
+            recv.append(st["recv"][:, patches] / (s1 - s0))
             cls_rows.append(st["cls"][:, patches])
-            seg.append(st["segment"][patches.cpu()])
+            seg.append(st["segment"][self.patches[i]])
             if st["full"] is not None:
+                o = self.orders[i].to(device)
                 self.out["full"].append((i, st["full"][i][:, o][:, :, o].cpu()))
         out = self.out
         out["received"].append(torch.cat(recv, dim=1).cpu())

@@ -163,7 +163,11 @@ def sink_fraction(sample: AttentionSample, ratio: float, min_share: float) -> np
     (:func:`vision_attention` with ``min_share``, :func:`pool_step_maps`) whose weight on the token
     exceeds ``ratio / V``; NaN when no pair is defined."""
     p, _ = vision_attention(sample, True, min_share)
-    pm = pool_step_maps(p, "mean", True)  # [L, H, V]
+    return fraction_above(pool_step_maps(p, "mean", True), ratio)
+
+
+def fraction_above(pm: np.ndarray, ratio: float) -> np.ndarray:
+    """``f [V]`` of :func:`sink_fraction` from the step-mean maps ``pm [L, H, V]`` (NaN: undefined)."""
     above = np.where(np.isnan(pm), np.nan, pm > ratio / pm.shape[-1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -171,8 +175,9 @@ def sink_fraction(sample: AttentionSample, ratio: float, min_share: float) -> np
 
 
 def find_sinks(sample: AttentionSample, ratio: float, min_fraction: float, min_share: float) -> np.ndarray:
-    """Sink mask ``[V]``: tokens with :func:`sink_fraction` ≥ ``min_fraction`` (never where it is NaN)."""
-    return np.nan_to_num(sink_fraction(sample, ratio, min_share), nan=-1.0) >= min_fraction
+    """Sink mask ``[V]``: tokens with :func:`sink_fraction` ≥ ``min_fraction`` (never where it is NaN,
+    as NaN compares False)."""
+    return sink_fraction(sample, ratio, min_share) >= min_fraction
 
 
 def sink_variants(sample: AttentionSample, cfg: dict) -> list[tuple[str, np.ndarray | None]]:
@@ -220,12 +225,13 @@ class View:
         }
 
 
-def views(sample: AttentionSample, cfg: dict) -> Iterator[View]:
+def views(sample: AttentionSample, cfg: dict,
+          variants: list[tuple[str, np.ndarray | None]] | None = None) -> Iterator[View]:
     """Per sink variant, per step pooling in ``cfg['step_pooling']`` (each step for ``each``): every
     head, then each head pooling in ``cfg['head_pooling']`` (steps are pooled before heads; both
-    nan-aware, see :func:`pool_maps`)."""
+    nan-aware, see :func:`pool_maps`). ``variants``: :func:`sink_variants` when the caller has them."""
     renorm = cfg["renormalize"]
-    for label, keep in sink_variants(sample, cfg):
+    for label, keep in variants if variants is not None else sink_variants(sample, cfg):
         p, share = vision_attention(sample, renorm, cfg["min_vision_share"], keep)
         for sp in cfg["step_pooling"]:
             if sp == "each":

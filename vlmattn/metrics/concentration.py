@@ -85,10 +85,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     """``concentration_by_layer.png``: each metric vs layer, mean over samples, per pooling."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plotting.pyplot()
 
     pooled = table[table["head"].isin(["mean", "max"]) & (table["step_pool"] != "each")]
     metrics = ["norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]

@@ -66,9 +66,10 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     n_heads = sample.decode.shape[2]
     renorm = cfg["renormalize"]
     pools = list(cfg["head_pooling"]) or ["mean"]
-    segments = {label: segment_shares(sample, keep) for label, keep in sink_variants(sample, cfg)}
+    variants = sink_variants(sample, cfg)
+    segments = {label: segment_shares(sample, keep) for label, keep in variants}
     frames = []
-    for v in views(sample, cfg):
+    for v in views(sample, cfg, variants):
         p = v.p[:, :n_heads]  # [L, H, V], single heads
         h = entropy(p)  # [L, H], NaN for undefined maps
         some = ~np.isnan(h).all(1)
@@ -87,7 +88,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                         "sinks": v.sinks,
                         "layer": np.arange(n_layers),
                         "head": hp,
-                        "entropy": entropy(pool_heads(p, hp, renorm)),
+                        "entropy": entropy(v.p[:, v.heads.index(hp)] if hp in v.heads else pool_heads(p, hp, renorm)),
                         "entropy_mean": h_mean,
                         "entropy_min": h_min,
                         "entropy_min_head": h_argmin,

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import image_grids, pool_step_maps, sink_fraction, vision_attention
+from .common import fraction_above, image_grids, pool_step_maps, vision_attention
 
 COLUMNS = ["token", "position", "image_index", "row", "col", "x", "y", "fraction", "mean_ratio", "max_ratio",
            "is_sink"]
@@ -38,7 +38,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     p, _ = vision_attention(sample, True, min_share)
     n = p.shape[-1]
     pm = pool_step_maps(p, "mean", True)  # [L, H, V]
-    frac = sink_fraction(sample, ratio, min_share)
+    frac = fraction_above(pm, ratio)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # no defined (layer, head) → NaN
         mean_ratio, max_ratio = np.nanmean(pm, (0, 1)) * n, np.nanmax(pm, (0, 1)) * n
@@ -61,7 +61,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
             "fraction": frac,
             "mean_ratio": mean_ratio,
             "max_ratio": max_ratio,
-            "is_sink": np.nan_to_num(frac, nan=-1.0) >= min_fraction,
+            "is_sink": frac >= min_fraction,  # NaN compares False
         }
     )
 
