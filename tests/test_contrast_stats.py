@@ -264,3 +264,11 @@ def test_bad_arguments_raise_one_line_value_error(call, name):
     with pytest.raises(ValueError, match=name) as exc:
         call()
     assert "\n" not in str(exc.value)
+
+
+def test_chunking_changes_no_result(monkeypatch):
+    a, b = _planted(seed=6, P=12, L=2, H=3)
+    a[1, 1, 1] = np.nan
+    whole = _table(a, b, n_resamples=499)
+    monkeypatch.setattr(S, "_MAX_ELEMENTS", 1)  # one cell per scipy call
+    pd.testing.assert_frame_equal(_table(a, b, n_resamples=499), whole, rtol=1e-12)
