@@ -13,6 +13,7 @@ from vlmattn.config import (
     shard_samples,
 )
 from vlmattn.errors import VlmattnError
+from vlmattn.images.synthetic import scene_spec
 from vlmattn.metrics import get_metric, metric_params, sample_plots
 
 try:
@@ -41,6 +42,14 @@ wildcard_constraints:
 
 def image_file(image):
     return DATA.images[image].path
+
+
+def synthetic_shapes(image):
+    """The shapes the draw rule draws for synthetic image ``image`` (None for another id)."""
+    try:
+        return scene_spec(image, config["seed"])
+    except KeyError:
+        return None
 
 
 def model_path(model):

@@ -17,7 +17,8 @@ import yaml
 from PIL import Image
 
 from .errors import ConfigError, InputError
-from .images.synthetic import DEFAULT_SCENES
+from .images import synthetic
+from .images.synthetic import CORNER_ANSWERS, CORNER_QUESTION, DEFAULT_SCENES
 from .metrics import METRICS
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
@@ -107,21 +108,62 @@ def check_image_file(path: str, key: str, base_dir: Path, max_pixels: int) -> tu
     return size
 
 
+def corner_pairs(cfg: dict) -> list[tuple[str, str]]:
+    """Image ids ``[(id_a, id_b), ...]`` of the config's corner pairs (``images.synthetic.corner_pairs``):
+    the same scene with (A) and without (B) one object in the top-left quadrant
+    (:func:`vlmattn.images.synthetic.corner_pair`)."""
+    return synthetic.corner_pairs(cfg["images"]["synthetic"].get("corner_pairs", 0))
+
+
+def corner_expected(cfg: dict) -> dict[str, str]:
+    """Expected answer to the question ``top_left`` of each corner-pair image: ``yes`` for A, ``no``
+    for B."""
+    return {i: ans for pair in corner_pairs(cfg) for i, ans in zip(pair, CORNER_ANSWERS)}
+
+
+def synthetic_ids(cfg: dict) -> list[str]:
+    """Ids of the images the pipeline draws: the named scenes, then the corner pairs (A, B, A, B, ...)."""
+    return list(cfg["images"]["synthetic"]["scenes"]) + [i for pair in corner_pairs(cfg) for i in pair]
+
+
 def image_ids(cfg: dict) -> list[str]:
-    """Ids of the config's own images: synthetic scenes, then ``images.files``."""
-    return list(cfg["images"]["synthetic"]["scenes"]) + list(cfg["images"]["files"])
+    """Ids of the config's own images: synthetic scenes, corner pairs, then ``images.files``."""
+    return synthetic_ids(cfg) + list(cfg["images"]["files"])
+
+
+def question_images(cfg: dict, question: str) -> list[str]:
+    """The config's images asked ``question``: its ``images`` (all by default); the ``top_left``
+    question is asked of every corner-pair image in any case."""
+    qc = cfg["questions"][question]
+    if "images" not in qc:
+        return image_ids(cfg)
+    imgs = list(qc["images"])
+    if question == CORNER_QUESTION:
+        listed = set(imgs)
+        imgs += [i for pair in corner_pairs(cfg) for i in pair if i not in listed]
+    return imgs
+
+
+def expected_answers(cfg: dict) -> dict[str, dict[str, str]]:
+    """question id → image id → expected answer: each question's ``expected``, plus the ``top_left``
+    answers of the corner pairs when the config has that question."""
+    out = {q: dict(qc["expected"]) for q, qc in cfg["questions"].items() if qc["expected"]}
+    if CORNER_QUESTION in cfg["questions"] and corner_pairs(cfg):
+        given = out.get(CORNER_QUESTION, {})
+        out[CORNER_QUESTION] = {**given, **{i: a for i, a in corner_expected(cfg).items() if i not in given}}
+    return out
 
 
 def samples(cfg: dict) -> list[Sample]:
     """The config's own samples: explicit ``samples``, or models × images × questions (respecting
-    each question's ``images``). Sample sheets add theirs in :func:`load_dataset`."""
+    each question's ``images``, :func:`question_images`). Sample sheets add theirs in
+    :func:`load_dataset`."""
     if cfg["samples"]:
         return [Sample(**s) for s in cfg["samples"]]
-    imgs = image_ids(cfg)
     out = []
     for m in cfg["models"]:
-        for q, qc in cfg["questions"].items():
-            for i in qc.get("images", imgs):
+        for q in cfg["questions"]:
+            for i in question_images(cfg, q):
                 out.append(Sample(m, i, q))
     return out
 
@@ -171,7 +213,7 @@ def check(cfg: dict, base_dir: Path) -> None:
                 )
         if mc.get("small_area", 0) >= mc.get("large_area", 1):
             raise ConfigError(f"config metrics.{name}: small_area must be below large_area")
-    dup = set(cfg["images"]["synthetic"]["scenes"]) & set(cfg["images"]["files"])
+    dup = set(synthetic_ids(cfg)) & set(cfg["images"]["files"])
     if dup:
         raise ConfigError(f"config images.files.{sorted(dup)[0]}: id is also a synthetic scene")
     for m, mc in cfg["models"].items():
@@ -186,6 +228,12 @@ def check(cfg: dict, base_dir: Path) -> None:
         for i in list(qc.get("images", [])) + list(qc["expected"]):
             if i not in imgs:
                 raise ConfigError(f"config questions.{q}: unknown image {i!r}")
+    if CORNER_QUESTION in cfg["questions"]:
+        given = cfg["questions"][CORNER_QUESTION]["expected"]
+        for i, ans in corner_expected(cfg).items():
+            if i in given and given[i].lower() != ans:
+                raise ConfigError(f"config questions.{CORNER_QUESTION}.expected.{i}: {given[i]!r} contradicts the "
+                                  f"corner pair's {ans!r}")
     val = cfg.get("validation")
     if val:
         for key in ("trained", "untrained"):
@@ -252,10 +300,10 @@ def load_dataset(cfg: dict, base_dir: str | Path = ".") -> Dataset:
     base = Path(base_dir)
     res = cfg["results"]
     images = {i: ImageSource(f"{res}/images/{i}.png", annotation=f"{res}/images/{i}.json")
-              for i in cfg["images"]["synthetic"]["scenes"]}
+              for i in synthetic_ids(cfg)}
     images.update({i: ImageSource(spec["path"], list(spec["objects"])) for i, spec in cfg["images"]["files"].items()})
     questions = {q: qc["text"] for q, qc in cfg["questions"].items()}
-    expected = {q: dict(qc["expected"]) for q, qc in cfg["questions"].items() if qc["expected"]}
+    expected = expected_answers(cfg)
     out = samples(cfg)
     for k, spec in enumerate(cfg["sheets"]):
         sheet = read_sheet(spec["path"], base)

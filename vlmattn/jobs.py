@@ -53,11 +53,16 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def draw_scene(image_id: str, size: int, png: str, ann: str) -> None:
-    from .images.synthetic import DEFAULT_SCENES, write_scene
+def draw_scene(image_id: str, size: int, png: str, ann: str, shapes: list[dict] | None = None, seed: int = 0) -> None:
+    """Draw synthetic image ``image_id`` and its annotation: the given ``shapes`` (``scene_spec``
+    dicts), or else the scene's own (:func:`vlmattn.images.synthetic.scene_shapes` with ``seed``)."""
+    from .images.synthetic import scene_shapes, shapes_from_spec, write_scene
 
     Path(png).parent.mkdir(parents=True, exist_ok=True)
-    write_scene(image_id, DEFAULT_SCENES[image_id], size, Path(png), Path(ann))
+    drawn = shapes_from_spec(shapes) if shapes is not None else scene_shapes(image_id, seed)
+    log.info("scene %s (%dx%d): %s", image_id, size, size, json.dumps([{"label": s.label, "colour": s.colour,
+                                                                        "box": list(s.box)} for s in drawn]))
+    write_scene(image_id, drawn, size, Path(png), Path(ann))
 
 
 def build_model(build: dict, out_dir: str, threads: int = 1, family: str = "llava") -> None:

@@ -1,0 +1,1 @@
+"""Paired contrasts between two conditions (A and B) of the same scenes, per (layer, head)."""
