@@ -55,6 +55,8 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
                            "ids name files and wildcards)")
             elif error.validator == "pattern" and error.schema.get("pattern") == "\\S":
                 message = "is empty"
+            elif error.validator == "oneOf" and "description" in error.schema:
+                message = f"{error.instance!r} is not valid: expected {' '.join(error.schema['description'].split())}"
             raise ConfigError(f"config {where}: {message}")
     return cfg
 
@@ -198,6 +200,67 @@ def check_boxes(objects: list[dict], size: tuple[int, int], key: str) -> None:
             raise InputError(f"{key}.objects[{k}].box: {o['box']} is not a box inside the {width}x{height} image")
 
 
+def contrast_questions(cc: dict) -> list[str]:
+    """The question ids of a contrast block (``question``: one id or a list)."""
+    q = cc["question"]
+    return [q] if isinstance(q, str) else list(q)
+
+
+def contrast_image_pairs(cfg: dict, name: str) -> list[tuple[str, str]]:
+    """Image-id pairs ``[(image_a, image_b), ...]`` of contrast ``name``: the corner pairs
+    (:func:`corner_pairs`) for ``pairs: corner_pairs``, else the listed pairs."""
+    pairs = cfg["contrasts"][name]["pairs"]
+    if pairs == "corner_pairs":
+        return corner_pairs(cfg)
+    return [(a, b) for a, b in pairs]
+
+
+def contrast_pairs(cfg: dict, name: str, model: str | None = None) -> list[tuple[Sample, Sample]]:
+    """Sample pairs ``[(sample_a, sample_b), ...]`` of contrast ``name`` (``cfg['contrasts'][name]``):
+    for each model (only ``model`` when given; else every model, model by model), each question of the
+    block, each image pair of :func:`contrast_image_pairs`, the samples ``(model, image_a, question)``
+    and ``(model, image_b, question)``. :func:`check` has made sure the pipeline extracts both."""
+    if name not in cfg["contrasts"]:
+        raise ConfigError(f"config contrasts.{name}: unknown contrast (known: {', '.join(cfg['contrasts']) or 'none'})")
+    if model is not None and model not in cfg["models"]:
+        raise ConfigError(f"config models.{model}: unknown model")
+    models = [model] if model is not None else list(cfg["models"])
+    questions = contrast_questions(cfg["contrasts"][name])
+    images = contrast_image_pairs(cfg, name)
+    return [(Sample(m, a, q), Sample(m, b, q)) for m in models for q in questions for a, b in images]
+
+
+def check_contrasts(cfg: dict) -> None:
+    """Each contrast: its questions exist, its pairs name the config's images (two different ones),
+    there is at least one pair, a box ``roi`` has x0 < x1 and y0 < y1, and every sample of every pair
+    is one the pipeline extracts (the question is asked of both images, for every model)."""
+    imgs = set(image_ids(cfg))
+    extracted = set(samples(cfg))
+    for name, cc in cfg["contrasts"].items():
+        key = f"config contrasts.{name}"
+        for q in contrast_questions(cc):
+            if q not in cfg["questions"]:
+                raise ConfigError(f"{key}.question: unknown question {q!r}")
+        roi = cc["roi"]
+        if not isinstance(roi, str) and not (roi[0] < roi[2] and roi[1] < roi[3]):
+            raise ConfigError(f"{key}.roi: need x0 < x1 and y0 < y1, got {list(roi)}")
+        if cc["pairs"] == "corner_pairs" and not corner_pairs(cfg):
+            raise ConfigError(f"{key}.pairs: corner_pairs needs images.synthetic.corner_pairs > 0")
+        if cc["pairs"] != "corner_pairs":
+            for k, (a, b) in enumerate(cc["pairs"]):
+                for i in (a, b):
+                    if i not in imgs:
+                        raise ConfigError(f"{key}.pairs[{k}]: unknown image {i!r}")
+                if a == b:
+                    raise ConfigError(f"{key}.pairs[{k}]: both images are {a!r}")
+        for sa, sb in contrast_pairs(cfg, name):
+            for s in (sa, sb):
+                if s not in extracted:
+                    raise ConfigError(f"{key}: question {s.question!r} is not asked of image {s.image!r} "
+                                      f"(model {s.model}); add the image to questions.{s.question}.images "
+                                      "(or the sample to samples)")
+
+
 def check(cfg: dict, base_dir: Path) -> None:
     """Cross-reference checks the schema cannot express; raises on the first problem."""
     unknown = [s for s in cfg["images"]["synthetic"]["scenes"] if s not in DEFAULT_SCENES]
@@ -249,6 +312,7 @@ def check(cfg: dict, base_dir: Path) -> None:
         for key, pool in (("model", cfg["models"]), ("image", imgs), ("question", cfg["questions"])):
             if s[key] not in pool:
                 raise ConfigError(f"config samples[{k}].{key}: unknown {key} {s[key]!r}")
+    check_contrasts(cfg)
 
 
 def load_config(config: dict | str | Path, base_dir: str | Path = ".") -> dict:
