@@ -1,1 +1,10 @@
-"""Paired contrasts between two conditions (A and B) of the same scenes, per (layer, head)."""
+"""Paired contrasts between two conditions (A and B) of the same scenes, per (layer, head).
+
+* :mod:`.stats` — paired bootstrap interval, sign-flip test, Benjamini–Hochberg, d_z, contrast table;
+* :mod:`.maps` — one step-pooled map per (layer, head) of a sample, ROI boxes, sink masks, pairing;
+* :mod:`.heads` — ROI mass per (layer, head) and its A − B contrast table;
+* :mod:`.quadrants` — quadrant distributions and their A − B shift;
+* :mod:`.divergence` — KL, Jensen–Shannon and Hausdorff distances between A's and B's maps.
+
+The pairs of a configured contrast come from :func:`vlmattn.config.contrast_pairs`.
+"""
