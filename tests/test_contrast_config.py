@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from vlmattn.config import Sample, contrast_pairs, load_config
+from vlmattn.config import Sample, contrast_options, contrast_pairs, load_config
 from vlmattn.errors import ConfigError
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -90,3 +90,27 @@ def test_bad_id_and_unknown_names():
         contrast_pairs(cfg, "other")
     with pytest.raises(ConfigError, match="unknown model"):
         contrast_pairs(cfg, "c", model="ghost")
+
+
+def test_contrast_options_feed_the_library():
+    import numpy as np
+
+    from tests.synthetic_attention import make_sample
+    from vlmattn.contrasts import divergence, heads, quadrants
+
+    cfg = load_config(config({"c": {**SEED, "exclude_sinks": True, "statistics": {"n_resamples": 99}}},
+                             metrics={**BASE["metrics"], "sinks": {"ratio": 3}}))
+    o = contrast_options(cfg, "c")
+    assert o["roi"] == "top_left" and o["head_pool"] == "mean"
+    assert o["maps"] == {"step_pool": "first", "renormalize": True, "min_vision_share": 1e-4, "exclude_sinks": True,
+                         "sink_rule": {"ratio": 3, "min_fraction": 0.5, "min_vision_share": 1e-4}}
+    assert contrast_options(load_config(config({"c": SEED})), "c")["maps"]["sink_rule"] is None
+    rng = np.random.default_rng(0)
+    a = [make_sample(rng.dirichlet(np.ones(16), size=(1, 2, 2))) for _ in range(3)]
+    b = [make_sample(rng.dirichlet(np.ones(16), size=(1, 2, 2))) for _ in range(3)]
+    assert len(heads.head_contrast(a, b, o["roi"], **o["maps"], **o["statistics"])) == 4
+    assert len(quadrants.quadrant_shift(a, b, **o["maps"], head_pool=o["head_pool"], per_layer=False,
+                                        **o["statistics"])) == 4
+    assert len(divergence.divergence_table(a, b, **o["maps"], head_pool=o["head_pool"], **o["divergence"])) == 9
+    with pytest.raises(ConfigError, match="unknown contrast"):
+        contrast_options(cfg, "other")

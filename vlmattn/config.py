@@ -230,6 +230,30 @@ def contrast_pairs(cfg: dict, name: str, model: str | None = None) -> list[tuple
     return [(Sample(m, a, q), Sample(m, b, q)) for m in models for q in questions for a, b in images]
 
 
+def contrast_options(cfg: dict, name: str) -> dict:
+    """Keyword arguments of contrast ``name`` for :mod:`vlmattn.contrasts`: ``roi``; ``maps``
+    (``step_pool``, ``renormalize``, ``min_vision_share``, ``exclude_sinks``, ``sink_rule`` — the rule of
+    ``metrics.sinks``, or its schema defaults, when sinks are excluded, else None); ``head_pool``;
+    ``statistics`` (:func:`vlmattn.contrasts.stats.contrast_table`'s options) and ``divergence``
+    (``epsilon``, ``top_fraction``). E.g. ``head_contrast(a, b, o["roi"], **o["maps"], **o["statistics"])``."""
+    from .metrics import SINK_RULE_KEYS
+
+    if name not in cfg["contrasts"]:
+        raise ConfigError(f"config contrasts.{name}: unknown contrast (known: {', '.join(cfg['contrasts']) or 'none'})")
+    cc = cfg["contrasts"][name]
+    rule = None
+    if cc["exclude_sinks"]:
+        sinks = cfg["metrics"]["sinks"] if "sinks" in cfg["metrics"] else metric_defaults("sinks")
+        rule = {k: sinks[k] for k in SINK_RULE_KEYS}
+    roi = cc["roi"] if isinstance(cc["roi"], str) else tuple(cc["roi"])
+    return {"roi": roi,
+            "maps": {"step_pool": cc["step_pooling"], "renormalize": cc["renormalize"],
+                     "min_vision_share": cc["min_vision_share"], "exclude_sinks": cc["exclude_sinks"],
+                     "sink_rule": rule},
+            "head_pool": cc["head_pooling"], "statistics": dict(cc["statistics"]),
+            "divergence": dict(cc["divergence"])}
+
+
 def check_contrasts(cfg: dict) -> None:
     """Each contrast: its questions exist, its pairs name the config's images (two different ones),
     there is at least one pair, a box ``roi`` has x0 < x1 and y0 < y1, and every sample of every pair
