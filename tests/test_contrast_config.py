@@ -35,8 +35,13 @@ def test_defaults_and_seed_pair():
     assert pairs == [(Sample(m, "triangle_topleft", "top_left"), Sample(m, "square_only", "top_left"))
                      for m in ("toy_llava", "toy_llava_untrained")]
     assert contrast_pairs(cfg, "topleft", model="toy_llava") == pairs[:1]
+    assert cc["encoder"] == {"sources": ["received", "cls"], "head_pooling": "mean"}
+    assert cc["rollout"] == {"source": "cls"}
+    assert cc["causal"] == {"enabled": True, "ks": [1, 3, 5], "n_random": 100, "mode": "zero", "seed": 0}
     assert load_config(config({}))["contrasts"] == {}
-    assert load_config(BASE)["contrasts"] == {}
+    default = load_config(BASE)
+    assert list(default["contrasts"]) == ["triangle_topleft", "corner"]
+    assert len(contrast_pairs(default, "corner", model="toy_llava")) == default["images"]["synthetic"]["corner_pairs"] >= 16
 
 
 def test_corner_pairs_and_question_lists():
@@ -46,11 +51,21 @@ def test_corner_pairs_and_question_lists():
     assert [(a.image, b.image) for a, b in pairs] == [(f"corner_{i:03d}_a", f"corner_{i:03d}_b") for i in range(3)]
     assert len(contrast_pairs(cfg, "corner")) == 6
     # a question without an images list is asked of the corner pairs too
-    cfg = load_config(config({"corner": {**block, "question": ["top_left", "any"]}}, corner=2,
+    cfg = load_config(config({"corner": {**block, "question": ["top_left", "any"], "causal": {"enabled": False}}},
+                             corner=2,
                              questions={**BASE["questions"], "any": {"text": "Anything?"}}))
     got = contrast_pairs(cfg, "corner", model="toy_llava")
     assert [(a.question, a.image) for a, _ in got] == [("top_left", "corner_000_a"), ("top_left", "corner_001_a"),
                                                       ("any", "corner_000_a"), ("any", "corner_001_a")]
+
+
+def test_causal_check_needs_the_expected_answer_of_each_a_image():
+    questions = {**BASE["questions"], "any": {"text": "Anything?", "images": ["triangle_topleft", "square_only"]}}
+    block = {**SEED, "question": "any"}
+    with pytest.raises(ConfigError, match=r"contrasts\.c\.causal: image 'triangle_topleft' of condition A has no "
+                                          r"expected answer to question 'any'"):
+        load_config(config({"c": block}, questions=questions))
+    assert load_config(config({"c": {**block, "causal": {"enabled": False}}}, questions=questions))
 
 
 @pytest.mark.parametrize("block, corner, message", [

@@ -97,13 +97,13 @@ def test_report_renders_in_a_browser(default_run):
         data = base64.b64decode(results[key]["data_uri"].split("base64,", 1)[1])
         assert data == p.read_bytes(), f"{key}: the report holds other bytes"
         assert results[key]["caption"].strip(), f"{key} has no caption"
-    assert list(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Metric tables",
-                                                     "4. Metric plots", "5. Samples"]
+    assert list(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Contrasts",
+                                                     "4. Metric tables", "5. Metric plots", "6. Samples"]
 
     profile = default_run / "chromium-profile"
     dom = dump_dom(browser, page, profile)
     app = dom[dom.index('<div id="app">'):]
-    for text in ("What ran", "How to read it", "1. Overview", "5. Samples", "toy_llava_untrained",
+    for text in ("What ran", "How to read it", "1. Overview", "3. Contrasts", "6. Samples", "toy_llava_untrained",
                  "Is there anything in the top left corner?"):
         assert text in app, f"the rendered report lacks {text!r}"
 

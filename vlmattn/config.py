@@ -234,8 +234,9 @@ def contrast_options(cfg: dict, name: str) -> dict:
     """Keyword arguments of contrast ``name`` for :mod:`vlmattn.contrasts`: ``roi``; ``maps``
     (``step_pool``, ``renormalize``, ``min_vision_share``, ``exclude_sinks``, ``sink_rule`` — the rule of
     ``metrics.sinks``, or its schema defaults, when sinks are excluded, else None); ``head_pool``;
-    ``statistics`` (:func:`vlmattn.contrasts.stats.contrast_table`'s options) and ``divergence``
-    (``epsilon``, ``top_fraction``). E.g. ``head_contrast(a, b, o["roi"], **o["maps"], **o["statistics"])``."""
+    ``statistics`` (:func:`vlmattn.contrasts.stats.contrast_table`'s options), ``divergence``
+    (``epsilon``, ``top_fraction``), ``encoder`` (``sources``, ``head_pool``), ``rollout`` (``source``) and
+    ``causal`` (``enabled``, ``ks``, ``n_random``, ``mode``, ``seed``). E.g. ``head_contrast(a, b, o["roi"], **o["maps"], **o["statistics"])``."""
     from .metrics import SINK_RULE_KEYS
 
     if name not in cfg["contrasts"]:
@@ -251,13 +252,16 @@ def contrast_options(cfg: dict, name: str) -> dict:
                      "min_vision_share": cc["min_vision_share"], "exclude_sinks": cc["exclude_sinks"],
                      "sink_rule": rule},
             "head_pool": cc["head_pooling"], "statistics": dict(cc["statistics"]),
-            "divergence": dict(cc["divergence"])}
+            "divergence": dict(cc["divergence"]),
+            "encoder": {"sources": list(cc["encoder"]["sources"]), "head_pool": cc["encoder"]["head_pooling"]},
+            "rollout": dict(cc["rollout"]), "causal": dict(cc["causal"])}
 
 
 def check_contrasts(cfg: dict) -> None:
     """Each contrast: its questions exist, its pairs name the config's images (two different ones),
-    there is at least one pair, a box ``roi`` has x0 < x1 and y0 < y1, and every sample of every pair
-    is one the pipeline extracts (the question is asked of both images, for every model)."""
+    there is at least one pair, a box ``roi`` has x0 < x1 and y0 < y1, every sample of every pair
+    is one the pipeline extracts (the question is asked of both images, for every model) and, with the
+    causal check on, every A image has an expected answer (the token whose log-probability it tracks)."""
     imgs = set(image_ids(cfg))
     extracted = set(samples(cfg))
     for name, cc in cfg["contrasts"].items():
@@ -277,7 +281,12 @@ def check_contrasts(cfg: dict) -> None:
                         raise ConfigError(f"{key}.pairs[{k}]: unknown image {i!r}")
                 if a == b:
                     raise ConfigError(f"{key}.pairs[{k}]: both images are {a!r}")
+        expected = expected_answers(cfg)
         for sa, sb in contrast_pairs(cfg, name):
+            if cc["causal"]["enabled"] and sa.image not in expected.get(sa.question, {}):
+                raise ConfigError(f"{key}.causal: image {sa.image!r} of condition A has no expected answer to "
+                                  f"question {sa.question!r} (questions.{sa.question}.expected); give one or set "
+                                  "causal.enabled: false")
             for s in (sa, sb):
                 if s not in extracted:
                     raise ConfigError(f"{key}: question {s.question!r} is not asked of image {s.image!r} "
