@@ -208,6 +208,7 @@ def _run_sample(lm, sm: dict, settings: dict, seed: int):
     s = capture_attention(lm, open_image(sm["image"]), sm["question"], max_new_tokens=settings["max_new_tokens"],
             prefill_rows=settings["prefill_rows"], seed=seed, vision_encoder=venc.get("enabled", True),
             vision_full=venc.get("full", False), vision_rollout=venc.get("rollout", True),
+            llm_rollout=settings.get("llm_rollout", False),
             meta={"image_id": sm["image_id"], "image_path": str(sm["image"]), "question_id": sm["question_id"]})
     s.boxes = np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
     s.labels = [o["label"] for o in objects]

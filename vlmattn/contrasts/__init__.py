@@ -4,7 +4,8 @@
 * :mod:`.maps` — one step-pooled map per (layer, head) of a sample, ROI boxes, sink masks, pairing;
 * :mod:`.heads` — ROI mass per (layer, head) and its A − B contrast table;
 * :mod:`.quadrants` — quadrant distributions and their A − B shift;
-* :mod:`.divergence` — KL, Jensen–Shannon and Hausdorff distances between A's and B's maps.
+* :mod:`.divergence` — KL, Jensen–Shannon and Hausdorff distances between A's and B's maps;
+* :mod:`.rollout` — ROI mass of the rollout maps (:mod:`vlmattn.rollout`) per form and its A − B contrast.
 
 The pairs of a configured contrast come from :func:`vlmattn.config.contrast_pairs`.
 """
