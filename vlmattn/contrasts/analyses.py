@@ -10,7 +10,8 @@ divergence     ``divergence``: (pair, LLM layer | all);               :func:`.di
 encoder        ``encoder``: (source, encoder layer);                  :func:`.encoder.encoder_contrast`,
                ``encoder_divergence``: (source, pair, layer | all);   :func:`.encoder.encoder_divergence`
                ``encoder_divergence_summary``: (source, layer | all)
-rollout        ``rollout``: rollout form                              :func:`.rollout.rollout_contrast`
+rollout        ``rollout``: rollout form (``seed``; ``llm`` and           :func:`.rollout.rollout_contrast`
+               ``llm_x_encoder`` when the cache holds the LLM rollout)
 =============  =====================================================  ==============================
 
 Every analysis reads the pairs ``(files_a[i], files_b[i])`` of one model (HDF5 files of the cache,
@@ -109,8 +110,9 @@ def run(analysis: str, files_a: Sequence[str], files_b: Sequence[str], options: 
     if analysis == "rollout":
         from . import rollout
 
+        forms = rollout.FORMS if read_sample(files_a[0]).rollout_decode is not None else ("seed",)
         return {"rollout": rollout.rollout_contrast(a(), b(), o["roi"], step=_step(o["maps"]["step_pool"]),
-                                                    source=o["rollout"]["source"], **o["statistics"])}
+                                                    source=o["rollout"]["source"], forms=forms, **o["statistics"])}
     raise ValueError(f"unknown contrast analysis {analysis!r} (known: {', '.join(TABLES)})")
 
 
