@@ -25,12 +25,27 @@ positions), every layer's attention updates the language model's attention rollo
     R_0 = I,   R_l = Ã_l · R_{l−1}
 
 Only ``R`` (``M×M``) is kept; no per-layer matrix is.
+
+Head ablation: while a :class:`HeadAblation` is active (:func:`ablating`), the function replaces the
+outputs of listed query heads before the attention module projects them. SDPA's output is
+``O [B, Q, H, D]`` (the module then reshapes it to ``[B, Q, H·D]`` for ``o_proj``, head ``h`` on
+features ``h·D … (h+1)·D - 1``), and for a listed head ``h`` of layer ``l``
+
+    zero:  O[b, q, h, :] ← 0
+    mean:  O[b, q, h, :] ← Ō[b, h, :] = (1/Q) Σ_{q'} O[b, q', h, :]
+
+with the mean over the ``Q`` query positions of the same forward pass (batch element by batch
+element, computed in float32). A single-position call (``Q = 1``, a decode step) takes ``Ō`` of the
+latest multi-position call of layer ``l`` inside the same :func:`ablating` block (the prefill of the
+same generation); with none, it raises :class:`CaptureError`. Every other head, and every layer not
+listed, keeps SDPA's output bit for bit; with no ablation active the function is unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -46,11 +61,16 @@ CAPTURE_IMPL = "vlmattn_capture"
 _ROLLOUT_BLOCK_BYTES = 32 * 2**20
 _CPU_ROLLOUT_BLOCK_BYTES = 4 * 2**20
 
+ABLATION_MODES = ("zero", "mean")
+
 _ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar(
     "vlmattn_active_recorder", default=None
 )
 _ROLLOUT: contextvars.ContextVar[RolloutAccumulator | None] = contextvars.ContextVar(
     "vlmattn_active_rollout", default=None
+)
+_ABLATION: contextvars.ContextVar[_ActiveAblation | None] = contextvars.ContextVar(
+    "vlmattn_active_ablation", default=None
 )
 
 
@@ -195,6 +215,88 @@ def rolling_out(accumulator: RolloutAccumulator):
         _ROLLOUT.reset(token)
 
 
+def _is_index(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, numbers.Integral) and x >= 0
+
+
+@dataclass
+class HeadAblation:
+    """Query heads of the language model whose attention output is replaced (see the module docstring).
+
+    ``heads``: layer → query heads of that layer (stored as sorted tuples without repeats); ``mode``:
+    ``"zero"`` (the head's output is 0) or ``"mean"`` (its mean over the query positions).
+    """
+
+    heads: dict[int, tuple[int, ...]]
+    mode: str
+
+    def __post_init__(self):
+        if self.mode not in ABLATION_MODES:
+            raise ValueError(f"ablation mode must be one of {ABLATION_MODES}, got {self.mode!r}")
+        heads = {}
+        for layer, hs in dict(self.heads).items():
+            if not _is_index(layer):
+                raise ValueError(f"ablation layers must be integers ≥ 0, got {layer!r}")
+            hs = tuple(hs)
+            if not all(_is_index(h) for h in hs):
+                raise ValueError(f"ablation heads of layer {layer} must be integers ≥ 0, got {list(hs)}")
+            if hs:
+                heads[int(layer)] = tuple(sorted({int(h) for h in hs}))
+        self.heads = heads
+
+    @classmethod
+    def from_pairs(cls, pairs, mode: str) -> HeadAblation:
+        """Ablation of the ``(layer, head)`` pairs of ``pairs``."""
+        heads: dict[int, list[int]] = {}
+        for layer, head in pairs:
+            heads.setdefault(int(layer), []).append(int(head))
+        return cls({layer: tuple(hs) for layer, hs in heads.items()}, mode)
+
+
+@dataclass
+class _ActiveAblation:
+    """An ablation inside one :func:`ablating` block, with the per-layer head means ``[B, 1, h, D]``
+    of its latest multi-position call (mode ``"mean"``)."""
+
+    ablation: HeadAblation
+    means: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def ablating(ablation: HeadAblation | None):
+    """Apply ``ablation`` (or nothing, for ``None``) to language-model attention calls in the block."""
+    token = _ABLATION.set(None if ablation is None else _ActiveAblation(ablation))
+    try:
+        yield ablation
+    finally:
+        _ABLATION.reset(token)
+
+
+def ablate_heads(out: torch.Tensor, layer: int, active: _ActiveAblation) -> torch.Tensor:
+    """SDPA output ``out [B, Q, H, D]`` of ``layer`` with the heads of ``active`` replaced (a copy)."""
+    heads = active.ablation.heads.get(layer)
+    if not heads:
+        return out
+    n_heads = out.shape[2]
+    if heads[-1] >= n_heads:
+        raise ValueError(f"ablation of layer {layer} names head {heads[-1]}, but the layer has {n_heads} heads")
+    idx = torch.tensor(heads, device=out.device)
+    out = out.clone()
+    if active.ablation.mode == "zero":
+        out[:, :, idx] = 0
+        return out
+    if out.shape[1] > 1:
+        mean = out[:, :, idx].float().mean(dim=1, keepdim=True).to(out.dtype)  # [B, 1, h, D]
+        active.means[layer] = mean
+    elif layer in active.means:
+        mean = active.means[layer]
+    else:
+        raise CaptureError(f"mean ablation of layer {layer}: a single-position call with no earlier "
+                           "multi-position call in this ablating block to take the head means from")
+    out[:, :, idx] = mean.expand(-1, out.shape[1], -1, -1)
+    return out
+
+
 def attention_rows(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -235,9 +337,13 @@ def attention_rows(
 
 
 def capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """``AttentionInterface`` function: SDPA output, plus recorded rows when a recorder is active and
-    the rollout update when an accumulator is."""
+    """``AttentionInterface`` function: SDPA output ``[B, Q, H, D]``, with the heads of an active
+    :class:`HeadAblation` replaced, plus recorded rows when a recorder is active and the rollout update
+    when an accumulator is."""
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    active = _ABLATION.get()
+    if active is not None:
+        out = ablate_heads(out, module.layer_idx, active)
     recorder, accumulator = _ACTIVE.get(), _ROLLOUT.get()
     if recorder is None and accumulator is None:
         return out, None

@@ -111,6 +111,23 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(settings_json(settings).encode()).hexdigest()[:16]
 
 
+def model_inputs(lm: LoadedModel, image: Image.Image, question: str):
+    """The model's inputs for one (image, question): the adapter's chat prompt through the processor
+    (batch of 1) on the model's device, floating-point pixels in the model's dtype. Raises
+    :class:`InputError` for an image smaller than one patch or one the processor rejects."""
+    patch = int(getattr(lm.model.config.vision_config, "patch_size", 1))
+    if min(image.size) < patch:
+        raise InputError(f"model {lm.model_id!r}: image of {image.size[0]}x{image.size[1]} pixels is smaller than "
+                         f"one {patch}-pixel patch of its vision encoder")
+    try:
+        inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({_brief(e)})") from e
+    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+        inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
+    return inputs
+
+
 @torch.no_grad()
 def capture_attention(
     lm: LoadedModel,
@@ -139,16 +156,7 @@ def capture_attention(
     ``rollout_decode [T, N + T − 1]`` and ``rollout_prefill [R, N]``, from one more forward pass.
     """
     torch.manual_seed(seed)
-    patch = int(getattr(lm.model.config.vision_config, "patch_size", 1))
-    if min(image.size) < patch:
-        raise InputError(f"model {lm.model_id!r}: image of {image.size[0]}x{image.size[1]} pixels is smaller than "
-                         f"one {patch}-pixel patch of its vision encoder")
-    try:
-        inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({_brief(e)})") from e
-    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-        inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
+    inputs = model_inputs(lm, image, question)
     ids = inputs["input_ids"][0]
     n = int(ids.shape[0])
     max_pos = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
