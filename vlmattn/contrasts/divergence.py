@@ -27,6 +27,10 @@ sets S_A, S_B, ``h(A → B) = max_{s∈S_A} min_{t∈S_B} ‖s − t‖₂``
 Maps: a sample's step-pooled map per (layer, head) (:func:`maps.pooled_maps`), pooled over heads
 (``head_pool``, :func:`common.pool_heads`) — one map per layer — and over layers (nan-aware mean,
 renormalised) for the ``all`` row. Every figure is NaN where either map is undefined.
+
+**Within-condition reference.** :func:`within_condition` computes the same figures between the maps
+of two different B samples, ``B_i`` and ``B_{(i+1) mod P}``: the level that a change of scene alone
+produces (:mod:`.summary` compares the A–B divergences with it).
 """
 
 from __future__ import annotations
@@ -127,6 +131,15 @@ def pair_divergence(p_a: np.ndarray, p_b: np.ndarray, coords: np.ndarray, *, eps
             "hausdorff_ab": h[..., 0], "hausdorff_ba": h[..., 1], "hausdorff": h[..., 2]}
 
 
+def pair_frame(pair: int, p_a: np.ndarray, p_b: np.ndarray, coords: np.ndarray, *, epsilon: float,
+               top_fraction: float) -> pd.DataFrame:
+    """Rows :data:`COLUMNS` of one pair: :func:`pair_divergence` of its maps ``p_a, p_b [L + 1, V]``
+    (per layer, then the layer-pooled map), ``layer`` = ``"0" … "L−1", "all"``."""
+    d = pair_divergence(p_a, p_b, coords, epsilon=epsilon, top_fraction=top_fraction)
+    layers = [str(k) for k in range(len(p_a) - 1)] + ["all"]
+    return pd.DataFrame({"pair": pair, "layer": layers, **d})[COLUMNS]
+
+
 def divergence_table(samples_a: Iterable[AttentionSample], samples_b: Iterable[AttentionSample], *,
                      step_pool: str, renormalize: bool, min_vision_share: float, head_pool: str, epsilon: float,
                      top_fraction: float, exclude_sinks: bool = False, sink_rule: dict | None = None
@@ -140,7 +153,64 @@ def divergence_table(samples_a: Iterable[AttentionSample], samples_b: Iterable[A
                     head_pool=head_pool)
         ma = layer_maps(sa, **opts, keep=sink_keep(sa, exclude_sinks, sink_rule))
         mb = layer_maps(sb, **opts, keep=sink_keep(sb, exclude_sinks, sink_rule))
-        d = pair_divergence(ma, mb, grid_coords(sa), epsilon=epsilon, top_fraction=top_fraction)
-        layers = [str(k) for k in range(len(ma) - 1)] + ["all"]
-        frames.append(pd.DataFrame({"pair": i, "layer": layers, **d}))
+        frames.append(pair_frame(i, ma, mb, grid_coords(sa), epsilon=epsilon, top_fraction=top_fraction))
     return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def within_condition(maps: Iterable[tuple[np.ndarray, np.ndarray]], *, epsilon: float, top_fraction: float
+                     ) -> pd.DataFrame:
+    """The within-condition reference of :func:`divergence_table`: the same divergences between the
+    maps of two *different* samples of one condition (B), cyclically,
+
+        null[i, l] = D(B_i, B_{(i+1) mod P})[l]        (KL(B_i ‖ B_{i+1}), KL(B_{i+1} ‖ B_i), JS, Hausdorff)
+
+    for i = 0 … P−1, with D = :func:`pair_divergence`. It is the divergence a change of scene (and of
+    sample) alone produces: a reference level for the A–B divergence of pair i.
+
+    Parameters
+    ----------
+    maps : iterable of ``(p [L + 1, V], coords [V, 2])``
+        Per B sample, in pair order: its per-layer maps and the layer-pooled map last (as
+        :func:`layer_maps`), and its token coordinates (:func:`grid_coords`); consumed one at a time
+        (the first and the previous maps are kept). Every sample must have the same shape and grid.
+    epsilon, top_fraction
+        Of :func:`pair_divergence`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`COLUMNS`, P·(L + 1) rows (pair-major), ``pair`` = i of B_i. All figures NaN when
+        P < 3: with one sample there is no other to compare with, and with two both rows compare the
+        same two samples, so the reference would rest on a single comparison.
+    """
+    first = prev = None
+    frames, n = [], 0
+    for p, coords in maps:
+        p, coords = np.asarray(p, np.float64), np.asarray(coords, np.float64)
+        if first is None:
+            first = (p, coords)
+        elif p.shape != first[0].shape or not np.array_equal(coords, first[1]):
+            raise ValueError(f"within_condition needs maps of one shape and grid; sample {n} has maps "
+                             f"{p.shape} vs {first[0].shape} of sample 0, or another grid")
+        if prev is not None:
+            frames.append(pair_frame(n - 1, prev, p, coords, epsilon=epsilon, top_fraction=top_fraction))
+        prev, n = p, n + 1
+    if n == 0:
+        raise ValueError("within_condition needs at least one sample, got none")
+    frames.append(pair_frame(n - 1, prev, first[0], first[1], epsilon=epsilon, top_fraction=top_fraction))
+    out = pd.concat(frames, ignore_index=True)[COLUMNS]
+    if n < 3:
+        out.loc[:, COLUMNS[2:]] = np.nan
+    return out
+
+
+def within_condition_table(samples_b: Iterable[AttentionSample], *, step_pool: str, renormalize: bool,
+                           min_vision_share: float, head_pool: str, epsilon: float, top_fraction: float,
+                           exclude_sinks: bool = False, sink_rule: dict | None = None) -> pd.DataFrame:
+    """:func:`within_condition` of the B samples of :func:`divergence_table` (same arguments): the
+    divergence between B_i and B_{(i+1) mod P} per layer and ``all``. Raises ValueError when the
+    samples differ in layers, heads or token grid."""
+    opts = dict(step_pool=step_pool, renormalize=renormalize, min_vision_share=min_vision_share,
+                head_pool=head_pool)
+    return within_condition(((layer_maps(s, **opts, keep=sink_keep(s, exclude_sinks, sink_rule)), grid_coords(s))
+                             for s in samples_b), epsilon=epsilon, top_fraction=top_fraction)
