@@ -113,7 +113,7 @@ def test_figures_render(pair_files, tmp_path):
     plots.top_heads(t, tmp_path / "top.png", title="c · m", k=4)
     plots.head_heatmap(t, tmp_path / "heat.png", title="c · m")
     summary = pd.DataFrame({"source": "received", "layer": ["0", "1", "all"], "js": [0.1, 0.2, 0.15],
-                            "js_low": [0.05, 0.1, 0.1], "js_high": [0.15, 0.3, 0.2], "js_null": [0.1, 0.1, 0.1]})
+                            "js_ci_low": [0.05, 0.1, 0.1], "js_ci_high": [0.15, 0.3, 0.2], "js_null": [0.1, 0.1, 0.1]})
     plots.encoder_divergence(summary, tmp_path / "enc.png", title="c · m")
     plots.encoder_divergence(summary.iloc[2:], tmp_path / "enc_empty.png", title="c · m")
     plots.overlays(a[:2], b[:2], tmp_path / "overlay.png", roi="top_left", labels=("A", "B"), title="c · m")

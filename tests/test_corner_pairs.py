@@ -35,9 +35,13 @@ SIZES = (224, 64, 33)
 
 
 def config(n: int | None, seed: int = 0, **questions) -> dict:
+    """The default config with ``n`` corner pairs (None: the schema's default) and no contrasts."""
     c = copy.deepcopy(BASE)
     c["seed"] = seed
-    if n is not None:
+    c.pop("contrasts", None)
+    if n is None:
+        c["images"]["synthetic"].pop("corner_pairs", None)
+    else:
         c["images"]["synthetic"]["corner_pairs"] = n
     c["questions"].update(questions)
     return c

@@ -8,7 +8,7 @@ language model or per layer of the vision encoder.
 * :mod:`.divergence` — KL, Jensen–Shannon and Hausdorff distances between A's and B's maps, and the
   same between two different B samples (within-condition reference);
 * :mod:`.summary` — mean divergence per layer with a bootstrap interval, against that reference;
-* :mod:`.encoder` — the vision encoder's maps per encoder layer: ROI mass contrast and divergences.
+* :mod:`.encoder` — the vision encoder's maps per encoder layer: ROI mass contrast and divergences;
 * :mod:`.rollout` — ROI mass of the rollout maps (:mod:`vlmattn.rollout`) per form and its A − B contrast;
 * :mod:`.ablation` — causal check of ranked heads: answer log-prob with the top-k heads ablated
   against random k-head sets (runs the model);

@@ -7,6 +7,7 @@ heads          ``heads``: LLM (layer, head)                           :func:`.he
 quadrants      ``quadrants``: (layer | all, quadrant)                 :func:`.quadrants.quadrant_shift`
 divergence     ``divergence``: (pair, LLM layer | all);               :func:`.divergence.divergence_table`,
                ``divergence_summary``: LLM layer | all                :func:`.summary.divergence_summary`
+               (mean over pairs, interval, B-vs-B reference, p)
 encoder        ``encoder``: (source, encoder layer);                  :func:`.encoder.encoder_contrast`,
                ``encoder_divergence``: (source, pair, layer | all);   :func:`.encoder.encoder_divergence`
                ``encoder_divergence_summary``: (source, layer | all)
@@ -17,7 +18,8 @@ rollout        ``rollout``: rollout form (``seed``; ``llm`` and           :func:
 Every analysis reads the pairs ``(files_a[i], files_b[i])`` of one model (HDF5 files of the cache,
 opened one at a time) and the slice of :func:`vlmattn.config.contrast_options` that
 :func:`analysis_options` names, so editing one analysis's options reruns that analysis alone. The
-causal check runs the model and is :mod:`.ablation`'s.
+causal check runs the model and is :mod:`.ablation`'s. The encoder analysis leaves the ``cls``
+source out for an encoder without a CLS token (Qwen).
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ def _reader(files: Sequence[str]) -> Callable[[], Iterator]:
 
 
 def _summary_options(statistics: dict) -> dict:
-    return {k: statistics[k] for k in ("confidence", "n_resamples", "seed", "method")}
+    """:func:`.summary.divergence_summary`'s options: the contrast's statistics, one-sided (A vs B above
+    the within-condition reference)."""
+    return {**{k: statistics[k] for k in ("confidence", "n_resamples", "seed", "method")}, "alternative": "greater"}
 
 
 def _step(step_pool: str) -> int:
@@ -91,20 +95,26 @@ def run(analysis: str, files_a: Sequence[str], files_b: Sequence[str], options: 
     if analysis == "divergence":
         from . import divergence, summary
 
-        table = divergence.divergence_table(a(), b(), **o["maps"], head_pool=o["head_pool"], **o["divergence"])
+        kw = dict(**o["maps"], head_pool=o["head_pool"], **o["divergence"])
+        table = divergence.divergence_table(a(), b(), **kw)
+        null = divergence.within_condition_table(b(), **kw)
         return {"divergence": table,
-                "divergence_summary": summary.divergence_summary(table, **_summary_options(o["statistics"]))}
+                "divergence_summary": summary.divergence_summary(table, null=null,
+                                                                 **_summary_options(o["statistics"]))}
     if analysis == "encoder":
         from . import encoder, summary
 
         contrast, div, summ = [], [], []
-        for source in encoder.available_sources(read_sample(files_a[0]), o["encoder"]["sources"]):
+        ve = encoder.encoder_of(read_sample(files_a[0]))
+        for source in [s for s in o["encoder"]["sources"] if s != "cls" or ve.has_cls]:
             kw = dict(source=source, head_pool=o["encoder"]["head_pool"])
             contrast.append(encoder.encoder_contrast(a(), b(), o["roi"], **kw, **o["statistics"])
                             .assign(source=source))
             d = encoder.encoder_divergence(a(), b(), **kw, **o["divergence"])
+            null = encoder.encoder_within_condition(b(), **kw, **o["divergence"])
             div.append(d.assign(source=source))
-            summ.append(summary.divergence_summary(d, **_summary_options(o["statistics"])).assign(source=source))
+            summ.append(summary.divergence_summary(d, null=null, **_summary_options(o["statistics"]))
+                        .assign(source=source))
         return {name: _source_first(pd.concat(frames, ignore_index=True))
                 for name, frames in zip(TABLES["encoder"], (contrast, div, summ), strict=True)}
     if analysis == "rollout":

@@ -92,7 +92,7 @@ def encoder_divergence(summary: pd.DataFrame, path: Path, *, title: str) -> None
     for source, g in rows.groupby("source", sort=True):
         x = g["layer"].astype(int).to_numpy()
         line, = ax.plot(x, g["js"], marker="o", label=f"{source}: A vs B")
-        ax.fill_between(x, g["js_low"], g["js_high"], color=line.get_color(), alpha=0.2)
+        ax.fill_between(x, g["js_ci_low"], g["js_ci_high"], color=line.get_color(), alpha=0.2)
         if "js_null" in g:
             ax.plot(x, g["js_null"], linestyle="--", color=line.get_color(), label=f"{source}: B vs another B")
     ax.set_xlabel("encoder layer")
