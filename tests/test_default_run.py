@@ -68,6 +68,36 @@ def test_validation_table_all_checks_pass(default_run):
     assert table["passed"].astype(str).str.lower().eq("true").all(), table.to_string()
 
 
+def test_contrasts_of_the_default_run(default_run):
+    """Every contrast table and figure is there for every contrast and model; on the corner pairs the
+    trained model, which answers the corner question from the image, has heads whose ROI mass rises
+    significantly when the object is there, and so do its rollout maps, while the untrained model's
+    rollout through the language model does not move."""
+    cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    tables = default_run / "results/tables"
+    cells = {(c, m) for c in cfg["contrasts"] for m in cfg["models"]}
+    for name in ("heads", "quadrants", "divergence", "divergence_summary", "encoder", "encoder_divergence",
+                 "encoder_divergence_summary", "rollout", "causal", "causal_draws"):
+        t = pd.read_csv(tables / f"contrast_{name}.csv")
+        assert set(map(tuple, t[["contrast", "model"]].drop_duplicates().values)) == cells, name
+    heads = pd.read_csv(tables / "contrast_heads.csv")
+    corner = heads[(heads["contrast"] == "corner") & (heads["model"] == "toy_llava")]
+    assert (corner["n_pairs"] == cfg["images"]["synthetic"]["corner_pairs"]).all()
+    top = corner.loc[corner["rank"] == 1].iloc[0]
+    assert top["significant"] and top["ci_low"] > 0
+    rollout = pd.read_csv(tables / "contrast_rollout.csv").set_index(["contrast", "model", "form"])
+    assert rollout.loc[("corner", "toy_llava", "llm_x_encoder"), "significant"]
+    assert not rollout.loc[("corner", "toy_llava_untrained", "llm"), "significant"]
+    causal = pd.read_csv(tables / "contrast_causal.csv")
+    draws = pd.read_csv(tables / "contrast_causal_draws.csv")
+    assert len(draws) == sum(len(cc["causal"]["ks"]) * cc["causal"]["n_random"] * len(cfg["models"])
+                             for cc in cfg["contrasts"].values())
+    assert causal["percentile"].between(0, 100).all()
+    for c, m in cells:
+        for p in ("top_heads", "head_heatmap", "encoder_divergence", "overlay", "causal"):
+            assert (default_run / f"results/plots/contrasts/{c}/{m}/{p}.png").stat().st_size > 10_000
+
+
 def _report_data(html: str, name: str) -> dict:
     """The JSON object the Snakemake report embeds as ``var {name} = {...};`` on one line."""
     start = html.index(f"var {name} = {{") + len(f"var {name} = ")

@@ -72,7 +72,7 @@ CORNER_QUESTION = "top_left"  # the question whose expected answers a pair carri
 CORNER_ANSWERS = ("yes", "no")  # ... for its A and its B image
 CORNER_SIDE = (16, 40)  # side of the corner object (hundredths, inclusive)
 OTHER_SIDE = (16, 30)  # side of the other objects
-OTHER_COUNT = (0, 2)  # how many other objects
+OTHER_COUNT = (1, 1)  # how many other objects: B holds one, A two (the scenes the toy model knows)
 MARGIN = 2  # distance of every box from the image border and from the quadrant's edges
 GAP = 4  # least distance between two objects' boxes
 _CORNER_ID = re.compile(r"corner_(\d{3,})_([ab])")
@@ -131,8 +131,8 @@ def _apart(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: int)
 def corner_pair(seed: int, index: int) -> CornerPair:
     """Pair ``index`` of the run with ``seed``: a function of the two alone (so pair ``i`` is the same
     whatever the number of pairs). The corner object has a random shape, colour and side in
-    :data:`CORNER_SIDE` and lies inside the top-left quadrant, :data:`MARGIN` from its edges; 0 to 2
-    other objects (side in :data:`OTHER_SIDE`) lie outside the quadrant (:data:`MARGIN` from it) and
+    :data:`CORNER_SIDE` and lies inside the top-left quadrant, :data:`MARGIN` from its edges; :data:`OTHER_COUNT`
+    other objects (one) (side in :data:`OTHER_SIDE`) lie outside the quadrant (:data:`MARGIN` from it) and
     at least :data:`GAP` apart, all in hundredths of the side."""
     rng = random.Random(f"vlmattn.corner_pairs:{int(seed)}:{int(index)}")
     half = 50 - MARGIN
