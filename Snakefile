@@ -12,6 +12,7 @@ include: "rules/images.smk"
 include: "rules/models.smk"
 include: "rules/extract.smk"
 include: "rules/metrics.smk"
+include: "rules/contrasts.smk"
 include: "rules/validation.smk"
 include: "rules/report.smk"
 

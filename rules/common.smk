@@ -13,6 +13,7 @@ from vlmattn.config import (
     shard_samples,
 )
 from vlmattn.errors import VlmattnError
+from vlmattn.images.synthetic import scene_spec
 from vlmattn.metrics import get_metric, metric_params, sample_plots
 
 try:
@@ -41,6 +42,14 @@ wildcard_constraints:
 
 def image_file(image):
     return DATA.images[image].path
+
+
+def synthetic_shapes(image):
+    """The shapes the draw rule draws for synthetic image ``image`` (None for another id)."""
+    try:
+        return scene_spec(image, config["seed"])
+    except KeyError:
+        return None
 
 
 def model_path(model):
@@ -118,7 +127,7 @@ def all_outputs():
             out += [f"{R}/tables/training_{m}.csv", f"{R}/plots/training_{m}.png"]
     if config.get("validation"):
         out.append(f"{R}/tables/validation.csv")
-    return out
+    return out + contrast_outputs()
 
 
 FIGURE_SAMPLES = figure_samples()
@@ -129,3 +138,60 @@ TRAINED = [m for m in BUILT if config["models"][m]["build"]["kind"] == "trained"
 def model_alternatives(models):
     """A wildcard constraint matching exactly these model ids (nothing when empty)."""
     return "|".join(models) if models else "(?!)"
+
+
+# Contrasts (rules/contrasts.smk)
+from vlmattn.config import contrast_options, contrast_pairs
+from vlmattn.contrasts.analyses import TABLES as CONTRAST_TABLES, analysis_options
+
+CONTRASTS = list(config["contrasts"])
+CAUSAL = [c for c in CONTRASTS if config["contrasts"][c]["causal"]["enabled"]]
+CAUSAL_TABLES = ("causal", "causal_draws")
+CONTRAST_PLOTS = ("top_heads", "head_heatmap", "encoder_divergence", "overlay")
+
+
+wildcard_constraints:
+    contrast=model_alternatives(CONTRASTS),
+
+
+def contrast_dir(contrast, model):
+    return f"{R}/contrasts/{contrast}/{model}"
+
+
+def contrast_files(w, side):
+    """HDF5 files of condition `side` (0: A, 1: B) of the contrast's pairs, in pair order."""
+    return [
+        f"{R}/attention/{w.model}/{p[side].name}.h5"
+        for p in contrast_pairs(config, w.contrast, w.model)
+    ]
+
+
+def contrast_indexes(w):
+    """The shard indexes holding the contrast's samples (the extraction jobs they come from)."""
+    return sorted(
+        {
+            shard_index(s.model, sample_shard(s))
+            for p in contrast_pairs(config, w.contrast, w.model)
+            for s in p
+        }
+    )
+
+
+def contrast_table_inputs(table):
+    contrasts = CAUSAL if table in CAUSAL_TABLES else CONTRASTS
+    return [
+        f"{contrast_dir(c, m)}/{table}.csv" for c in contrasts for m in config["models"]
+    ]
+
+
+def contrast_outputs():
+    """Merged tables and per-(contrast, model) plots, for rule all."""
+    tables = [t for names in CONTRAST_TABLES.values() for t in names]
+    tables += list(CAUSAL_TABLES) if CAUSAL else []
+    out = [f"{R}/tables/contrast_{t}.csv" for t in tables] if CONTRASTS else []
+    for c in CONTRASTS:
+        for m in config["models"]:
+            out += [f"{R}/plots/contrasts/{c}/{m}/{p}.png" for p in CONTRAST_PLOTS]
+            if c in CAUSAL:
+                out.append(f"{R}/plots/contrasts/{c}/{m}/causal.png")
+    return out

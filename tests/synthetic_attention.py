@@ -6,7 +6,7 @@ import numpy as np
 
 from vlmattn.config import load_config
 from vlmattn.metrics import metric_params
-from vlmattn.store import AttentionSample
+from vlmattn.store import AttentionSample, VisionEncoderAttention
 
 #: The smallest valid config (no metric listed).
 MINIMAL = {"questions": {"q": {"text": "Hi?"}}, "models": {"m": {"family": "llava", "path": "x"}}}
@@ -36,6 +36,7 @@ def make_sample(
     colours=None,
     tokens=None,
     rest: dict | None = None,
+    vision_encoder: VisionEncoderAttention | None = None,
 ) -> AttentionSample:
     """A sample whose decode rows put ``vision [T, L, H, V]`` on the vision tokens.
 
@@ -79,6 +80,30 @@ def make_sample(
         boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
         labels=labels,
         colours=list(colours) if colours is not None else [""] * len(labels),
+        vision_encoder=vision_encoder,
+    )
+
+
+def encoder_attention(received, cls_attention=None, patch_grid: tuple[int, int] | None = None,
+                      image_size: tuple[int, int] = (64, 64)) -> VisionEncoderAttention:
+    """Vision-encoder summaries of one image with ``received [L, H, P]`` and, optionally, a CLS row
+    ``cls_attention [L, H, P]``; patches tile the image row-major on ``patch_grid`` (default square)."""
+    received = np.asarray(received, np.float64)
+    n_layers, _, n_patches = received.shape
+    rows, cols = patch_grid or (int(round(np.sqrt(n_patches))),) * 2
+    assert rows * cols == n_patches
+    cls = received[:, :, :0] if cls_attention is None else np.asarray(cls_attention, np.float64)
+    return VisionEncoderAttention(
+        patch_grid=np.array([[rows, cols]]),
+        patch_spans=np.array([[0, n_patches]]),
+        patch_boxes=grid_boxes(rows, cols, *image_size),
+        patch_token=np.full(n_patches, -1),
+        received=received,
+        cls_attention=cls,
+        rollout_received=np.zeros((n_layers, 0)),
+        rollout_cls=np.zeros((n_layers, 0)),
+        segment=np.zeros((n_layers, n_patches), np.int32),
+        has_cls=cls_attention is not None,
     )
 
 

@@ -53,19 +53,49 @@ def test_validation_attention_checks(default_run):
     """The trained model looks at the objects (lift well above 1) while its untrained twin spreads
     attention evenly (lift ≈ 1), and the trained model's attention is more concentrated."""
     table = pd.read_csv(default_run / "results/tables/validation.csv")
-    assert set(table["check"]) == {"answers_correct", "object_lift", "entropy_lower", "effective_span_lower",
-                                   "gini_higher"}
+    assert set(table["check"]) == {"answers_correct", "generated_answers_correct", "object_lift", "entropy_lower",
+                                   "effective_span_lower", "gini_higher"}
     assert set(table.loc[table.check == "answers_correct", "question"]) == {"top_left", "shape", "colour", "count"}
     assert table["observed"].notna().all()
     lift = table[table.check == "object_lift"].set_index("model")["observed"]
     assert lift["toy_llava"] > 2 * lift["toy_llava_untrained"]
-    attention = table[table.check != "answers_correct"]
+    attention = table[~table.check.str.endswith("answers_correct")]
     assert attention["passed"].astype(str).str.lower().eq("true").all(), table.to_string()
 
 
 def test_validation_table_all_checks_pass(default_run):
     table = pd.read_csv(default_run / "results/tables/validation.csv")
     assert table["passed"].astype(str).str.lower().eq("true").all(), table.to_string()
+
+
+def test_contrasts_of_the_default_run(default_run):
+    """Every contrast table and figure is there for every contrast and model; on the corner pairs the
+    trained model, which answers the corner question from the image, has heads whose ROI mass rises
+    significantly when the object is there, and so do its rollout maps, while the untrained model's
+    rollout through the language model does not move."""
+    cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    tables = default_run / "results/tables"
+    cells = {(c, m) for c in cfg["contrasts"] for m in cfg["models"]}
+    for name in ("heads", "quadrants", "divergence", "divergence_summary", "encoder", "encoder_divergence",
+                 "encoder_divergence_summary", "rollout", "causal", "causal_draws"):
+        t = pd.read_csv(tables / f"contrast_{name}.csv")
+        assert set(map(tuple, t[["contrast", "model"]].drop_duplicates().values)) == cells, name
+    heads = pd.read_csv(tables / "contrast_heads.csv")
+    corner = heads[(heads["contrast"] == "corner") & (heads["model"] == "toy_llava")]
+    assert (corner["n_pairs"] == cfg["images"]["synthetic"]["corner_pairs"]).all()
+    top = corner.loc[corner["rank"] == 1].iloc[0]
+    assert top["significant"] and top["ci_low"] > 0
+    rollout = pd.read_csv(tables / "contrast_rollout.csv").set_index(["contrast", "model", "form"])
+    assert rollout.loc[("corner", "toy_llava", "llm_x_encoder"), "significant"]
+    assert not rollout.loc[("corner", "toy_llava_untrained", "llm"), "significant"]
+    causal = pd.read_csv(tables / "contrast_causal.csv")
+    draws = pd.read_csv(tables / "contrast_causal_draws.csv")
+    assert len(draws) == sum(len(cc["causal"]["ks"]) * cc["causal"]["n_random"] * len(cfg["models"])
+                             for cc in cfg["contrasts"].values())
+    assert causal["percentile"].between(0, 100).all()
+    for c, m in cells:
+        for p in ("top_heads", "head_heatmap", "encoder_divergence", "overlay", "causal"):
+            assert (default_run / f"results/plots/contrasts/{c}/{m}/{p}.png").stat().st_size > 10_000
 
 
 def _report_data(html: str, name: str) -> dict:
@@ -97,13 +127,13 @@ def test_report_renders_in_a_browser(default_run):
         data = base64.b64decode(results[key]["data_uri"].split("base64,", 1)[1])
         assert data == p.read_bytes(), f"{key}: the report holds other bytes"
         assert results[key]["caption"].strip(), f"{key} has no caption"
-    assert list(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Metric tables",
-                                                     "4. Metric plots", "5. Samples"]
+    assert list(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Contrasts",
+                                                     "4. Metric tables", "5. Metric plots", "6. Samples"]
 
     profile = default_run / "chromium-profile"
     dom = dump_dom(browser, page, profile)
     app = dom[dom.index('<div id="app">'):]
-    for text in ("What ran", "How to read it", "1. Overview", "5. Samples", "toy_llava_untrained",
+    for text in ("What ran", "How to read it", "1. Overview", "3. Contrasts", "6. Samples", "toy_llava_untrained",
                  "Is there anything in the top left corner?"):
         assert text in app, f"the rendered report lacks {text!r}"
 

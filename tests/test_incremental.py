@@ -1,6 +1,6 @@
 """Incremental guarantees of the sharded workflow, on a copy of the repository (so that a metric's
 module can be edited): an unchanged config plans nothing; editing one metric's module reruns that
-metric's jobs alone; adding one sample reruns one extraction job per model (which runs the model on
+metric's jobs alone, and one contrast analysis's module its jobs alone; adding one sample reruns one extraction job per model (which runs the model on
 that sample alone) and one job per (metric, model)."""
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ CONFIG = {
     "extraction": {"max_new_tokens": 2, "resources": {"threads": 1}},
     "shards": 4,
     "metrics": {"concentration": {}, "spatial": {}},
+    "contrasts": {"tl": {"question": "top_left", "pairs": [["triangle_topleft", "square_only"]], "roi": "top_left",
+                         "statistics": {"n_resamples": 99}, "causal": {"enabled": False}}},
 }
 
 
@@ -57,6 +59,19 @@ def test_edited_metric_module_reruns_that_metric_alone(repo_copy):
         n = sum(len(by) for by in shards(CONFIG).values())
         assert planned_jobs(repo_copy, repo=repo_copy) == {"metric_concentration": n, "table_concentration": 1,
                                            "plot_concentration": 1, "all": 1}
+    finally:
+        module.write_text(text)
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert planned_jobs(repo_copy, repo=repo_copy) == {}
+
+
+def test_edited_contrast_module_reruns_that_analysis_alone(repo_copy):
+    module = repo_copy / "vlmattn/contrasts/quadrants.py"
+    text, stat = module.read_text(), module.stat()
+    module.write_text(text + "\n# edited\n")
+    try:
+        assert planned_jobs(repo_copy, repo=repo_copy) == {"contrast_quadrants": 2, "table_contrast_quadrants": 1,
+                                                           "all": 1}
     finally:
         module.write_text(text)
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))

@@ -6,6 +6,7 @@ import pytest
 from vlmattn.validation import validate
 
 CFG = {"trained": "t", "untrained": "u", "object_questions": ["shape"], "min_object_lift": 2.0,
+       "min_generated_accuracy": 0.9,
        "untrained_lift_tolerance": 0.25,
        "pooling": {"step_pool": "last", "head": "mean", "sinks": "included", "layers": "all"}}
 
@@ -49,3 +50,17 @@ def test_wrong_answer_fails():
     v = validate(answers, sp, co, CFG)
     assert v[v.check == "answers_correct"].observed.item() == 0.5
     assert not v[v.check == "answers_correct"].passed.item()
+
+
+def test_generated_scenes_are_held_to_the_held_out_target():
+    answers, sp, co = tables([3.0], [1.0], 0.5, 0.9)
+    gen = pd.DataFrame({"model": "t", "image": [f"corner_{i:03d}_{s}" for i in range(5) for s in "ab"],
+                        "question": "top_left", "answer": "yes", "expected": ["yes", "no"] * 5, "correct": True})
+    gen.loc[1, "correct"] = False  # 9 of 10 right
+    v = validate(pd.concat([answers, gen], ignore_index=True), sp, co, CFG).set_index(["check", "question"])
+    assert v.loc[("answers_correct", "shape"), "passed"]  # the named images alone
+    row = v.loc[("generated_answers_correct", "top_left")]
+    assert row["observed"] == pytest.approx(0.9) and row["passed"] and row["expectation"] == ">= 0.9"
+    gen.loc[3, "correct"] = False  # 8 of 10
+    v = validate(pd.concat([answers, gen], ignore_index=True), sp, co, CFG).set_index(["check", "question"])
+    assert not v.loc[("generated_answers_correct", "top_left"), "passed"]

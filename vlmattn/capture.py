@@ -16,12 +16,36 @@ Sliding-window layers (``layer_types[l] == "sliding_attention"``, window ``W``: 
 ``K = min(W, N + t)`` keys, the most recent ones: keys ``N+t-K … N+t-1``. Each decode row is
 recorded with that first key position and placed on absolute key positions; keys outside the window
 get weight 0. The prefill pass sees all ``N`` keys (the window is in its mask).
+
+While a :class:`RolloutAccumulator` is active (:func:`rolling_out`, one forward pass over ``M``
+positions), every layer's attention updates the language model's attention rollout (Abnar & Zuidema
+2020) in place, from every query row of the layer's weights, a block of rows at a time:
+
+    Ã_l = a·I + (1−a)·mean_h A_l        (M×M, rows sum to 1, causal; a = ROLLOUT_RESIDUAL = 0.5)
+    R_0 = I,   R_l = Ã_l · R_{l−1}
+
+Only ``R`` (``M×M``) is kept; no per-layer matrix is.
+
+Head ablation: while a :class:`HeadAblation` is active (:func:`ablating`), the function replaces the
+outputs of listed query heads before the attention module projects them. SDPA's output is
+``O [B, Q, H, D]`` (the module then reshapes it to ``[B, Q, H·D]`` for ``o_proj``, head ``h`` on
+features ``h·D … (h+1)·D - 1``), and for a listed head ``h`` of layer ``l``
+
+    zero:  O[b, q, h, :] ← 0
+    mean:  O[b, q, h, :] ← Ō[b, h, :] = (1/Q) Σ_{q'} O[b, q', h, :]
+
+with the mean over the ``Q`` query positions of the same forward pass (batch element by batch
+element, computed in float32). A single-position call (``Q = 1``, a decode step) takes ``Ō`` of the
+latest multi-position call of layer ``l`` inside the same :func:`ablating` block (the prefill of the
+same generation); with none, it raises :class:`CaptureError`. Every other head, and every layer not
+listed, keeps SDPA's output bit for bit; with no ablation active the function is unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -29,10 +53,24 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from .store import ROLLOUT_RESIDUAL
+
 CAPTURE_IMPL = "vlmattn_capture"
+# cap on the float32 weights ``[H, b, M]`` of one block of query rows in the rollout pass (bytes),
+# and a smaller one on the CPU, where blocks that stay in cache are faster
+_ROLLOUT_BLOCK_BYTES = 32 * 2**20
+_CPU_ROLLOUT_BLOCK_BYTES = 4 * 2**20
+
+ABLATION_MODES = ("zero", "mean")
 
 _ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar(
     "vlmattn_active_recorder", default=None
+)
+_ROLLOUT: contextvars.ContextVar[RolloutAccumulator | None] = contextvars.ContextVar(
+    "vlmattn_active_rollout", default=None
+)
+_ABLATION: contextvars.ContextVar[_ActiveAblation | None] = contextvars.ContextVar(
+    "vlmattn_active_ablation", default=None
 )
 
 
@@ -100,6 +138,165 @@ def recording(recorder: AttentionRecorder):
         _ACTIVE.reset(token)
 
 
+class RolloutAccumulator:
+    """Attention rollout of the language model over ``M`` positions, accumulated during one forward pass.
+
+    Layer ``l`` (``0 … L−1``, called in that order) brings its post-rope ``q``, ``k`` ``[1, H|H_kv, M, D]``;
+    every query row of ``A_l`` ``[H, M, M]`` is computed (:func:`attention_rows`, so grouped-query
+    attention, sliding windows and masks are those of the capture) in blocks of ``b`` rows
+    (``H·b·M`` float32 weights within :data:`_ROLLOUT_BLOCK_BYTES`), head-meaned, and folded in:
+
+        R ← Ã_l · R = a·R + (1−a)·Ā_l·R,      Ā_l = mean_h A_l,  a = ``residual``
+
+    in place, from the last block of rows to the first: ``Ā_l`` is causal (lower triangular), so the
+    new rows ``r0:r1`` read only rows ``0 … r1−1`` of ``R``, none of which has been overwritten yet;
+    ``R`` is lower triangular too and only its first ``r1`` columns enter. Cost per layer: one more
+    weight computation of ``H·M²`` scores and ``≈ M³/3`` multiply-adds; memory: ``R`` plus one block.
+
+    ``R`` is float64. Its rows are convex combinations (row-stochastic products), so rounding never
+    grows through the product, but in float32 every layer adds an error of order ``ε₃₂·√M`` to
+    entries that are often ~1/M; float64 keeps the accumulated error far below the float32 the
+    result is stored in, so stored rows are the rounding of the exact rollout of the captured
+    weights. The price is ``8·M²`` bytes (0.2 GB at ``M`` = 5000) and float64 matrix products, which
+    datacentre GPUs and CPUs run at half their float32 rate or better.
+    """
+
+    def __init__(self, n_layers: int, length: int, device, residual: float = ROLLOUT_RESIDUAL):
+        self.n_layers = int(n_layers)
+        self.length = int(length)
+        self.residual = float(residual)
+        self.layer = 0
+        self.rollout = torch.eye(self.length, dtype=torch.float64, device=device)
+        # weight above the diagonal, summed over layers (checked once at the end, without a sync per block)
+        self._acausal = torch.zeros((), dtype=torch.float64, device=device)
+
+    def update(self, layer: int, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+               scaling: float, n_kv_groups: int, window: int | None = None) -> None:
+        """Fold layer ``layer``'s weights into the rollout (arguments as in :func:`attention_rows`)."""
+        if layer != self.layer:
+            raise CaptureError(f"rollout: layer {layer} attended while layer {self.layer} was expected next")
+        if query.shape[0] != 1 or query.shape[2] != self.length or key.shape[2] != self.length:
+            raise CaptureError(
+                f"rollout: layer {layer} attended with {query.shape[2]} queries over {key.shape[2]} keys "
+                f"(batch {query.shape[0]}), expected one pass over all {self.length} positions"
+            )
+        heads, m = query.shape[1], self.length
+        cap = _ROLLOUT_BLOCK_BYTES if query.device.type != "cpu" else _CPU_ROLLOUT_BLOCK_BYTES
+        block = max(1, min(m, cap // (4 * heads * m)))
+        a, r = self.residual, self.rollout
+        for r0 in range(((m - 1) // block) * block, -1, -block):
+            r1 = min(m, r0 + block)
+            rows = torch.arange(r0, r1, device=query.device)
+            mean = attention_rows(query, key, attention_mask, scaling, rows, n_kv_groups, window).mean(dim=0)
+            mean = mean.to(torch.float64)  # [b, M]
+            self._acausal += mean[:, r1:].sum() + torch.triu(mean[:, r0:r1], diagonal=1).sum()
+            r[r0:r1, :r1] = torch.addmm(r[r0:r1, :r1], mean[:, :r1], r[:r1, :r1], beta=a, alpha=1 - a)
+        self.layer += 1
+
+    def rows(self, positions) -> torch.Tensor:
+        """``R_L[positions, :]`` ``[len, M]`` float32 on the CPU, once every layer has run."""
+        if self.layer != self.n_layers:
+            raise CaptureError(f"rollout: {self.layer} of {self.n_layers} language-model layers attended")
+        leak = float(self._acausal)
+        if leak > 0:
+            raise CaptureError(f"rollout: attention is not causal ({leak:.3g} weight on later keys)")
+        return self.rollout[torch.as_tensor(positions, device=self.rollout.device)].float().cpu()
+
+
+@contextlib.contextmanager
+def rolling_out(accumulator: RolloutAccumulator):
+    """Activate ``accumulator`` for attention calls inside the ``with`` block; no recorder records there."""
+    token = _ROLLOUT.set(accumulator)
+    off = _ACTIVE.set(None)
+    try:
+        yield accumulator
+    finally:
+        _ACTIVE.reset(off)
+        _ROLLOUT.reset(token)
+
+
+def _is_index(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, numbers.Integral) and x >= 0
+
+
+@dataclass
+class HeadAblation:
+    """Query heads of the language model whose attention output is replaced (see the module docstring).
+
+    ``heads``: layer → query heads of that layer (stored as sorted tuples without repeats); ``mode``:
+    ``"zero"`` (the head's output is 0) or ``"mean"`` (its mean over the query positions).
+    """
+
+    heads: dict[int, tuple[int, ...]]
+    mode: str
+
+    def __post_init__(self):
+        if self.mode not in ABLATION_MODES:
+            raise ValueError(f"ablation mode must be one of {ABLATION_MODES}, got {self.mode!r}")
+        heads = {}
+        for layer, hs in dict(self.heads).items():
+            if not _is_index(layer):
+                raise ValueError(f"ablation layers must be integers ≥ 0, got {layer!r}")
+            hs = tuple(hs)
+            if not all(_is_index(h) for h in hs):
+                raise ValueError(f"ablation heads of layer {layer} must be integers ≥ 0, got {list(hs)}")
+            if hs:
+                heads[int(layer)] = tuple(sorted({int(h) for h in hs}))
+        self.heads = heads
+
+    @classmethod
+    def from_pairs(cls, pairs, mode: str) -> HeadAblation:
+        """Ablation of the ``(layer, head)`` pairs of ``pairs``."""
+        heads: dict[int, list[int]] = {}
+        for layer, head in pairs:
+            heads.setdefault(int(layer), []).append(int(head))
+        return cls({layer: tuple(hs) for layer, hs in heads.items()}, mode)
+
+
+@dataclass
+class _ActiveAblation:
+    """An ablation inside one :func:`ablating` block, with the per-layer head means ``[B, 1, h, D]``
+    of its latest multi-position call (mode ``"mean"``)."""
+
+    ablation: HeadAblation
+    means: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def ablating(ablation: HeadAblation | None):
+    """Apply ``ablation`` (or nothing, for ``None``) to language-model attention calls in the block."""
+    token = _ABLATION.set(None if ablation is None else _ActiveAblation(ablation))
+    try:
+        yield ablation
+    finally:
+        _ABLATION.reset(token)
+
+
+def ablate_heads(out: torch.Tensor, layer: int, active: _ActiveAblation) -> torch.Tensor:
+    """SDPA output ``out [B, Q, H, D]`` of ``layer`` with the heads of ``active`` replaced (a copy)."""
+    heads = active.ablation.heads.get(layer)
+    if not heads:
+        return out
+    n_heads = out.shape[2]
+    if heads[-1] >= n_heads:
+        raise ValueError(f"ablation of layer {layer} names head {heads[-1]}, but the layer has {n_heads} heads")
+    idx = torch.tensor(heads, device=out.device)
+    out = out.clone()
+    if active.ablation.mode == "zero":
+        out[:, :, idx] = 0
+        return out
+    if out.shape[1] > 1:
+        mean = out[:, :, idx].float().mean(dim=1, keepdim=True).to(out.dtype)  # [B, 1, h, D]
+        active.means[layer] = mean
+    elif layer in active.means:
+        mean = active.means[layer]
+    else:
+        raise CaptureError(f"mean ablation of layer {layer}: a single-position call with no earlier "
+                           "multi-position call in this ablating block to take the head means from")
+    out[:, :, idx] = mean.expand(-1, out.shape[1], -1, -1)
+    return out
+
+
 def attention_rows(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -140,18 +337,27 @@ def attention_rows(
 
 
 def capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """``AttentionInterface`` function: SDPA output, plus recorded rows when a recorder is active."""
+    """``AttentionInterface`` function: SDPA output ``[B, Q, H, D]``, with the heads of an active
+    :class:`HeadAblation` replaced, plus recorded rows when a recorder is active and the rollout update
+    when an accumulator is."""
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    recorder = _ACTIVE.get()
+    active = _ABLATION.get()
+    if active is not None:
+        out = ablate_heads(out, module.layer_idx, active)
+    recorder, accumulator = _ACTIVE.get(), _ROLLOUT.get()
+    if recorder is None and accumulator is None:
+        return out, None
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
+    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+    if accumulator is not None:
+        accumulator.update(module.layer_idx, query, key, attention_mask, scale, groups, window)
     if recorder is not None:
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         is_prefill = query.shape[2] > 1
         if is_prefill:
             rows = recorder.prefill_positions.to(query.device)
         else:
             rows = torch.zeros(1, dtype=torch.long, device=query.device)
-        groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
-        window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
         a = attention_rows(query, key, attention_mask, scale, rows, groups, window)
         recorder.record(module.layer_idx, a, is_prefill, window)
     return out, None

@@ -17,7 +17,8 @@ import yaml
 from PIL import Image
 
 from .errors import ConfigError, InputError
-from .images.synthetic import DEFAULT_SCENES
+from .images import synthetic
+from .images.synthetic import CORNER_ANSWERS, CORNER_QUESTION, DEFAULT_SCENES
 from .metrics import METRICS
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
@@ -54,6 +55,8 @@ def validate(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
                            "ids name files and wildcards)")
             elif error.validator == "pattern" and error.schema.get("pattern") == "\\S":
                 message = "is empty"
+            elif error.validator == "oneOf" and "description" in error.schema:
+                message = f"{error.instance!r} is not valid: expected {' '.join(error.schema['description'].split())}"
             raise ConfigError(f"config {where}: {message}")
     return cfg
 
@@ -107,21 +110,62 @@ def check_image_file(path: str, key: str, base_dir: Path, max_pixels: int) -> tu
     return size
 
 
+def corner_pairs(cfg: dict) -> list[tuple[str, str]]:
+    """Image ids ``[(id_a, id_b), ...]`` of the config's corner pairs (``images.synthetic.corner_pairs``):
+    the same scene with (A) and without (B) one object in the top-left quadrant
+    (:func:`vlmattn.images.synthetic.corner_pair`)."""
+    return synthetic.corner_pairs(cfg["images"]["synthetic"].get("corner_pairs", 0))
+
+
+def corner_expected(cfg: dict) -> dict[str, str]:
+    """Expected answer to the question ``top_left`` of each corner-pair image: ``yes`` for A, ``no``
+    for B."""
+    return {i: ans for pair in corner_pairs(cfg) for i, ans in zip(pair, CORNER_ANSWERS)}
+
+
+def synthetic_ids(cfg: dict) -> list[str]:
+    """Ids of the images the pipeline draws: the named scenes, then the corner pairs (A, B, A, B, ...)."""
+    return list(cfg["images"]["synthetic"]["scenes"]) + [i for pair in corner_pairs(cfg) for i in pair]
+
+
 def image_ids(cfg: dict) -> list[str]:
-    """Ids of the config's own images: synthetic scenes, then ``images.files``."""
-    return list(cfg["images"]["synthetic"]["scenes"]) + list(cfg["images"]["files"])
+    """Ids of the config's own images: synthetic scenes, corner pairs, then ``images.files``."""
+    return synthetic_ids(cfg) + list(cfg["images"]["files"])
+
+
+def question_images(cfg: dict, question: str) -> list[str]:
+    """The config's images asked ``question``: its ``images`` (all by default); the ``top_left``
+    question is asked of every corner-pair image in any case."""
+    qc = cfg["questions"][question]
+    if "images" not in qc:
+        return image_ids(cfg)
+    imgs = list(qc["images"])
+    if question == CORNER_QUESTION:
+        listed = set(imgs)
+        imgs += [i for pair in corner_pairs(cfg) for i in pair if i not in listed]
+    return imgs
+
+
+def expected_answers(cfg: dict) -> dict[str, dict[str, str]]:
+    """question id → image id → expected answer: each question's ``expected``, plus the ``top_left``
+    answers of the corner pairs when the config has that question."""
+    out = {q: dict(qc["expected"]) for q, qc in cfg["questions"].items() if qc["expected"]}
+    if CORNER_QUESTION in cfg["questions"] and corner_pairs(cfg):
+        given = out.get(CORNER_QUESTION, {})
+        out[CORNER_QUESTION] = {**given, **{i: a for i, a in corner_expected(cfg).items() if i not in given}}
+    return out
 
 
 def samples(cfg: dict) -> list[Sample]:
     """The config's own samples: explicit ``samples``, or models × images × questions (respecting
-    each question's ``images``). Sample sheets add theirs in :func:`load_dataset`."""
+    each question's ``images``, :func:`question_images`). Sample sheets add theirs in
+    :func:`load_dataset`."""
     if cfg["samples"]:
         return [Sample(**s) for s in cfg["samples"]]
-    imgs = image_ids(cfg)
     out = []
     for m in cfg["models"]:
-        for q, qc in cfg["questions"].items():
-            for i in qc.get("images", imgs):
+        for q in cfg["questions"]:
+            for i in question_images(cfg, q):
                 out.append(Sample(m, i, q))
     return out
 
@@ -156,6 +200,100 @@ def check_boxes(objects: list[dict], size: tuple[int, int], key: str) -> None:
             raise InputError(f"{key}.objects[{k}].box: {o['box']} is not a box inside the {width}x{height} image")
 
 
+def contrast_questions(cc: dict) -> list[str]:
+    """The question ids of a contrast block (``question``: one id or a list)."""
+    q = cc["question"]
+    return [q] if isinstance(q, str) else list(q)
+
+
+def contrast_image_pairs(cfg: dict, name: str) -> list[tuple[str, str]]:
+    """Image-id pairs ``[(image_a, image_b), ...]`` of contrast ``name``: the corner pairs
+    (:func:`corner_pairs`) for ``pairs: corner_pairs``, else the listed pairs."""
+    pairs = cfg["contrasts"][name]["pairs"]
+    if pairs == "corner_pairs":
+        return corner_pairs(cfg)
+    return [(a, b) for a, b in pairs]
+
+
+def contrast_pairs(cfg: dict, name: str, model: str | None = None) -> list[tuple[Sample, Sample]]:
+    """Sample pairs ``[(sample_a, sample_b), ...]`` of contrast ``name`` (``cfg['contrasts'][name]``):
+    for each model (only ``model`` when given; else every model, model by model), each question of the
+    block, each image pair of :func:`contrast_image_pairs`, the samples ``(model, image_a, question)``
+    and ``(model, image_b, question)``. :func:`check` has made sure the pipeline extracts both."""
+    if name not in cfg["contrasts"]:
+        raise ConfigError(f"config contrasts.{name}: unknown contrast (known: {', '.join(cfg['contrasts']) or 'none'})")
+    if model is not None and model not in cfg["models"]:
+        raise ConfigError(f"config models.{model}: unknown model")
+    models = [model] if model is not None else list(cfg["models"])
+    questions = contrast_questions(cfg["contrasts"][name])
+    images = contrast_image_pairs(cfg, name)
+    return [(Sample(m, a, q), Sample(m, b, q)) for m in models for q in questions for a, b in images]
+
+
+def contrast_options(cfg: dict, name: str) -> dict:
+    """Keyword arguments of contrast ``name`` for :mod:`vlmattn.contrasts`: ``roi``; ``maps``
+    (``step_pool``, ``renormalize``, ``min_vision_share``, ``exclude_sinks``, ``sink_rule`` — the rule of
+    ``metrics.sinks``, or its schema defaults, when sinks are excluded, else None); ``head_pool``;
+    ``statistics`` (:func:`vlmattn.contrasts.stats.contrast_table`'s options), ``divergence``
+    (``epsilon``, ``top_fraction``), ``encoder`` (``sources``, ``head_pool``), ``rollout`` (``source``) and
+    ``causal`` (``enabled``, ``ks``, ``n_random``, ``mode``, ``seed``). E.g. ``head_contrast(a, b, o["roi"], **o["maps"], **o["statistics"])``."""
+    from .metrics import SINK_RULE_KEYS
+
+    if name not in cfg["contrasts"]:
+        raise ConfigError(f"config contrasts.{name}: unknown contrast (known: {', '.join(cfg['contrasts']) or 'none'})")
+    cc = cfg["contrasts"][name]
+    rule = None
+    if cc["exclude_sinks"]:
+        sinks = cfg["metrics"]["sinks"] if "sinks" in cfg["metrics"] else metric_defaults("sinks")
+        rule = {k: sinks[k] for k in SINK_RULE_KEYS}
+    roi = cc["roi"] if isinstance(cc["roi"], str) else tuple(cc["roi"])
+    return {"roi": roi,
+            "maps": {"step_pool": cc["step_pooling"], "renormalize": cc["renormalize"],
+                     "min_vision_share": cc["min_vision_share"], "exclude_sinks": cc["exclude_sinks"],
+                     "sink_rule": rule},
+            "head_pool": cc["head_pooling"], "statistics": dict(cc["statistics"]),
+            "divergence": dict(cc["divergence"]),
+            "encoder": {"sources": list(cc["encoder"]["sources"]), "head_pool": cc["encoder"]["head_pooling"]},
+            "rollout": dict(cc["rollout"]), "causal": dict(cc["causal"])}
+
+
+def check_contrasts(cfg: dict) -> None:
+    """Each contrast: its questions exist, its pairs name the config's images (two different ones),
+    there is at least one pair, a box ``roi`` has x0 < x1 and y0 < y1, every sample of every pair
+    is one the pipeline extracts (the question is asked of both images, for every model) and, with the
+    causal check on, every A image has an expected answer (the token whose log-probability it tracks)."""
+    imgs = set(image_ids(cfg))
+    extracted = set(samples(cfg))
+    for name, cc in cfg["contrasts"].items():
+        key = f"config contrasts.{name}"
+        for q in contrast_questions(cc):
+            if q not in cfg["questions"]:
+                raise ConfigError(f"{key}.question: unknown question {q!r}")
+        roi = cc["roi"]
+        if not isinstance(roi, str) and not (roi[0] < roi[2] and roi[1] < roi[3]):
+            raise ConfigError(f"{key}.roi: need x0 < x1 and y0 < y1, got {list(roi)}")
+        if cc["pairs"] == "corner_pairs" and not corner_pairs(cfg):
+            raise ConfigError(f"{key}.pairs: corner_pairs needs images.synthetic.corner_pairs > 0")
+        if cc["pairs"] != "corner_pairs":
+            for k, (a, b) in enumerate(cc["pairs"]):
+                for i in (a, b):
+                    if i not in imgs:
+                        raise ConfigError(f"{key}.pairs[{k}]: unknown image {i!r}")
+                if a == b:
+                    raise ConfigError(f"{key}.pairs[{k}]: both images are {a!r}")
+        expected = expected_answers(cfg)
+        for sa, sb in contrast_pairs(cfg, name):
+            if cc["causal"]["enabled"] and sa.image not in expected.get(sa.question, {}):
+                raise ConfigError(f"{key}.causal: image {sa.image!r} of condition A has no expected answer to "
+                                  f"question {sa.question!r} (questions.{sa.question}.expected); give one or set "
+                                  "causal.enabled: false")
+            for s in (sa, sb):
+                if s not in extracted:
+                    raise ConfigError(f"{key}: question {s.question!r} is not asked of image {s.image!r} "
+                                      f"(model {s.model}); add the image to questions.{s.question}.images "
+                                      "(or the sample to samples)")
+
+
 def check(cfg: dict, base_dir: Path) -> None:
     """Cross-reference checks the schema cannot express; raises on the first problem."""
     unknown = [s for s in cfg["images"]["synthetic"]["scenes"] if s not in DEFAULT_SCENES]
@@ -171,7 +309,7 @@ def check(cfg: dict, base_dir: Path) -> None:
                 )
         if mc.get("small_area", 0) >= mc.get("large_area", 1):
             raise ConfigError(f"config metrics.{name}: small_area must be below large_area")
-    dup = set(cfg["images"]["synthetic"]["scenes"]) & set(cfg["images"]["files"])
+    dup = set(synthetic_ids(cfg)) & set(cfg["images"]["files"])
     if dup:
         raise ConfigError(f"config images.files.{sorted(dup)[0]}: id is also a synthetic scene")
     for m, mc in cfg["models"].items():
@@ -186,6 +324,12 @@ def check(cfg: dict, base_dir: Path) -> None:
         for i in list(qc.get("images", [])) + list(qc["expected"]):
             if i not in imgs:
                 raise ConfigError(f"config questions.{q}: unknown image {i!r}")
+    if CORNER_QUESTION in cfg["questions"]:
+        given = cfg["questions"][CORNER_QUESTION]["expected"]
+        for i, ans in corner_expected(cfg).items():
+            if i in given and given[i].lower() != ans:
+                raise ConfigError(f"config questions.{CORNER_QUESTION}.expected.{i}: {given[i]!r} contradicts the "
+                                  f"corner pair's {ans!r}")
     val = cfg.get("validation")
     if val:
         for key in ("trained", "untrained"):
@@ -201,6 +345,7 @@ def check(cfg: dict, base_dir: Path) -> None:
         for key, pool in (("model", cfg["models"]), ("image", imgs), ("question", cfg["questions"])):
             if s[key] not in pool:
                 raise ConfigError(f"config samples[{k}].{key}: unknown {key} {s[key]!r}")
+    check_contrasts(cfg)
 
 
 def load_config(config: dict | str | Path, base_dir: str | Path = ".") -> dict:
@@ -252,10 +397,10 @@ def load_dataset(cfg: dict, base_dir: str | Path = ".") -> Dataset:
     base = Path(base_dir)
     res = cfg["results"]
     images = {i: ImageSource(f"{res}/images/{i}.png", annotation=f"{res}/images/{i}.json")
-              for i in cfg["images"]["synthetic"]["scenes"]}
+              for i in synthetic_ids(cfg)}
     images.update({i: ImageSource(spec["path"], list(spec["objects"])) for i, spec in cfg["images"]["files"].items()})
     questions = {q: qc["text"] for q, qc in cfg["questions"].items()}
-    expected = {q: dict(qc["expected"]) for q, qc in cfg["questions"].items() if qc["expected"]}
+    expected = expected_answers(cfg)
     out = samples(cfg)
     for k, spec in enumerate(cfg["sheets"]):
         sheet = read_sheet(spec["path"], base)

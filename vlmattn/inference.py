@@ -13,7 +13,7 @@ from PIL import Image
 
 from . import __version__
 from .adapters import Adapter, get_adapter
-from .capture import CAPTURE_IMPL, AttentionRecorder, CaptureError, recording
+from .capture import CAPTURE_IMPL, AttentionRecorder, CaptureError, RolloutAccumulator, recording, rolling_out
 from .errors import InputError, ModelError
 from .images.convert import to_rgb
 from .store import AttentionSample, settings_json
@@ -111,6 +111,23 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(settings_json(settings).encode()).hexdigest()[:16]
 
 
+def model_inputs(lm: LoadedModel, image: Image.Image, question: str):
+    """The model's inputs for one (image, question): the adapter's chat prompt through the processor
+    (batch of 1) on the model's device, floating-point pixels in the model's dtype. Raises
+    :class:`InputError` for an image smaller than one patch or one the processor rejects."""
+    patch = int(getattr(lm.model.config.vision_config, "patch_size", 1))
+    if min(image.size) < patch:
+        raise InputError(f"model {lm.model_id!r}: image of {image.size[0]}x{image.size[1]} pixels is smaller than "
+                         f"one {patch}-pixel patch of its vision encoder")
+    try:
+        inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({_brief(e)})") from e
+    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+        inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
+    return inputs
+
+
 @torch.no_grad()
 def capture_attention(
     lm: LoadedModel,
@@ -123,6 +140,7 @@ def capture_attention(
     vision_encoder: bool = True,
     vision_full: bool = False,
     vision_rollout: bool = True,
+    llm_rollout: bool = False,
     meta: dict | None = None,
 ) -> AttentionSample:
     """Greedy generation with row-selective capture.
@@ -133,18 +151,12 @@ def capture_attention(
     :mod:`vlmattn.vision`); ``vision_full`` also keeps its full ``[L, H, T, T]`` weights per image,
     ``vision_rollout=False`` skips the rollout (about one more weight computation per full-attention
     encoder layer).
+
+    ``llm_rollout`` adds the language model's attention rollout (:func:`llm_rollout_rows`):
+    ``rollout_decode [T, N + T − 1]`` and ``rollout_prefill [R, N]``, from one more forward pass.
     """
     torch.manual_seed(seed)
-    patch = int(getattr(lm.model.config.vision_config, "patch_size", 1))
-    if min(image.size) < patch:
-        raise InputError(f"model {lm.model_id!r}: image of {image.size[0]}x{image.size[1]} pixels is smaller than "
-                         f"one {patch}-pixel patch of its vision encoder")
-    try:
-        inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({_brief(e)})") from e
-    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-        inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
+    inputs = model_inputs(lm, image, question)
     ids = inputs["input_ids"][0]
     n = int(ids.shape[0])
     max_pos = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
@@ -179,6 +191,12 @@ def capture_attention(
     except CaptureError as e:
         raise ModelError(f"model {lm.model_id!r}: attention capture failed ({e})") from e
     gen = out[0, n:].cpu()
+    rollout_decode = rollout_prefill = None
+    if llm_rollout:
+        try:
+            rollout_decode, rollout_prefill = llm_rollout_rows(lm, inputs, out[0, : n + len(gen) - 1], stored)
+        except CaptureError as e:
+            raise ModelError(f"model {lm.model_id!r}: language-model rollout failed ({e})") from e
     n_layers = len(recorder.prefill)
     expected = lm.model.config.get_text_config().num_hidden_layers
     if n_layers != expected or any(len(recorder.decode.get(k, [])) != len(gen) - 1 for k in range(n_layers)):
@@ -204,6 +222,7 @@ def capture_attention(
         "vision_encoder": vision_encoder,
         "vision_full": vision_full,
         "vision_rollout": vision_rollout,
+        "llm_rollout": llm_rollout,
     }
     attrs = {
         "model_id": lm.model_id,
@@ -236,7 +255,44 @@ def capture_attention(
         prefill_positions=stored,
         attrs=attrs,
         vision_encoder=vision,
+        rollout_decode=None if rollout_decode is None else rollout_decode.numpy(),
+        rollout_prefill=None if rollout_prefill is None else rollout_prefill.numpy(),
     )
+
+
+@torch.no_grad()
+def llm_rollout_rows(lm: LoadedModel, inputs, ids: torch.Tensor, prefill_positions: np.ndarray
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rollout rows of the language model over the prompt and the generated tokens but the last.
+
+    ``inputs``: the processor's tensors of the ``N``-token prompt; ``ids`` ``[M]``, ``M = N + T − 1``:
+    the prompt followed by the generated tokens except the last. One forward pass over the ``M``
+    positions (same image inputs, attention mask of ones, per-token inputs such as Qwen's
+    ``mm_token_type_ids`` extended with 0 = text, no cache) runs with a :class:`RolloutAccumulator`
+    active and no recorder, so that it ends with ``R_L`` (``Ã_l = a·I + (1−a)·mean_h A_l``,
+    ``R_l = Ã_l·R_{l−1}``, ``R_0 = I``, ``a`` = :data:`vlmattn.store.ROLLOUT_RESIDUAL`).
+
+    Returns float32 on the CPU: ``decode [T, M]`` with row ``t`` = ``R_L[N − 1 + t, :]`` (the query
+    that predicts generated token ``t``; zero past its own position), and ``prefill [R, N]`` =
+    ``R_L[prefill_positions, :N]``.
+    """
+    n, m = int(inputs["input_ids"].shape[1]), int(ids.shape[0])
+    run = {}
+    for k, v in inputs.items():
+        if k == "input_ids":
+            v = ids[None].to(v.device)
+        elif k == "attention_mask":
+            v = torch.ones(1, m, dtype=v.dtype, device=v.device)
+        elif torch.is_tensor(v) and v.dim() == 2 and v.shape == (1, n):
+            v = torch.cat([v, v.new_zeros(1, m - n)], dim=1)
+        run[k] = v
+    n_layers = lm.model.config.get_text_config().num_hidden_layers
+    acc = RolloutAccumulator(n_layers, m, lm.device)
+    with rolling_out(acc), vision_recording(None):
+        lm.model(**run, use_cache=False, logits_to_keep=1)
+    decode = acc.rows(np.arange(n - 1, m))
+    prefill = acc.rows(prefill_positions)[:, :n]
+    return decode, prefill
 
 
 def open_image(path) -> Image.Image:

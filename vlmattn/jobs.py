@@ -47,11 +47,16 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     write_tables([df], path)
 
 
-def draw_scene(image_id: str, size: int, png: str, ann: str) -> None:
-    from .images.synthetic import DEFAULT_SCENES, write_scene
+def draw_scene(image_id: str, size: int, png: str, ann: str, shapes: list[dict] | None = None, seed: int = 0) -> None:
+    """Draw synthetic image ``image_id`` and its annotation: the given ``shapes`` (``scene_spec``
+    dicts), or else the scene's own (:func:`vlmattn.images.synthetic.scene_shapes` with ``seed``)."""
+    from .images.synthetic import scene_shapes, shapes_from_spec, write_scene
 
     Path(png).parent.mkdir(parents=True, exist_ok=True)
-    write_scene(image_id, DEFAULT_SCENES[image_id], size, Path(png), Path(ann))
+    drawn = shapes_from_spec(shapes) if shapes is not None else scene_shapes(image_id, seed)
+    log.info("scene %s (%dx%d): %s", image_id, size, size, json.dumps([{"label": s.label, "colour": s.colour,
+                                                                        "box": list(s.box)} for s in drawn]))
+    write_scene(image_id, drawn, size, Path(png), Path(ann))
 
 
 def build_model(build: dict, out_dir: str, threads: int = 1, family: str = "llava") -> None:
@@ -197,6 +202,7 @@ def _run_sample(lm, sm: dict, settings: dict, seed: int):
     s = capture_attention(lm, open_image(sm["image"]), sm["question"], max_new_tokens=settings["max_new_tokens"],
             prefill_rows=settings["prefill_rows"], seed=seed, vision_encoder=venc.get("enabled", True),
             vision_full=venc.get("full", False), vision_rollout=venc.get("rollout", True),
+            llm_rollout=settings.get("llm_rollout", False),
             meta={"image_id": sm["image_id"], "image_path": str(sm["image"]), "question_id": sm["question_id"]})
     s.boxes = np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
     s.labels = [o["label"] for o in objects]
@@ -389,3 +395,80 @@ def normalise_answer(text: str) -> str:
     """First word, lower-cased, punctuation stripped."""
     words = text.strip().split()
     return words[0].strip(".,!?;:\"'").lower() if words else ""
+
+
+def _labelled(df: pd.DataFrame, labels: dict) -> pd.DataFrame:
+    """``df`` with the ``labels`` (e.g. contrast, model) as its first columns."""
+    return pd.concat([pd.DataFrame({k: [v] * len(df) for k, v in labels.items()}, index=df.index), df], axis=1)
+
+
+@one_line_errors()
+def contrast(analysis: str, files_a: list[str], files_b: list[str], options: dict, labels: dict,
+             outputs: list[str]) -> None:
+    """Contrast ``analysis`` (:mod:`vlmattn.contrasts.analyses`) of the pairs ``zip(files_a, files_b)``;
+    its tables, labelled (``contrast``, ``model`` first), to ``outputs`` in the order of
+    ``TABLES[analysis]``. A problem with the pairs' data stops the job with one line naming the
+    contrast."""
+    from .contrasts.analyses import TABLES, run
+    from .errors import InputError
+
+    log.info("contrast %s: %s over %d pairs", labels, analysis, len(files_a))
+    try:
+        tables = run(analysis, files_a, files_b, options)
+    except ValueError as e:
+        raise InputError(f"contrast {labels.get('contrast')} ({labels.get('model')}), {analysis}: {e}") from e
+    for name, out in zip(TABLES[analysis], outputs, strict=True):
+        write_table(_labelled(tables[name], labels), out)
+
+
+def contrast_table(inputs: list[str], out: str) -> None:
+    """The per-(contrast, model) tables ``inputs`` concatenated in the given order, cells as written."""
+    write_tables([pd.read_csv(p, dtype=str, keep_default_na=False) for p in inputs], out)
+
+
+@one_line_errors()
+def causal(model: dict, items: list[dict], heads_table: str, options: dict, labels: dict, outputs: list[str],
+           threads: int = 1) -> None:
+    """The causal check of one contrast and model (:func:`vlmattn.contrasts.ablation.causal_table`):
+    ``items`` (``image``, ``question``, ``answer``) are the A images; the heads are ranked by the
+    ``rank`` column of the contrast's ``heads_table``. Writes the summary and the draws to ``outputs``."""
+    import torch
+
+    from .contrasts.ablation import answer_token_id, causal_table
+    from .inference import load_model, open_image
+
+    torch.set_num_threads(threads)
+    heads = pd.read_csv(heads_table).sort_values("rank", kind="stable")
+    ranked = [(int(r.layer), int(r.head)) for r in heads.itertuples() if pd.notna(r.rank)]
+    lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
+                    model.get("device", "cpu"))
+    work = [(open_image(it["image"]), it["question"], answer_token_id(lm, it["answer"])) for it in items]
+    summary, draws = causal_table(lm, work, ranked, ks=options["ks"], n_random=options["n_random"],
+                                  seed=options["seed"], mode=options["mode"])
+    for df, out in zip((summary, draws), outputs, strict=True):
+        write_table(_labelled(df, labels), out)
+
+
+@one_line_errors()
+def plot_contrast(heads_table: str, encoder_summary: str, files_a: list[str], files_b: list[str], roi,
+                  labels: tuple[str, str], title: str, outputs: list[str]) -> None:
+    """The contrast figures (:mod:`vlmattn.contrasts.plots`) of one contrast and model, in the order
+    top_heads, head_heatmap, encoder_divergence, overlay."""
+    from .contrasts import plots
+    from .store import read_sample
+
+    top, heat, enc, overlay = (Path(p) for p in outputs)
+    heads = pd.read_csv(heads_table)
+    plots.top_heads(heads, top, title=title, k=10)
+    plots.head_heatmap(heads, heat, title=title)
+    plots.encoder_divergence(pd.read_csv(encoder_summary, dtype={"layer": str}), enc, title=title)
+    plots.overlays([read_sample(f) for f in files_a[:3]], [read_sample(f) for f in files_b[:3]], overlay,
+                   roi=roi, labels=labels, title=title)
+
+
+@one_line_errors()
+def plot_causal(summary: str, draws: str, title: str, out: str) -> None:
+    """The causal check's figure (:func:`vlmattn.contrasts.plots.causal`)."""
+    from .contrasts import plots
+
+    plots.causal(pd.read_csv(summary), pd.read_csv(draws), Path(out), title=title)

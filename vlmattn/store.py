@@ -22,6 +22,10 @@ Layout (documented field by field in ``docs/hdf5-schema.md``)::
                             (rows on absolute key positions: keys outside a sliding window are 0)
     /attention/prefill      [L, H, R, N] f16|f32 prefill rows for prompt positions below
     /attention/prefill_positions [R] int64
+    /attention/rollout_decode [T, K] float32   (optional, extraction.llm_rollout) language-model rollout
+                            row R_L[N−1+t, :] of the query predicting token t, keys as in decode
+                            (K = N + T − 1, zero past the row's own position), see vlmattn.capture
+    /attention/rollout_prefill [R, N] float32  (optional) rollout rows R_L[p, :N] of prefill_positions
     /vision_encoder/...     (optional) per-patch vision-encoder attention, see vlmattn.vision:
         patch_grid [I, 2], patch_spans [I, 2], patch_boxes [P, 4], patch_token [P],
         received [L, H, P], cls_attention [L, H, P|0], rollout_received [L, P],
@@ -77,7 +81,11 @@ class VisionEncoderAttention:
 
 @dataclass
 class AttentionSample:
-    """Everything cached for one sample; arrays as in the module docstring."""
+    """Everything cached for one sample; arrays as in the module docstring.
+
+    ``rollout_decode [T, N + T − 1]`` and ``rollout_prefill [R, N]`` (float32) are None unless the
+    language-model rollout was extracted (``extraction.llm_rollout``).
+    """
 
     input_ids: np.ndarray
     input_tokens: list[str]
@@ -97,6 +105,8 @@ class AttentionSample:
     colours: list[str] = field(default_factory=list)
     vision_encoder: VisionEncoderAttention | None = None
     cls_positions: np.ndarray | None = None
+    rollout_decode: np.ndarray | None = None
+    rollout_prefill: np.ndarray | None = None
 
     def __post_init__(self):
         if self.cls_positions is None:
@@ -179,6 +189,11 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
             pre = _cast(s.prefill, attention_dtype)
             a.create_dataset("prefill", data=pre, chunks=(1, *pre.shape[1:]) if pre.size else None, **(kw if pre.size else {}))
             a.create_dataset("prefill_positions", data=s.prefill_positions.astype(np.int64), track_times=False)
+            for name in ("rollout_decode", "rollout_prefill"):
+                r = getattr(s, name)
+                if r is not None:
+                    r = np.asarray(r, np.float32)  # products of many weights: float16 loses too much
+                    a.create_dataset(name, data=r, **(kw if r.size else {}))
             if s.vision_encoder is not None:
                 _write_vision_encoder(f, s.vision_encoder, attention_dtype, kw)
         os.replace(tmp, path)
@@ -245,14 +260,22 @@ def read_sample(path: str | Path) -> AttentionSample:
     except (OSError, KeyError) as e:
         what = "dataset missing" if isinstance(e, KeyError) else "truncated or not HDF5"
         raise InputError(f"{path}: not a readable attention cache file ({what}: {str(e).splitlines()[0][:120]})") from None
-    for name in ("decode", "prefill"):
+    axes = {"decode": ("step", "layer", "head"), "prefill": ("layer", "head", "row"),
+            "rollout_decode": ("step", "key"), "rollout_prefill": ("row", "key")}
+    for name, names in axes.items():
         a = getattr(sample, name)
+        if a is None:
+            continue
         bad = ~np.isfinite(a)
         if bad.any():
-            where = ", ".join(f"{ax} {i}" for ax, i in zip(("step", "layer", "head") if name == "decode" else
-                                                            ("layer", "head", "row"), np.argwhere(bad)[0]))
+            where = ", ".join(f"{ax} {i}" for ax, i in zip(names, np.argwhere(bad)[0]))
             raise InputError(f"{path}: attention/{name} holds {int(bad.sum())} NaN or infinite values (first at {where})")
     return sample
+
+
+def _optional(f, name: str) -> np.ndarray | None:
+    """Float32 dataset ``name``, or None for files written without it."""
+    return f[name][()].astype(np.float32) if name in f else None
 
 
 def _read(f, path: Path) -> AttentionSample:
@@ -282,6 +305,8 @@ def _read(f, path: Path) -> AttentionSample:
         prefill_positions=f["attention/prefill_positions"][()],
         attrs=attrs,
         vision_encoder=_read_vision_encoder(f),
+        rollout_decode=_optional(f, "attention/rollout_decode"),
+        rollout_prefill=_optional(f, "attention/rollout_prefill"),
     )
 
 

@@ -52,10 +52,16 @@ class Adapter:
     family: str = ""
     model_types: tuple[str, ...] = ()
 
+    def messages(self, question: str, answer: str | None = None) -> list[dict]:
+        """Chat messages of one image + ``question``, and the assistant's ``answer`` if given."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        if answer is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        return messages
+
     def build_inputs(self, processor, image: Image.Image, question: str):
         """Chat-template prompt with one image; returns the processor's tensors (batch of 1)."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+        prompt = processor.apply_chat_template(self.messages(question), add_generation_prompt=True)
         return processor(images=image, text=prompt, return_tensors="pt")
 
     def vision_layout(self, model, processor, inputs, image_size: tuple[int, int]) -> VisionLayout:

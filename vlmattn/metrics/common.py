@@ -272,16 +272,24 @@ def token_areas(sample: AttentionSample) -> np.ndarray:
 
 def box_mask(sample: AttentionSample, box) -> np.ndarray:
     """Tokens ``[V]`` (bool) whose centre lies in the normalised ``box = (x0, y0, x1, y1)``; if none,
-    the token(s) whose box contains the box centre."""
+    the token(s) whose box contains the box centre (:func:`centre_mask` of the token boxes)."""
+    return centre_mask(sample.token_boxes, sample.image_size, box)
+
+
+def centre_mask(pixel_boxes: np.ndarray, image_size, box) -> np.ndarray:
+    """Cells ``[N]`` (bool) of ``pixel_boxes [N, 4]`` (x0, y0, x1, y1 in pixels of an image of
+    ``image_size = (width, height)``) whose centre lies in the normalised ``box = (x0, y0, x1, y1)``
+    (half-open, ``x0 ≤ x < x1``); if none, the cell(s) whose box contains the box centre."""
     x0, y0, x1, y1 = box
-    c = sample.token_centres
-    m = (c[:, 0] >= x0) & (c[:, 0] < x1) & (c[:, 1] >= y0) & (c[:, 1] < y1)
+    w, h = image_size
+    b = np.asarray(pixel_boxes).reshape(-1, 4)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h  # as AttentionSample.token_centres
+    m = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
     if m.any():
         return m
-    w, h = sample.image_size
-    tb = sample.token_boxes / np.array([w, h, w, h], np.float64)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return (tb[:, 0] <= cx) & (cx < tb[:, 2]) & (tb[:, 1] <= cy) & (cy < tb[:, 3])
+    tb = b / np.array([w, h, w, h], np.float64)
+    bx, by = (x0 + x1) / 2, (y0 + y1) / 2
+    return (tb[:, 0] <= bx) & (bx < tb[:, 2]) & (tb[:, 1] <= by) & (by < tb[:, 3])
 
 
 @dataclass

@@ -1,0 +1,323 @@
+"""Head ablation in the capture attention function and the causal table of ranked heads.
+
+Independent references: zero-ablating a head equals zeroing that head's input columns of ``o_proj``
+in a copy of the weights; forward pre-hooks on ``o_proj`` see each head's slice of the attention
+output, which must be untouched for other heads and earlier layers and 0 / the mean over positions
+(float64 reference) for the ablated head; the causal table's figures are recomputed from
+:func:`answer_logprob` and from its own draws.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from vlmattn.capture import CaptureError, HeadAblation, ablating
+from vlmattn.contrasts.ablation import answer_logprob, answer_token_id, causal_table
+from vlmattn.inference import capture_attention, model_inputs
+
+FAMILIES = ("llava", "qwen2_5_vl")
+QUESTION = "Is there anything in the top left corner?"
+
+
+def scene(x: int = 10, colour=(200, 40, 40)) -> Image.Image:
+    im = Image.new("RGB", (64, 48), (0, 0, 0))
+    ImageDraw.Draw(im).ellipse([x, 5, x + 25, 30], fill=colour)
+    return im
+
+
+def layers(lm):
+    return lm.model.model.language_model.layers
+
+
+def sizes(lm) -> tuple[int, int, int]:
+    cfg = lm.model.config.get_text_config()
+    return cfg.num_hidden_layers, cfg.num_attention_heads, layers(lm)[0].self_attn.head_dim
+
+
+@torch.no_grad()
+def logits(model, inputs) -> torch.Tensor:
+    return model(**inputs, use_cache=False).logits[0]
+
+
+@torch.no_grad()
+def o_proj_inputs(lm, inputs, ablation=None) -> list[torch.Tensor]:
+    """Input ``[Q, H·D]`` of every layer's ``o_proj`` in one forward pass."""
+    seen = []
+    hooks = [layer.self_attn.o_proj.register_forward_pre_hook(lambda m, args: seen.append(args[0][0].clone()))
+             for layer in layers(lm)]
+    try:
+        with ablating(ablation):
+            lm.model(**inputs, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+# ------------------------------------------------------------------------------ capture function
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("heads", [{0: (1,)}, {1: (3,)}, {0: (0, 2), 1: (1,)}])
+def test_zero_ablation_equals_zeroed_o_proj_columns(loaded, family, heads):
+    lm = loaded(family)
+    inputs = model_inputs(lm, scene(), QUESTION)
+    _, _, dim = sizes(lm)
+    edited = copy.deepcopy(lm.model)
+    with torch.no_grad():
+        for layer, hs in heads.items():
+            weight = edited.model.language_model.layers[layer].self_attn.o_proj.weight
+            for h in hs:
+                weight[:, h * dim:(h + 1) * dim] = 0
+    want = logits(edited, inputs)
+    with ablating(HeadAblation(heads, "zero")):
+        got = logits(lm.model, inputs)
+    base = logits(lm.model, inputs)
+    assert (got - base).abs().max() > 1e-4  # the ablation changes the output
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+@pytest.mark.parametrize("layer, head", [(0, 2), (1, 1)])
+def test_o_proj_inputs_of_ablated_run(loaded, family, mode, layer, head):
+    lm = loaded(family)
+    inputs = model_inputs(lm, scene(), QUESTION)
+    n_layers, n_heads, dim = sizes(lm)
+    base = o_proj_inputs(lm, inputs)
+    got = o_proj_inputs(lm, inputs, HeadAblation({layer: (head,)}, mode))
+    assert len(base) == len(got) == n_layers
+    for earlier in range(layer):
+        assert torch.equal(got[earlier], base[earlier])
+    b = base[layer].reshape(-1, n_heads, dim)
+    g = got[layer].reshape(-1, n_heads, dim)
+    others = [h for h in range(n_heads) if h != head]
+    assert torch.equal(g[:, others], b[:, others])
+    if mode == "zero":
+        assert (g[:, head] == 0).all()
+    else:
+        want = b[:, head].double().mean(dim=0)
+        assert (g[:, head] == g[:1, head]).all()  # one vector at every position
+        torch.testing.assert_close(g[0, head].double(), want, atol=1e-7, rtol=1e-6)
+    if layer + 1 < n_layers:
+        assert not torch.equal(got[layer + 1], base[layer + 1])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mean_ablation_in_decode_reuses_the_prefill_mean(loaded, family):
+    lm = loaded(family)
+    inputs = model_inputs(lm, scene(), QUESTION)
+    _, n_heads, dim = sizes(lm)
+    layer, head, steps = 1, 2, 3
+    seen = []
+    hook = layers(lm)[layer].self_attn.o_proj.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0][0].reshape(-1, n_heads, dim)[:, head].clone()))
+    try:
+        base = o_proj_inputs(lm, inputs)[layer].reshape(-1, n_heads, dim)[:, head]
+        seen.clear()
+        with torch.no_grad(), ablating(HeadAblation({layer: (head,)}, "mean")):
+            lm.model.generate(**inputs, max_new_tokens=steps, do_sample=False)
+    finally:
+        hook.remove()
+    assert len(seen) == steps and seen[0].shape[0] == base.shape[0]
+    assert (seen[0] == seen[0][:1]).all()  # the prefill mean at every prompt position
+    torch.testing.assert_close(seen[0][0].double(), base.double().mean(dim=0), atol=1e-7, rtol=1e-6)
+    for step in seen[1:]:  # each decode step: one position, the prefill's mean
+        assert step.shape[0] == 1 and torch.equal(step[0], seen[0][0])
+
+
+def test_mean_ablation_of_a_lone_decode_call_raises(loaded):
+    lm = loaded("llava")
+    ids = torch.tensor([[1]])
+    with ablating(HeadAblation({0: (0,)}, "mean")), pytest.raises(CaptureError, match="single-position"):
+        lm.model.model.language_model(input_ids=ids, use_cache=False)
+    with ablating(HeadAblation({0: (0,)}, "zero")):  # zero needs no prefill
+        lm.model.model.language_model(input_ids=ids, use_cache=False)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_leaving_the_context_restores_the_model(loaded, family):
+    lm = loaded(family)
+    inputs = model_inputs(lm, scene(), QUESTION)
+    base = logits(lm.model, inputs)
+    with ablating(HeadAblation({0: (0, 1), 1: (3,)}, "mean")):
+        assert not torch.equal(logits(lm.model, inputs), base)
+    assert torch.equal(logits(lm.model, inputs), base)
+    with pytest.raises(RuntimeError, match="inside"), ablating(HeadAblation({0: (1,)}, "zero")):
+        raise RuntimeError("inside")
+    assert torch.equal(logits(lm.model, inputs), base)
+    with ablating(None):
+        assert torch.equal(logits(lm.model, inputs), base)
+
+
+def test_capture_under_ablation_records_and_generates(loaded):
+    lm = loaded("llava")
+    plain = capture_attention(lm, scene(), QUESTION, max_new_tokens=3, vision_encoder=False)
+    with ablating(HeadAblation({0: (0, 1, 2, 3), 1: (0, 1, 2, 3)}, "zero")):
+        ablated = capture_attention(lm, scene(), QUESTION, max_new_tokens=3, vision_encoder=False)
+    # layer 0's attention weights do not depend on any attention output; step 0's row is the prefill's
+    np.testing.assert_array_equal(ablated.decode[0, 0], plain.decode[0, 0])
+    assert not np.array_equal(ablated.decode[0, 1], plain.decode[0, 1])
+
+
+def test_bad_ablations():
+    with pytest.raises(ValueError, match="mode"):
+        HeadAblation({0: (1,)}, "noise")
+    with pytest.raises(ValueError, match="heads of layer 0"):
+        HeadAblation({0: (-1,)}, "zero")
+    with pytest.raises(ValueError, match="layers"):
+        HeadAblation({"0": (1,)}, "zero")
+    assert HeadAblation({0: [3, 1, 3], 2: ()}, "zero").heads == {0: (1, 3)}
+    assert HeadAblation.from_pairs([(1, 2), (0, 1), (1, 0)], "mean").heads == {0: (1,), 1: (0, 2)}
+
+
+def test_head_outside_the_layer_raises(loaded):
+    lm = loaded("llava")
+    with pytest.raises(ValueError, match="names head 4, but the layer has 4 heads"):
+        answer_logprob(lm, scene(), QUESTION, 5, HeadAblation({0: (4,)}, "zero"))
+
+
+# ---------------------------------------------------------------------------------- answer token
+@pytest.mark.parametrize("family, answer", [("llava", "yes"), ("llava", "circle"), ("qwen2_5_vl", "red"),
+                                            ("qwen2_5_vl", "yes")])
+def test_answer_token_is_the_generated_first_token(loaded, family, answer):
+    """The model is made to reply ``answer`` (a hook adds +100 to the logit of the reply's next token,
+    the tokens being those that follow the prompt in the processor's encoding of the conversation);
+    the first token of its stored reply text is then the first token it generated."""
+    lm = loaded(family)
+    messages = lm.adapter.messages(QUESTION)
+    prompt = lm.processor.apply_chat_template(messages, add_generation_prompt=True)
+    full = lm.processor.apply_chat_template(lm.adapter.messages(QUESTION, answer))
+    p_ids = lm.processor(images=scene(), text=prompt, return_tensors="pt")["input_ids"][0].tolist()
+    f_ids = lm.processor(images=scene(), text=full, return_tensors="pt")["input_ids"][0].tolist()
+    assert f_ids[: len(p_ids)] == p_ids
+    reply = f_ids[len(p_ids):]
+    calls = []
+
+    def plant(module, args, out):
+        out[:, -1, reply[min(len(calls), len(reply) - 1)]] += 100.0
+        calls.append(1)
+        return out
+
+    hook = lm.model.lm_head.register_forward_hook(plant)
+    try:
+        s = capture_attention(lm, scene(), QUESTION, max_new_tokens=len(reply), vision_encoder=False)
+    finally:
+        hook.remove()
+    assert s.generated_ids.tolist() == reply[: len(s.generated_ids)]
+    assert s.attrs["generated_text"] == answer
+    assert answer_token_id(lm, s.attrs["generated_text"]) == s.generated_ids[0]
+
+
+def test_answer_token_rejects_empty(loaded):
+    with pytest.raises(ValueError, match="non-empty"):
+        answer_token_id(loaded("llava"), " ")
+
+
+def test_answer_logprob_is_the_log_softmax_of_the_last_logits(loaded):
+    lm = loaded("qwen2_5_vl")
+    token = answer_token_id(lm, "yes")
+    inputs = model_inputs(lm, scene(), QUESTION)
+    want = torch.log_softmax(logits(lm.model, inputs)[-1].double(), -1)[token].item()
+    assert answer_logprob(lm, scene(), QUESTION, token) == pytest.approx(want, abs=1e-5)
+    ablation = HeadAblation({1: (0,)}, "zero")
+    with ablating(ablation):
+        want_ablated = torch.log_softmax(logits(lm.model, inputs)[-1].double(), -1)[token].item()
+    assert answer_logprob(lm, scene(), QUESTION, token, ablation) == pytest.approx(want_ablated, abs=1e-5)
+    assert abs(want_ablated - want) > 1e-4
+
+
+# ---------------------------------------------------------------------------------- causal table
+@pytest.fixture(scope="module")
+def causal_setup(loaded):
+    lm = loaded("llava")
+    token = answer_token_id(lm, "yes")
+    items = [(scene(x, c), QUESTION, token) for x, c in [(5, (200, 40, 40)), (20, (40, 200, 40)), (30, (40, 40, 200))]]
+    n_layers, n_heads, _ = sizes(lm)
+    ranked = [(layer, head) for layer in reversed(range(n_layers)) for head in range(n_heads)]
+    return lm, items, ranked
+
+
+def test_causal_table_against_direct_computation(causal_setup):
+    lm, items, ranked = causal_setup
+    total = len(ranked)
+    ks = [0, 1, 3, total]
+    kw = dict(ks=ks, n_random=6, seed=11, mode="zero")
+    summary, draws = causal_table(lm, items, ranked, **kw)
+    again, draws_again = causal_table(lm, items, ranked, **kw)
+    assert summary.equals(again) and draws.equals(draws_again)
+    assert summary["k"].tolist() == ks and len(draws) == len(ks) * 6
+    assert (summary["n_items"] == len(items)).all() and (summary["mode"] == "zero").all()
+
+    base = np.array([answer_logprob(lm, im, q, t) for im, q, t in items])
+    for k in (1, 3, total):
+        ablation = HeadAblation.from_pairs(ranked[:k], "zero")
+        want = np.mean([answer_logprob(lm, im, q, t, ablation) for im, q, t in items] - base)
+        row = summary[summary["k"] == k].iloc[0]
+        assert row["delta_logprob"] == pytest.approx(want, abs=1e-9)
+        assert row["heads"] == ";".join(f"{layer}.{head}" for layer, head in ranked[:k])
+    for k in ks:
+        row = summary[summary["k"] == k].iloc[0]
+        d = draws[draws["k"] == k]
+        assert d["draw"].tolist() == list(range(6))
+        assert row["percentile"] == 100.0 * np.sum(d["delta_logprob"].to_numpy() <= row["delta_logprob"]) / 6
+        assert row["random_mean"] == pytest.approx(d["delta_logprob"].mean())
+        assert row["random_q05"] == pytest.approx(np.quantile(d["delta_logprob"], 0.05))
+        assert row["random_q95"] == pytest.approx(np.quantile(d["delta_logprob"], 0.95))
+        for label in d["heads"]:
+            heads = [tuple(map(int, p.split("."))) for p in label.split(";")] if label else []
+            assert len(set(heads)) == len(heads) == k and set(heads) <= set(ranked)
+    # one random set, recomputed directly
+    one = draws[draws["k"] == 3].iloc[2]
+    pairs = [tuple(map(int, p.split("."))) for p in one["heads"].split(";")]
+    ablation = HeadAblation.from_pairs(pairs, "zero")
+    want = np.mean([answer_logprob(lm, im, q, t, ablation) for im, q, t in items] - base)
+    assert one["delta_logprob"] == pytest.approx(want, abs=1e-9)
+    # no head: exactly 0; every head of every layer: a change, the same for the random sets (all heads)
+    none, every = summary.iloc[0], summary.iloc[-1]
+    assert none["delta_logprob"] == 0 and (draws[draws["k"] == 0]["delta_logprob"] == 0).all()
+    assert abs(every["delta_logprob"]) > 1e-3 and every["percentile"] == 100
+    assert np.allclose(draws[draws["k"] == total]["delta_logprob"], every["delta_logprob"], atol=1e-12)
+
+
+def test_causal_table_seed_and_mean_mode(causal_setup):
+    lm, items, ranked = causal_setup
+    s1, d1 = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=1, mode="mean")
+    s2, d2 = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=2, mode="mean")
+    assert d1["heads"].tolist() != d2["heads"].tolist()
+    assert s1["delta_logprob"].iloc[0] == s2["delta_logprob"].iloc[0]
+    ablation = HeadAblation.from_pairs(ranked[:2], "mean")
+    im, q, t = items[0]
+    want = answer_logprob(lm, im, q, t, ablation) - answer_logprob(lm, im, q, t)
+    assert s1["delta_logprob"].iloc[0] == pytest.approx(want, abs=1e-9) and want != 0
+    s0, d0 = causal_table(lm, items[:1], ranked, ks=[1], n_random=0, seed=0, mode="zero")
+    assert d0.empty and np.isnan(s0["percentile"].iloc[0])
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(ks=[9]), "k must be an integer ≥ 0 and < 9"),
+    (dict(ks=[]), "ks must be a non-empty"),
+    (dict(ranked=[]), "ranked_heads is empty"),
+    (dict(ranked=[(0, 1), (0, 1)]), "more than once"),
+    (dict(ranked=[(2, 0)]), "ranked layer must be an integer ≥ 0 and < 2"),
+    (dict(ranked=[(0, 4)]), "ranked head must be an integer ≥ 0 and < 4"),
+    (dict(ranked=[(0, 1)], ks=[2]), "k = 2 exceeds the 1 ranked heads"),
+    (dict(mode="noise"), "mode must be one of"),
+    (dict(n_random=-1), "n_random"),
+    (dict(items=[]), "items must be a non-empty"),
+    (dict(items="bad"), "items must be a non-empty"),
+    (dict(token=-3), "answer token id of item 0"),
+    (dict(seed=1.5), "seed must be an integer"),
+])
+def test_causal_table_bad_arguments(causal_setup, change, message):
+    lm, items, ranked = causal_setup
+    kw = dict(ks=[1], n_random=2, seed=0, mode="zero")
+    kw.update({k: v for k, v in change.items() if k in kw})
+    items = change.get("items", items)
+    if "token" in change:
+        items = [(items[0][0], items[0][1], change["token"])]
+    with pytest.raises(ValueError, match=message):
+        causal_table(lm, items, change.get("ranked", ranked), **kw)

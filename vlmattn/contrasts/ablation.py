@@ -1,0 +1,195 @@
+"""Causal check of ranked heads: does ablating the top-k heads of a contrast lower the probability of
+the expected answer more than ablating k heads drawn at random?
+
+For an item ``i`` = (image, question, answer token ``y_i``) of condition A and a set ``S`` of query
+heads ``(layer, head)`` of the language model,
+
+    logp_S(i) = log softmax(z_S(i))[y_i]
+
+where ``z_S(i)`` are the next-token logits at the last prompt position (the logits of the reply's
+first token), from one forward pass over the prompt with the heads of ``S`` ablated
+(:class:`vlmattn.capture.HeadAblation`: ``"zero"`` sets a head's output to 0, ``"mean"`` to its mean
+over the prompt positions); ``logp_∅`` is the unablated model. Over ``I`` items the effect of ``S`` is
+
+    Δ(S) = (1/I) Σ_i [logp_S(i) − logp_∅(i)]          (< 0: ablating S lowers the answer's probability)
+
+For each ``k`` of ``ks``: ``Δ_top(k) = Δ(first k ranked heads)`` and ``Δ_r(k)``, ``r = 1 … R``, for
+``R = n_random`` sets of ``k`` heads, each drawn uniformly without replacement from all ``L·H`` heads
+(one ``numpy.random.default_rng(seed)``; sets drawn for the ``ks`` in their order, draw by draw). Then
+
+    percentile(k) = 100 · #{r : Δ_r(k) ≤ Δ_top(k)} / R
+
+is small when the top heads hurt the answer more than random sets of the same size.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..capture import ABLATION_MODES, HeadAblation, ablating
+from ..inference import LoadedModel, model_inputs
+from ..progress import progress
+
+SUMMARY_COLUMNS = ["k", "heads", "delta_logprob", "random_mean", "random_q05", "random_q95", "percentile",
+                   "n_items", "mode"]
+DRAW_COLUMNS = ["k", "draw", "heads", "delta_logprob"]
+
+
+def answer_token_id(lm: LoadedModel, answer: str) -> int:
+    """Id of the first token of ``answer`` as the model's reply starts with it.
+
+    The chat template is rendered with and without the assistant's turn ``answer`` (the messages of
+    the family's adapter; the image stays one placeholder token); the first token after the
+    generation prompt's tokens is the answer's. Raises ValueError when ``answer`` is empty or its
+    tokens do not continue the generation prompt's tokens (the two renderings tokenize differently).
+    """
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError(f"answer must be a non-empty string, got {answer!r}")
+    question = "?"
+    tok = lm.processor.tokenizer
+    prompt = lm.processor.apply_chat_template(lm.adapter.messages(question), add_generation_prompt=True)
+    full = lm.processor.apply_chat_template(lm.adapter.messages(question, answer))
+    p_ids = tok(prompt, add_special_tokens=False).input_ids
+    f_ids = tok(full, add_special_tokens=False).input_ids
+    if len(f_ids) <= len(p_ids) or f_ids[: len(p_ids)] != p_ids:
+        raise ValueError(f"answer {answer!r}: the model's chat template with this reply does not continue the "
+                         "tokens of its generation prompt")
+    return int(f_ids[len(p_ids)])
+
+
+@torch.no_grad()
+def _logprob(lm: LoadedModel, inputs, token_id: int, ablation: HeadAblation | None) -> float:
+    with ablating(ablation):
+        logits = lm.model(**inputs, use_cache=False, logits_to_keep=1).logits[0, -1]
+    if not 0 <= token_id < logits.shape[-1]:
+        raise ValueError(f"token id {token_id} is outside the vocabulary of {logits.shape[-1]} logits")
+    return float(torch.log_softmax(logits.float(), dim=-1)[token_id])
+
+
+def answer_logprob(lm: LoadedModel, image, question: str, token_id: int,
+                   ablation: HeadAblation | None = None) -> float:
+    """``log softmax(z)[token_id]`` of the next-token logits ``z`` at the last prompt position, from one
+    forward pass (no generation) with ``ablation`` active (None: the unablated model). Inputs are
+    built as :func:`vlmattn.inference.capture_attention` builds them
+    (:func:`vlmattn.inference.model_inputs`)."""
+    _check_index(token_id, "token_id")
+    return _logprob(lm, model_inputs(lm, image, question), int(token_id), ablation)
+
+
+def _check_index(value, name: str, stop: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0 or \
+            (stop is not None and value >= stop):
+        bound = "" if stop is None else f" and < {stop}"
+        raise ValueError(f"{name} must be an integer ≥ 0{bound}, got {value!r}")
+    return int(value)
+
+
+def _label(heads: Sequence[tuple[int, int]]) -> str:
+    return ";".join(f"{layer}.{head}" for layer, head in heads)
+
+
+def causal_table(lm: LoadedModel, items: Sequence, ranked_heads: Sequence, *, ks: Sequence[int], n_random: int,
+                 seed: int, mode: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Δ log-prob of the answer when the top-k ranked heads are ablated, against random k-head sets.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+    items : sequence of (image, question, answer token id)
+        The condition-A items; the token id is the expected answer's first token (:func:`answer_token_id`).
+    ranked_heads : sequence of (layer, head)
+        Distinct language-model query heads, best first (e.g. the rows of a head contrast by rank).
+    ks : sequence of int
+        Set sizes, each ``0 ≤ k ≤ min(len(ranked_heads), L·H)``.
+    n_random : int ≥ 0
+        Random sets per k (0: no random baseline, its columns NaN).
+    seed : int
+        Seed of the random sets.
+    mode : "zero" or "mean"
+        Ablation mode (:class:`vlmattn.capture.HeadAblation`).
+
+    Returns
+    -------
+    summary : pandas.DataFrame
+        One row per k (columns :data:`SUMMARY_COLUMNS`): ``heads`` the top-k set as ``"l.h;l.h"`` (rank
+        order), ``delta_logprob`` = Δ_top(k), ``random_mean``, ``random_q05``, ``random_q95`` (numpy's
+        linear quantiles) of the Δ_r(k), ``percentile`` (see the module docstring), ``n_items``, ``mode``.
+    draws : pandas.DataFrame
+        ``len(ks)·n_random`` rows (columns :data:`DRAW_COLUMNS`): k, draw r (0-based), the random set
+        (sorted ``"l.h;l.h"``) and its Δ_r(k).
+    """
+    cfg = lm.model.config.get_text_config()
+    n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+    total = n_layers * n_heads
+    if mode not in ABLATION_MODES:
+        raise ValueError(f"mode must be one of {ABLATION_MODES}, got {mode!r}")
+    if isinstance(items, (str, bytes)) or len(items) == 0:
+        raise ValueError("items must be a non-empty sequence of (image, question, answer token id)")
+    for j, item in enumerate(items):
+        if len(item) != 3:
+            raise ValueError(f"item {j} must be (image, question, answer token id), got {len(item)} fields")
+        _check_index(item[2], f"answer token id of item {j}")
+    ranked = []
+    for pair in ranked_heads:
+        if len(pair) != 2:
+            raise ValueError(f"ranked_heads must hold (layer, head) pairs, got {pair!r}")
+        ranked.append((_check_index(pair[0], "ranked layer", n_layers), _check_index(pair[1], "ranked head", n_heads)))
+    if not ranked:
+        raise ValueError("ranked_heads is empty")
+    if len(set(ranked)) != len(ranked):
+        raise ValueError("ranked_heads lists a (layer, head) more than once")
+    if isinstance(ks, (str, bytes)) or len(ks) == 0:
+        raise ValueError("ks must be a non-empty sequence of set sizes")
+    ks = [_check_index(k, "k", total + 1) for k in ks]
+    if max(ks) > len(ranked):
+        raise ValueError(f"k = {max(ks)} exceeds the {len(ranked)} ranked heads")
+    n_random = _check_index(n_random, "n_random")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+
+    rng = np.random.default_rng(seed)
+    random_sets = {k: [sorted(divmod(int(i), n_heads) for i in rng.choice(total, size=k, replace=False))
+                       for _ in range(n_random)] for k in ks}
+    n_items = len(items)
+    bar = progress(total=n_items * (1 + len(ks) * (1 + n_random)), desc="head ablation", unit="forward")
+    try:
+        inputs = [model_inputs(lm, image, question) for image, question, _ in items]
+        tokens = [int(t) for _, _, t in items]
+
+        def logprobs(heads) -> np.ndarray:
+            ablation = HeadAblation.from_pairs(heads, mode) if heads else None
+            out = np.empty(n_items)
+            for j in range(n_items):
+                out[j] = _logprob(lm, inputs[j], tokens[j], ablation)
+                bar.update(1)
+            return out
+
+        base = logprobs([])
+
+        def delta(heads) -> float:
+            return float(np.mean(logprobs(heads) - base))
+
+        rows, draws = [], []
+        for k in ks:
+            top = ranked[:k]
+            d_top = delta(top)
+            d_rand = np.array([delta(s) for s in random_sets[k]])
+            draws += [{"k": k, "draw": r, "heads": _label(s), "delta_logprob": d}
+                      for r, (s, d) in enumerate(zip(random_sets[k], d_rand))]
+            has = len(d_rand) > 0
+            rows.append({
+                "k": k, "heads": _label(top), "delta_logprob": d_top,
+                "random_mean": float(d_rand.mean()) if has else np.nan,
+                "random_q05": float(np.quantile(d_rand, 0.05)) if has else np.nan,
+                "random_q95": float(np.quantile(d_rand, 0.95)) if has else np.nan,
+                "percentile": 100.0 * np.count_nonzero(d_rand <= d_top) / len(d_rand) if has else np.nan,
+                "n_items": n_items, "mode": mode,
+            })
+    finally:
+        bar.close()
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS), pd.DataFrame(draws, columns=DRAW_COLUMNS)

@@ -1,0 +1,88 @@
+"""One pooled attention map per (layer, head) of a sample, the input of every contrast.
+
+Notation as in :mod:`vlmattn.metrics.common`: T decode steps, L layers, H heads, V vision tokens.
+The map of a sample is
+
+    p[l, h, v] = pool_t p_t[l, h, v],   p_t = a_t / Σ_v a_t   (renormalised; raw: p_t = a_t)
+
+with ``pool_t`` the step pooling (``first``: the row producing the answer's first token, ``last``,
+``mean``: nan-aware mean renormalised to Σ_v = 1). A row whose raw vision share Σ_v a_t is below
+``min_vision_share`` (or 0) is undefined and its map is NaN (:func:`common.vision_attention`); a
+pooled map without a defined member is NaN. Sink tokens may be zeroed before renormalising
+(``keep``, :func:`sink_keep`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from ..metrics.common import QUADRANTS, find_sinks, pool_step_maps, vision_attention
+from ..store import AttentionSample
+
+STEP_POOLS = ("first", "last", "mean")
+
+
+def roi_box(roi) -> tuple[float, float, float, float]:
+    """The box ``(x0, y0, x1, y1)`` in image fractions of ``roi``: a quadrant name of
+    :data:`common.QUADRANTS` or a box itself (needs x0 < x1, y0 < y1 inside [0, 1])."""
+    if isinstance(roi, str):
+        if roi not in QUADRANTS:
+            raise ValueError(f"unknown roi {roi!r} (known: {', '.join(QUADRANTS)}, or a box [x0, y0, x1, y1])")
+        return QUADRANTS[roi]
+    box = tuple(float(v) for v in np.asarray(roi, np.float64).ravel())
+    if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+        raise ValueError(f"roi must be a box [x0, y0, x1, y1] with 0 ≤ x0 < x1 ≤ 1, 0 ≤ y0 < y1 ≤ 1; got {roi!r}")
+    return box
+
+
+def sink_keep(sample: AttentionSample, exclude_sinks: bool, sink_rule: dict | None) -> np.ndarray | None:
+    """``keep [V]`` (bool): the sample's non-sink tokens (:func:`common.find_sinks` with ``sink_rule``'s
+    ``ratio``, ``min_fraction``, ``min_vision_share``) when ``exclude_sinks``, else None (keep all)."""
+    if not exclude_sinks:
+        return None
+    if sink_rule is None:
+        raise ValueError("exclude_sinks needs a sink_rule (ratio, min_fraction, min_vision_share)")
+    return ~find_sinks(sample, sink_rule["ratio"], sink_rule["min_fraction"], sink_rule["min_vision_share"])
+
+
+def pooled_maps(sample: AttentionSample, *, step_pool: str, renormalize: bool, min_vision_share: float,
+                keep: np.ndarray | None = None) -> np.ndarray:
+    """``p [L, H, V]`` (float64): the step-pooled map of every (layer, head); NaN where undefined.
+
+    ``keep [V]`` zeroes the other vision tokens before renormalising (None: keep all)."""
+    if step_pool not in STEP_POOLS:
+        raise ValueError(f"step_pool must be one of {', '.join(STEP_POOLS)}; got {step_pool!r}")
+    p, _ = vision_attention(sample, renormalize, min_vision_share, keep)
+    return pool_step_maps(p, step_pool, renormalize)
+
+
+def same_tokens(a: AttentionSample, b: AttentionSample) -> None:
+    """Raise ValueError unless ``a`` and ``b`` have the same layers, heads and vision-token grid."""
+    if a.decode.shape[1:3] != b.decode.shape[1:3]:
+        raise ValueError(f"samples differ in layers × heads: {a.decode.shape[1:3]} vs {b.decode.shape[1:3]}")
+    if np.asarray(a.grid).tolist() != np.asarray(b.grid).tolist():
+        raise ValueError(f"samples differ in vision-token grid: {np.asarray(a.grid).tolist()} vs "
+                         f"{np.asarray(b.grid).tolist()}")
+
+
+def paired(samples_a: Iterable[AttentionSample], samples_b: Iterable[AttentionSample]
+           ) -> Iterator[tuple[AttentionSample, AttentionSample]]:
+    """``(sample_a, sample_b)`` per pair, consumed one pair at a time (generators reading one file at a
+    time keep memory flat). Raises ValueError when the iterables differ in length or are empty, or a
+    pair differs in layers, heads or token grid (:func:`same_tokens`)."""
+    sentinel = object()
+    ia, ib = iter(samples_a), iter(samples_b)
+    n = 0
+    while True:
+        sa, sb = next(ia, sentinel), next(ib, sentinel)
+        if sa is sentinel or sb is sentinel:
+            if sa is not sb:
+                raise ValueError("samples_a and samples_b must hold the same number of samples (one per pair)")
+            if n == 0:
+                raise ValueError("no pairs")
+            return
+        same_tokens(sa, sb)
+        n += 1
+        yield sa, sb

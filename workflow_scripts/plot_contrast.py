@@ -1,0 +1,5 @@
+from vlmattn import jobs
+
+jobs.log_to(snakemake.log[0])
+jobs.plot_contrast(snakemake.input.heads, snakemake.input.encoder, snakemake.params.files_a, snakemake.params.files_b,
+                   snakemake.params.roi, snakemake.params.labels, snakemake.params.title, list(snakemake.output))
