@@ -82,8 +82,10 @@ def test_contrasts_of_the_default_run(default_run):
         assert set(map(tuple, t[["contrast", "model"]].drop_duplicates().values)) == cells, name
     heads = pd.read_csv(tables / "contrast_heads.csv")
     corner = heads[(heads["contrast"] == "corner") & (heads["model"] == "toy_llava")]
-    assert (corner["n_pairs"] == cfg["images"]["synthetic"]["corner_pairs"]).all()
+    # a head whose maps are undefined (almost no attention on the image) in a pair leaves that pair out
+    assert corner["n_pairs"].between(0, cfg["images"]["synthetic"]["corner_pairs"]).all()
     top = corner.loc[corner["rank"] == 1].iloc[0]
+    assert top["n_pairs"] == cfg["images"]["synthetic"]["corner_pairs"]
     assert top["significant"] and top["ci_low"] > 0
     rollout = pd.read_csv(tables / "contrast_rollout.csv").set_index(["contrast", "model", "form"])
     assert rollout.loc[("corner", "toy_llava", "llm_x_encoder"), "significant"]
@@ -127,7 +129,8 @@ def test_report_renders_in_a_browser(default_run):
         data = base64.b64decode(results[key]["data_uri"].split("base64,", 1)[1])
         assert data == p.read_bytes(), f"{key}: the report holds other bytes"
         assert results[key]["caption"].strip(), f"{key} has no caption"
-    assert list(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Contrasts",
+    # the report's menu lists the categories sorted by name (snakemake's menu.js), hence the numbers
+    assert sorted(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Contrasts",
                                                      "4. Metric tables", "5. Metric plots", "6. Samples"]
 
     profile = default_run / "chromium-profile"
