@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from vlmattn.config import load_config
@@ -82,6 +84,21 @@ def make_sample(
         colours=list(colours) if colours is not None else [""] * len(labels),
         vision_encoder=vision_encoder,
     )
+
+
+def with_prefill(sample: AttentionSample, positions, vision) -> AttentionSample:
+    """``sample`` with prefill rows at the prompt ``positions [R]``: row r of (layer l, head h) puts
+    ``vision [L, H, R, V]`` on the vision tokens and the rest of its unit mass on key 0 (the first
+    prompt token), so every stored row is a distribution over causal keys."""
+    vision = np.asarray(vision, np.float64)
+    positions = np.asarray(positions, np.int64)
+    n = len(sample.input_ids)
+    assert vision.shape[2] == len(positions) and vision.shape[3] == len(sample.vision_index)
+    assert (vision.sum(-1) <= 1 + 1e-12).all()
+    pre = np.zeros((*vision.shape[:3], n))
+    pre[..., sample.vision_index] = vision
+    pre[..., 0] += 1 - vision.sum(-1)
+    return replace(sample, prefill=pre, prefill_positions=positions)
 
 
 def encoder_attention(received, cls_attention=None, patch_grid: tuple[int, int] | None = None,

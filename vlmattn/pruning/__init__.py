@@ -1,0 +1,9 @@
+"""Visual-token pruning from cached attention, evaluated offline.
+
+* :mod:`.scorers` — importance scores over the vision tokens: head- and query-selection strategies,
+  the published signals (FastV, PyramidDrop, SparseVLM, FasterVLM, VisionZip), random and pooling
+  baselines, and the kept set of a budget;
+* :mod:`.flops` — FastV's per-layer FLOPs and the fraction kept by pruning at layer K;
+* :mod:`.offline` — budgets, and per scorer and budget the recall of object tokens and the reference
+  attention the kept tokens retain.
+"""
