@@ -54,9 +54,9 @@ class PrunedResult:
     generated_ids ``[T]`` int64, generated_text (special tokens skipped); logits ``[T, vocab]`` float32: the
     raw logits that chose each generated token (row 0 from the prefill's last position, row ``t`` from decode
     step ``t``); first_logits ``[vocab]`` = ``logits[0]``.
-    prefill_seconds: wall time of the prefill forward pass (vision encoder included); decode_seconds: wall time of the ``T − 1``
-    decode forward passes together (token selection between passes excluded; on a GPU each pass ends
-    with ``torch.cuda.synchronize``). peak_memory_bytes: the CUDA allocator's peak during the call
+    prefill_seconds: wall time of the prefill forward pass (vision encoder included); decode_seconds: wall
+    time of the ``T − 1`` decode forward passes together (token selection between passes excluded; on a GPU
+    each pass ends with ``torch.cuda.synchronize``). peak_memory_bytes: the CUDA allocator's peak during the call
     (memory_kind ``"cuda"``) or the process's peak resident set size so far (``"rss"``, on the CPU).
     prefill_lengths ``[L]``: tokens each decoder layer processed in prefill (``N`` below ``K``, ``N − d``
     from ``K`` on with ``drop``); cache_lengths ``[L]``: keys in each layer's KV cache at the end
