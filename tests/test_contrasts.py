@@ -239,3 +239,21 @@ def test_divergence_table_per_layer_and_overall():
     assert (first["js"] > 0).all()
     same = t[t["pair"] == 1]
     np.testing.assert_allclose(same[["kl_ab", "kl_ba", "js", "hausdorff"]].to_numpy(), 0.0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------- object ROI
+def test_object_roi_is_the_box_of_what_a_has_and_b_lacks():
+    a, b = planted_pairs(n_pairs=6)
+    other = ([40, 40, 60, 60], "circle", "blue")
+    for s in a:  # A: a red square in the top-left quadrant (pixels of the 64×64 image) and the other object
+        s.boxes = np.array([[0, 0, 32, 32], other[0]], np.float32)
+        s.labels, s.colours = ["square", other[1]], ["red", other[2]]
+    for s in b:
+        s.boxes, s.labels, s.colours = np.array([other[0]], np.float32), [other[1]], [other[2]]
+    assert maps.object_box(a[0], b[0]) == (0.0, 0.0, 0.5, 0.5)
+    assert maps.pair_roi(a[0], b[0], "object") == maps.pair_roi(a[0], b[0], "top_left")
+    by_object = heads.head_contrast(a, b, "object", **MAPS, **STATS)
+    by_quadrant = heads.head_contrast(a, b, "top_left", **MAPS, **STATS)
+    assert by_object.equals(by_quadrant)
+    with pytest.raises(ValueError, match="roi 'object': image .* holds no object that .* lacks"):
+        maps.object_box(b[0], b[1])

@@ -40,7 +40,7 @@ from ..metrics.common import centre_mask, pool_heads, pool_maps
 from ..store import AttentionSample, VisionEncoderAttention
 from .divergence import COLUMNS as DIVERGENCE_COLUMNS
 from .divergence import pair_frame, within_condition
-from .maps import paired, roi_box
+from .maps import pair_roi, paired, roi_box
 from .stats import COLUMNS as STATS_COLUMNS
 from .stats import contrast_table
 
@@ -129,9 +129,10 @@ def roi_masses(samples_a: Iterable[AttentionSample], samples_b: Iterable[Attenti
     undefined."""
     out_a, out_b = [], []
     for sa, sb in encoder_pairs(samples_a, samples_b):
+        box = pair_roi(sa, sb, roi)
         for s, out in ((sa, out_a), (sb, out_b)):
             m = encoder_maps(s, source=source, head_pool=head_pool)
-            out.append(m[:, patch_roi_mask(s, roi)].sum(-1))
+            out.append(m[:, patch_roi_mask(s, box)].sum(-1))
     return np.stack(out_a), np.stack(out_b)
 
 
@@ -144,7 +145,8 @@ def encoder_contrast(samples_a: Iterable[AttentionSample], samples_b: Iterable[A
     Parameters
     ----------
     samples_a, samples_b : iterables of AttentionSample with vision-encoder data, one per pair
-    roi : quadrant name or box ``[x0, y0, x1, y1]`` in image fractions
+    roi : quadrant name, box ``[x0, y0, x1, y1]`` in image fractions, or ``"object"`` (per pair,
+        :func:`vlmattn.contrasts.maps.pair_roi`)
     source, head_pool
         Of the maps (:func:`encoder_maps`).
     confidence, n_resamples, seed, alpha, method, alternative

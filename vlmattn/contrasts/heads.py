@@ -26,7 +26,7 @@ import pandas as pd
 from ..metrics.common import box_mask
 from ..metrics.spatial import moments
 from ..store import AttentionSample
-from .maps import paired, pooled_maps, roi_box, sink_keep
+from .maps import pair_roi, paired, pooled_maps, roi_box, sink_keep
 from .stats import contrast_table
 
 COLUMNS = ["layer", "head", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_adj",
@@ -55,8 +55,9 @@ def roi_masses(samples_a: Iterable[AttentionSample], samples_b: Iterable[Attenti
     iterables differ in length, are empty, or a pair differs in layers, heads or token grid."""
     out_a, out_b = [], []
     for sa, sb in paired(samples_a, samples_b):
+        box = pair_roi(sa, sb, roi)
         for s, out in ((sa, out_a), (sb, out_b)):
-            out.append(roi_mass(s, roi, step_pool=step_pool, renormalize=renormalize,
+            out.append(roi_mass(s, box, step_pool=step_pool, renormalize=renormalize,
                                 min_vision_share=min_vision_share, keep=sink_keep(s, exclude_sinks, sink_rule)))
     return np.stack(out_a), np.stack(out_b)
 
@@ -70,7 +71,8 @@ def head_contrast(samples_a: Iterable[AttentionSample], samples_b: Iterable[Atte
     Parameters
     ----------
     samples_a, samples_b : iterables of AttentionSample, one per pair, in pair order
-    roi : quadrant name or box ``[x0, y0, x1, y1]`` in image fractions
+    roi : quadrant name, box ``[x0, y0, x1, y1]`` in image fractions, or ``"object"`` (per pair, the
+        objects of A that B lacks: :func:`maps.pair_roi`)
     step_pool, renormalize, min_vision_share, exclude_sinks, sink_rule
         Of the maps (:func:`roi_masses`).
     confidence, n_resamples, seed, alpha, method, alternative

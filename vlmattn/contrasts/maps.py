@@ -26,7 +26,8 @@ STEP_POOLS = ("first", "last", "mean")
 
 def roi_box(roi) -> tuple[float, float, float, float]:
     """The box ``(x0, y0, x1, y1)`` in image fractions of ``roi``: a quadrant name of
-    :data:`common.QUADRANTS` or a box itself (needs x0 < x1, y0 < y1 inside [0, 1])."""
+    :data:`common.QUADRANTS` or a box itself (needs x0 < x1, y0 < y1 inside [0, 1]). A pair's ROI,
+    which may also be the object that tells A from B, is :func:`pair_roi`'s."""
     if isinstance(roi, str):
         if roi not in QUADRANTS:
             raise ValueError(f"unknown roi {roi!r} (known: {', '.join(QUADRANTS)}, or a box [x0, y0, x1, y1])")
@@ -35,6 +36,33 @@ def roi_box(roi) -> tuple[float, float, float, float]:
     if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
         raise ValueError(f"roi must be a box [x0, y0, x1, y1] with 0 ≤ x0 < x1 ≤ 1, 0 ≤ y0 < y1 ≤ 1; got {roi!r}")
     return box
+
+
+def object_box(sample_a: AttentionSample, sample_b: AttentionSample) -> tuple[float, float, float, float]:
+    """The box ``(x0, y0, x1, y1)`` in image fractions around the ground-truth objects of ``sample_a``
+    that ``sample_b`` lacks (same label, colour and pixel box): the object that tells condition A from B,
+    e.g. a corner pair's corner object. Raises ValueError when A has no such object."""
+    theirs = {(lab, col, tuple(np.round(np.asarray(box, np.float64), 3)))
+              for lab, col, box in zip(sample_b.labels, _colours(sample_b), sample_b.boxes, strict=True)}
+    boxes = [np.asarray(box, np.float64)
+             for lab, col, box in zip(sample_a.labels, _colours(sample_a), sample_a.boxes, strict=True)
+             if (lab, col, tuple(np.round(np.asarray(box, np.float64), 3))) not in theirs]
+    if not boxes:
+        raise ValueError(f"roi 'object': image {sample_a.attrs.get('image_id', 'A')!r} holds no object that "
+                         f"{sample_b.attrs.get('image_id', 'B')!r} lacks (ground-truth boxes)")
+    b = np.stack(boxes)
+    w, h = (float(v) for v in sample_a.image_size)
+    return (b[:, 0].min() / w, b[:, 1].min() / h, b[:, 2].max() / w, b[:, 3].max() / h)
+
+
+def _colours(sample: AttentionSample) -> list[str]:
+    return list(sample.colours) if len(sample.colours) == len(sample.labels) else [""] * len(sample.labels)
+
+
+def pair_roi(sample_a: AttentionSample, sample_b: AttentionSample, roi) -> tuple[float, float, float, float]:
+    """The ROI box of one pair in image fractions: :func:`object_box` for ``roi="object"``, else
+    :func:`roi_box` (a quadrant name or a box, the same for every pair)."""
+    return object_box(sample_a, sample_b) if isinstance(roi, str) and roi == "object" else roi_box(roi)
 
 
 def sink_keep(sample: AttentionSample, exclude_sinks: bool, sink_rule: dict | None) -> np.ndarray | None:

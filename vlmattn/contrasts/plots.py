@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..metrics import plotting
 from ..metrics.common import image_grids, pool_heads, pool_maps
-from .maps import pooled_maps, roi_box
+from .maps import pair_roi, pooled_maps
 
 
 def _head_label(layer, head) -> str:
@@ -118,8 +118,8 @@ def overlays(samples_a: list, samples_b: list, path: Path, *, roi, labels: tuple
     plt = plotting.pyplot()
     n = len(samples_a)
     fig, axes = plt.subplots(n, 2, figsize=(6.0, 2.9 * n), squeeze=False)
-    x0, y0, x1, y1 = roi_box(roi)
     for i, pair in enumerate(zip(samples_a, samples_b, strict=True)):
+        x0, y0, x1, y1 = pair_roi(*pair, roi)
         ims, top = [], 0.0
         for j, (s, label) in enumerate(zip(pair, labels, strict=True)):
             ax = axes[i, j]

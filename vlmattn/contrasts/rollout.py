@@ -28,7 +28,7 @@ import pandas as pd
 from ..metrics.common import box_mask
 from ..rollout import full_rollout_map, llm_rollout_map, seed_rollout_map
 from ..store import AttentionSample
-from .maps import paired, roi_box
+from .maps import pair_roi, paired, roi_box
 from .stats import contrast_table
 
 FORMS = ("seed", "llm", "llm_x_encoder")
@@ -72,7 +72,8 @@ def rollout_contrast(samples_a: Iterable[AttentionSample], samples_b: Iterable[A
     ----------
     samples_a, samples_b : iterables of AttentionSample, one per pair, in pair order (consumed pair by
         pair, :func:`vlmattn.contrasts.maps.paired`)
-    roi : quadrant name or box ``[x0, y0, x1, y1]`` in image fractions
+    roi : quadrant name, box ``[x0, y0, x1, y1]`` in image fractions, or ``"object"`` (per pair,
+        :func:`vlmattn.contrasts.maps.pair_roi`)
     step : decode step of the maps (0 = the row predicting the answer's first token; negative from the end)
     source : ``"cls"`` or ``"received"``, the encoder rollout row (:func:`vlmattn.rollout.encoder_token_importance`)
     confidence, n_resamples, seed, alpha, method, alternative
@@ -93,8 +94,9 @@ def rollout_contrast(samples_a: Iterable[AttentionSample], samples_b: Iterable[A
         raise ValueError(f"forms must be distinct names among {', '.join(FORMS)}; got {list(forms)!r}")
     out_a, out_b = [], []
     for sa, sb in paired(samples_a, samples_b):
-        out_a.append(rollout_roi_mass(sa, roi, step=step, source=source, forms=forms))
-        out_b.append(rollout_roi_mass(sb, roi, step=step, source=source, forms=forms))
+        box = pair_roi(sa, sb, roi)
+        out_a.append(rollout_roi_mass(sa, box, step=step, source=source, forms=forms))
+        out_b.append(rollout_roi_mass(sb, box, step=step, source=source, forms=forms))
     a, b = np.stack(out_a)[:, None, :], np.stack(out_b)[:, None, :]  # [P, 1, F]: one "layer", forms as cells
     table = contrast_table(a, b, confidence=confidence, n_resamples=n_resamples, seed=seed, alpha=alpha,
                            method=method, alternative=alternative, heads=list(forms))
