@@ -8,5 +8,10 @@ model with the others removed or masked.
 * :mod:`.offline` — budgets, and per scorer and budget the recall of object tokens and the reference
   attention the kept tokens retain;
 * :mod:`.online` — greedy generation with the vision tokens outside the kept set dropped from layer K
-  on (removed from the sequence and the KV cache) or masked as keys.
+  on (removed from the sequence and the KV cache) or masked as keys;
+* :mod:`.evalset` — a held-out evaluation set of the synthetic shapes task;
+* :mod:`.evaluate` — per question, every scorer and budget run online, answers checked against the
+  truth and the unpruned model;
+* :mod:`.stats` — accuracy with Wilson intervals, agreement and exact McNemar tests against the
+  unpruned model (BH over scorers), the ablation tables and rankings.
 """

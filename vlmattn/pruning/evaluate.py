@@ -1,0 +1,187 @@
+"""Online evaluation of pruning scorers: per question, every scorer and budget runs the model with the
+other vision tokens dropped (:func:`vlmattn.pruning.online.generate_pruned`, ``mode="drop"``) and the
+answer is checked against the truth and against the unpruned model.
+
+Per item (an :class:`~vlmattn.pruning.evalset.EvalItem`, or anything with ``index, image, question,
+answer, qtype, boxes``):
+
+1. one capture (:func:`vlmattn.inference.capture_attention`, ``prefill_rows="all_text"`` so that every
+   query strategy finds its rows, one generated token: only the prefill is scored), with the language
+   model's input embeddings recorded for SparseVLM's raters;
+2. the scores ``[V]`` (:func:`scores`): study A, ``head:<strategy>`` per head strategy with the
+   ``fixed_query`` rows (FastV's ``last_token``); study B, ``query:<strategy>`` per query strategy with
+   the ``fixed_head`` selection (``variance``); the published signals ``fastv``, ``pyramiddrop``,
+   ``sparsevlm`` and, for an encoder with a CLS token, ``fastervlm`` and ``visionzip_dominant``;
+   the baselines ``random:<d>`` (d = 0 … n_draws − 1, scores of
+   :func:`~vlmattn.pruning.scorers.random_scores` with ``seed`` and draw ``index · n_draws + d``, so a
+   fresh subset per item and draw) and ``pooling`` (a uniform spatial subsample per budget);
+3. per scorer and budget k the kept set ``keep_indices(score, k)`` and one greedy generation with the
+   other V − k vision tokens dropped from the scorer's layer on: ``prune_layer`` K for the language-model
+   signals (scored from layer K − 1, PyramidDrop from layer K, see :mod:`.scorers`), 0 for the
+   encoder-CLS signals ``fastervlm`` and ``visionzip_dominant`` (pruned before the language model, as
+   published), ``prune_layer`` for the baselines; plus one unpruned generation (``keep=None``).
+
+Rows (one per item × scorer × budget, plus one ``study == "unpruned"`` row per item):
+
+    item, qtype, corner, study, scorer, layer, budget, n_vision, n_tokens, kept, recall,
+    answer, expected, correct, agrees_with_unpruned, prefill_s, decode_s, flops_fraction, reused
+
+``study`` ∈ {``study_a``, ``study_b``, ``published``, ``baseline``, ``unpruned``}; ``budget`` k = the number
+of vision tokens kept (V for the unpruned row), ``kept`` = k / V; ``recall`` = |kept ∩ objects| / |objects|
+(:func:`vlmattn.pruning.offline.object_recall`; objects = tokens under the item's boxes; NaN without an
+object); ``answer`` = the normalised first word of the generated text (:func:`vlmattn.jobs.normalise_answer`),
+``correct`` = ``answer == expected``, ``agrees_with_unpruned`` = ``answer`` equals the unpruned row's;
+``prefill_s``/``decode_s`` the run's wall times (:class:`~vlmattn.pruning.online.PrunedResult`);
+``flops_fraction`` = :func:`vlmattn.pruning.flops.kept_fraction` with n = N (the whole prompt), n̂ = N − (V − k),
+K = ``layer`` and the text model's depth, width and feed-forward size. With ``reuse_runs`` a kept set
+already generated for the item (several scorers often agree) is not run again: the row copies that
+run's answer and timings and has ``reused`` True.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..inference import LoadedModel, capture_attention
+from ..jobs import normalise_answer
+from ..progress import progress
+from ..store import AttentionSample
+from . import offline
+from . import scorers as sc
+from .flops import kept_fraction
+from .online import generate_pruned
+
+STUDIES = ("study_a", "study_b", "published", "baseline", "unpruned")
+#: published signals pruned before the language model (layer 0)
+ENCODER_SIGNALS = ("fastervlm", "visionzip_dominant")
+COLUMNS = ["item", "qtype", "corner", "study", "scorer", "layer", "budget", "n_vision", "n_tokens", "kept", "recall",
+           "answer", "expected", "correct", "agrees_with_unpruned", "prefill_s", "decode_s", "flops_fraction",
+           "reused"]
+
+
+def scorer_study(name: str) -> str:
+    """The study a scorer name belongs to: ``head:*`` → study_a, ``query:*`` → study_b, ``random:*`` and
+    ``pooling`` → baseline, any other (the published signals) → published."""
+    if name.startswith("head:"):
+        return "study_a"
+    if name.startswith("query:"):
+        return "study_b"
+    if name.startswith("random:") or name == "pooling":
+        return "baseline"
+    return "published"
+
+
+@torch.no_grad()
+def capture_item(lm: LoadedModel, item) -> tuple[AttentionSample, np.ndarray]:
+    """``(sample, embeddings [N, D])``: the capture of one item with every text row stored and the item's
+    boxes attached, and the language model's input embeddings of the prompt (float64), read from the
+    prefill call of ``lm.model.model.language_model``."""
+    seen: list[torch.Tensor] = []
+
+    def grab(module, args, kwargs):
+        if not seen:
+            seen.append(kwargs["inputs_embeds"][0].detach().to(torch.float64).cpu())
+
+    handle = lm.model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        sample = capture_attention(lm, item.image, item.question, max_new_tokens=1, prefill_rows="all_text",
+                                   vision_rollout=False)
+    finally:
+        handle.remove()
+    sample = dataclasses.replace(sample, boxes=np.asarray(item.boxes, np.float32).reshape(-1, 4))
+    return sample, seen[0].numpy()
+
+
+def scores(sample: AttentionSample, embeddings: np.ndarray, *, prune_layer: int, head_strategies: Iterable[str],
+           query_strategies: Iterable[str], fixed_query: str, fixed_head: str, n_heads: int, top_k: int, seed: int,
+           n_draws: int, draw_offset: int, encoder_layer: int) -> dict[str, np.ndarray]:
+    """Budget-independent scores ``name → [V]`` of one sample (module docstring, step 2):
+    :func:`vlmattn.pruning.offline.sample_scores` without its random draws, plus ``sparsevlm`` (raters
+    from ``embeddings [N, D]`` at the vision positions and the text after the image) and ``random:<d>``
+    with draw ``draw_offset + d``."""
+    out = offline.sample_scores(sample, prune_layer=prune_layer, head_strategies=head_strategies,
+                                query_strategies=query_strategies, fixed_query=fixed_query, fixed_head=fixed_head,
+                                n_heads=n_heads, top_k=top_k, seed=seed, n_draws=0, encoder_layer=encoder_layer)
+    vis = sample.vision_index
+    _, instr = sc.text_layout(sample.prefill.shape[-1], offline.image_positions(sample))
+    out["sparsevlm"] = sc.sparsevlm(sample.prefill, sample.prefill_positions, vis, prune_layer=prune_layer,
+                                    text_positions=instr, vision_embeddings=embeddings[vis],
+                                    text_embeddings=embeddings[instr])
+    for d in range(n_draws):
+        out[f"random:{d}"] = sc.random_scores(len(vis), seed=seed, draw=draw_offset + d)
+    return out
+
+
+def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Iterable[int], max_new_tokens: int,
+             head_strategies: Iterable[str] = sc.HEAD_STRATEGIES, query_strategies: Iterable[str] = sc.QUERY_STRATEGIES,
+             fixed_query: str = "last_token", fixed_head: str = "variance", n_heads: int = 2, top_k: int = 10,
+             seed: int = 0, n_draws: int = 3, encoder_layer: int = -2, positions: str = "keep",
+             reuse_runs: bool = True, show_progress: bool = True) -> pd.DataFrame:
+    """Rows of the online evaluation (module docstring) of ``items`` on ``lm`` (llava family).
+
+    ``budgets``: kept vision-token counts k (1 ≤ k ≤ V; e.g. :func:`vlmattn.pruning.offline.scaled_budgets`
+    of the model's V); ``prune_layer`` K (1 ≤ K < L, so that PyramidDrop's layer K exists);
+    ``n_heads``/``top_k``: the head strategies' selection size and ``top_k_sum``'s k; ``positions``: rotary
+    ids of the layers after pruning (``keep`` as FastV, ``renumber`` as PyramidDrop). Raises ValueError
+    for a budget outside 1 … V or a prune layer outside 1 … L − 1.
+    """
+    budgets = [int(k) for k in budgets]
+    head_strategies, query_strategies = list(head_strategies), list(query_strategies)
+    cfg = lm.model.config.get_text_config()
+    n_layers = int(cfg.num_hidden_layers)
+    if not 1 <= prune_layer < n_layers:
+        raise ValueError(f"prune_layer must lie in 1 … {n_layers - 1} (the model has {n_layers} decoder layers), "
+                         f"got {prune_layer}")
+    size = dict(n_layers=n_layers, hidden_size=int(cfg.hidden_size), ffn_size=int(cfg.intermediate_size))
+    rows = []
+    bar = progress(items, desc="pruning", unit="item", disable=not show_progress)
+    for item in bar:
+        sample, embeddings = capture_item(lm, item)
+        n_vis, n_tok = len(sample.vision_index), int(sample.prefill.shape[-1])
+        bad = [k for k in budgets if not 1 <= k <= n_vis]
+        if bad:
+            raise ValueError(f"budgets must lie in 1 … {n_vis} (the vision tokens), got {bad}")
+        objects = offline.object_mask(sample)
+        named = scores(sample, embeddings, prune_layer=prune_layer, head_strategies=head_strategies,
+                       query_strategies=query_strategies, fixed_query=fixed_query, fixed_head=fixed_head,
+                       n_heads=n_heads, top_k=top_k, seed=seed, n_draws=n_draws,
+                       draw_offset=int(item.index) * n_draws, encoder_layer=encoder_layer)
+        runs: dict[tuple, tuple] = {}
+
+        def run(keep, layer):
+            key = (layer, None if keep is None else tuple(int(i) for i in keep))
+            if reuse_runs and key in runs:
+                return runs[key], True
+            res = generate_pruned(lm, item.image, item.question, keep=keep, layer=layer, mode="drop",
+                                  positions=positions, max_new_tokens=max_new_tokens)
+            runs[key] = (normalise_answer(res.generated_text), res.prefill_seconds, res.decode_seconds)
+            return runs[key], False
+
+        (plain, pre_s, dec_s), _ = run(None, prune_layer)
+        head = dict(item=int(item.index), qtype=item.qtype, corner=getattr(item, "corner", None))
+        expected = normalise_answer(item.answer)
+        rows.append({**head, "study": "unpruned", "scorer": "unpruned", "layer": prune_layer, "budget": n_vis,
+                     "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0, "recall": 1.0 if objects.any() else np.nan,
+                     "answer": plain, "expected": expected, "correct": plain == expected,
+                     "agrees_with_unpruned": True, "prefill_s": pre_s, "decode_s": dec_s, "flops_fraction": 1.0,
+                     "reused": False})
+        for k in budgets:
+            per_budget = dict(named, pooling=sc.pooling_scores(sample.grid, k))
+            for name, score in per_budget.items():
+                layer = 0 if name in ENCODER_SIGNALS else prune_layer
+                keep = sc.keep_indices(score, k)
+                (ans, pre_s, dec_s), reused = run(keep, layer)
+                rows.append({**head, "study": scorer_study(name), "scorer": name, "layer": layer, "budget": k,
+                             "n_vision": n_vis, "n_tokens": n_tok, "kept": k / n_vis,
+                             "recall": offline.object_recall(keep, objects), "answer": ans, "expected": expected,
+                             "correct": ans == expected, "agrees_with_unpruned": ans == plain, "prefill_s": pre_s,
+                             "decode_s": dec_s,
+                             "flops_fraction": float(kept_fraction(n_tok, n_tok - (n_vis - k), prune_layer=layer,
+                                                                   **size)),
+                             "reused": reused})
+    return pd.DataFrame(rows, columns=COLUMNS)

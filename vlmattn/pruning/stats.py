@@ -1,0 +1,137 @@
+"""Statistics of an online pruning evaluation (the rows of :func:`vlmattn.pruning.evaluate.evaluate`):
+accuracy with a confidence interval, agreement with the unpruned model and a paired test against it.
+
+Per (study, scorer, budget), over the n items that have both a pruned row and the unpruned row:
+
+    accuracy   x / n, x = items answered correctly
+    CI         Wilson score interval (closed form, :func:`wilson_interval`), no resampling
+    agreement  share of items whose answer equals the unpruned model's
+    McNemar    exact two-sided test of equal accuracy on the discordant items: with b = items the pruned
+               run gets right and the unpruned one wrong (``n_gained``), c = the reverse (``n_lost``),
+               p = P(|X − (b+c)/2| ≥ |b − (b+c)/2|) for X ~ Binomial(b + c, ½)
+               (:func:`scipy.stats.binomtest`); p = 1 without discordant items
+    p_adj      Benjamini–Hochberg over the scorers of the table within each budget
+               (:func:`vlmattn.contrasts.stats.bh_adjust`); ``significant`` = p_adj < α
+
+No torch import: the tables are computed from the stored rows alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..contrasts.stats import bh_adjust
+
+TABLE_COLUMNS = ["study", "scorer", "budget", "kept", "n_items", "n_correct", "accuracy", "ci_low", "ci_high",
+                 "unpruned_accuracy", "agreement", "n_gained", "n_lost", "p", "p_adj", "significant", "recall",
+                 "flops_fraction", "prefill_s", "decode_s"]
+#: the studies of :func:`ablation_tables`, each shown beside the baselines (random draws, pooling)
+TABLES = ("study_a", "study_b", "published")
+RANKED_BY = ("accuracy", "recall")
+
+
+def wilson_interval(successes, n, *, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval for a binomial proportion, ``(low, high)`` broadcast over ``successes`` x and
+    ``n``: with p̂ = x / n and z the two-sided normal quantile of ``confidence``,
+
+        centre ± half = (x + z²/2) / (n + z²)  ±  z / (n + z²) · √(x (n − x) / n + z² / 4)
+
+    NaN where n = 0. Raises ValueError for x outside 0 … n or a confidence outside (0, 1)."""
+    x, n = np.asarray(successes, np.float64), np.asarray(n, np.float64)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if (x < 0).any() or (x > n).any():
+        raise ValueError(f"successes must lie in 0 … n, got {successes} of {n}")
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centre = (x + z**2 / 2) / (n + z**2)
+        half = z / (n + z**2) * np.sqrt(np.where(n > 0, x * (n - x) / n, np.nan) + z**2 / 4)
+    low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
+
+
+def mcnemar_exact(gained: int, lost: int) -> float:
+    """Exact two-sided McNemar p-value of the discordant counts b = ``gained``, c = ``lost``:
+    ``binomtest(b, b + c, ½)`` (two-sided), 1.0 when b + c = 0."""
+    if gained < 0 or lost < 0:
+        raise ValueError(f"discordant counts must be non-negative, got {gained} and {lost}")
+    if gained + lost == 0:
+        return 1.0
+    return float(stats.binomtest(int(gained), int(gained + lost), 0.5).pvalue)
+
+
+def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per (study, scorer, budget) of the pruned ``rows`` (columns :data:`TABLE_COLUMNS`, module
+    docstring), each paired by item with the unpruned rows (``study == "unpruned"``). ``recall``,
+    ``flops_fraction``, ``prefill_s`` and ``decode_s`` are means over the items (recall ignoring NaN).
+    Sorted by budget (descending), study, accuracy (descending), scorer. Raises ValueError when an item
+    lacks its unpruned row or a scorer has two rows for one item and budget."""
+    need = {"item", "study", "scorer", "budget", "kept", "correct", "answer", "recall", "flops_fraction",
+            "prefill_s", "decode_s"}
+    missing = need - set(rows.columns)
+    if missing:
+        raise ValueError(f"rows lack the columns {sorted(missing)}")
+    base = rows[rows["study"] == "unpruned"].set_index("item")
+    if base.index.duplicated().any():
+        raise ValueError("rows hold more than one unpruned row for an item")
+    pruned = rows[rows["study"] != "unpruned"]
+    if pruned.duplicated(["study", "scorer", "budget", "item"]).any():
+        raise ValueError("rows hold two rows of one scorer for the same item and budget")
+    lacking = sorted(set(pruned["item"]) - set(base.index))
+    if lacking:
+        raise ValueError(f"items {lacking[:5]} have pruned rows but no unpruned row")
+    out = []
+    for (study, scorer, budget), g in pruned.groupby(["study", "scorer", "budget"], sort=False):
+        ref = base.loc[g["item"]]
+        ok, ref_ok = g["correct"].to_numpy(bool), ref["correct"].to_numpy(bool)
+        n, x = len(g), int(ok.sum())
+        low, high = wilson_interval(x, n, confidence=confidence)
+        gained, lost = int((ok & ~ref_ok).sum()), int((~ok & ref_ok).sum())
+        out.append({"study": study, "scorer": scorer, "budget": int(budget), "kept": float(g["kept"].mean()),
+                    "n_items": n, "n_correct": x, "accuracy": x / n, "ci_low": float(low), "ci_high": float(high),
+                    "unpruned_accuracy": float(ref_ok.mean()),
+                    "agreement": float((g["answer"].to_numpy() == ref["answer"].to_numpy()).mean()),
+                    "n_gained": gained, "n_lost": lost, "p": mcnemar_exact(gained, lost),
+                    "recall": float(np.nanmean(g["recall"])) if g["recall"].notna().any() else np.nan,
+                    "flops_fraction": float(g["flops_fraction"].mean()), "prefill_s": float(g["prefill_s"].mean()),
+                    "decode_s": float(g["decode_s"].mean())})
+    table = pd.DataFrame(out, columns=[c for c in TABLE_COLUMNS if c not in ("p_adj", "significant")])
+    table["p_adj"] = np.nan
+    for _, idx in table.groupby("budget").groups.items():
+        table.loc[idx, "p_adj"] = bh_adjust(table.loc[idx, "p"].to_numpy())
+    table["significant"] = table["p_adj"] < alpha
+    table = table.sort_values(["budget", "study", "accuracy", "scorer"], ascending=[False, True, False, True])
+    return table[TABLE_COLUMNS].reset_index(drop=True)
+
+
+def ablation_tables(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05) -> dict[str, pd.DataFrame]:
+    """``{"study_a", "study_b", "published"} → accuracy_table`` of that study's rows together with the
+    baseline rows (random draws and pooling), so the BH adjustment runs over the study's scorers and
+    the baselines within each budget."""
+    return {name: accuracy_table(rows[rows["study"].isin([name, "baseline", "unpruned"])], confidence=confidence,
+                                 alpha=alpha) for name in TABLES}
+
+
+def _ranked(table: pd.DataFrame, budget: int, by: str, n: int, best: bool) -> pd.DataFrame:
+    if by not in RANKED_BY:
+        raise ValueError(f"by must be one of {RANKED_BY}, got {by!r}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    t = table[table["budget"] == budget]
+    if t.empty:
+        raise ValueError(f"budget {budget} is not in the table (budgets: {sorted(set(table['budget']))})")
+    t = t[t[by].notna()].sort_values([by, "scorer"], ascending=[not best, True])
+    return t.head(n).reset_index(drop=True)
+
+
+def best_scorers(table: pd.DataFrame, *, budget: int, by: str = "accuracy", n: int = 3) -> pd.DataFrame:
+    """The ``n`` rows of ``table`` (:func:`accuracy_table`) at ``budget`` with the highest ``by``
+    (``accuracy`` or ``recall``; NaN left out), ties by scorer name."""
+    return _ranked(table, budget, by, n, best=True)
+
+
+def worst_scorers(table: pd.DataFrame, *, budget: int, by: str = "accuracy", n: int = 3) -> pd.DataFrame:
+    """The ``n`` rows of ``table`` at ``budget`` with the lowest ``by`` (NaN left out), ties by scorer name."""
+    return _ranked(table, budget, by, n, best=False)
