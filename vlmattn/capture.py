@@ -82,8 +82,11 @@ class CaptureError(RuntimeError):
 class AttentionRecorder:
     """Collects attention rows of one generation call.
 
-    ``prefill_positions``: prompt positions whose rows are kept from the prefill pass.
-    After generation, ``prefill[layer]`` is ``[H, R, N]`` and ``decode[layer]`` a list with one
+    ``prefill_positions``: prompt positions whose rows are computed in the prefill pass; all of them are
+    kept at the layers in ``prefill_layers`` (None: every layer), only ``prefill_positions[other_rows]``
+    at the others (the rows are computed alike, so the kept ones are bit for bit the same).
+    After generation, ``prefill[layer]`` is ``[H, R, N]`` (``[H, len(other_rows), N]`` at a layer
+    outside ``prefill_layers``) and ``decode[layer]`` a list with one
     ``(first_key, [H, K_t])`` per decode forward pass, on the model's device: decode pass ``t``
     (``t = 1, 2, …``) has ``N + t`` keys so far, and its row covers keys
     ``first_key … first_key + K_t - 1`` (``K_t = N + t`` and ``first_key = 0``, or on a sliding-window
@@ -91,6 +94,8 @@ class AttentionRecorder:
     """
 
     prefill_positions: torch.Tensor
+    prefill_layers: frozenset[int] | None = None
+    other_rows: torch.Tensor | None = None
     prefill: dict[int, torch.Tensor] = field(default_factory=dict)
     decode: dict[int, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
 
@@ -100,7 +105,7 @@ class AttentionRecorder:
         if is_prefill:
             if layer in self.prefill:
                 raise CaptureError(f"layer {layer} ran two prefill passes in one recording")
-            self.prefill[layer] = rows
+            self.prefill[layer] = rows if self.keeps_all_rows(layer) else rows[:, self.other_rows.to(rows.device)]
             return
         if layer not in self.prefill:
             raise CaptureError(f"layer {layer} ran a decode step before its prefill pass")
@@ -111,6 +116,10 @@ class AttentionRecorder:
             expected = f"{seen}" if window is None else f"{seen} or the last {min(int(window), seen)} (window {window})"
             raise CaptureError(f"layer {layer} decode step {len(steps) + 1} saw {width} keys, expected {expected}")
         steps.append((seen - width, rows[:, 0, :]))
+
+    def keeps_all_rows(self, layer: int) -> bool:
+        """Whether ``layer`` keeps every row of ``prefill_positions`` (else only ``other_rows``)."""
+        return self.prefill_layers is None or layer in self.prefill_layers
 
     @property
     def n_layers(self) -> int:

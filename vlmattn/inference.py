@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +109,33 @@ def prefill_positions(mode: str, n_tokens: int, image_index: np.ndarray) -> np.n
     raise ValueError(f"prefill_rows must be one of {PREFILL_MODES}, got {mode!r}")
 
 
+def prefill_layer_selection(layers: Sequence[int] | None, n_layers: int) -> np.ndarray:
+    """Decoder layers whose prefill rows are stored, ``[L']`` int64 sorted ascending.
+
+    ``layers``: 0-based decoder layers (``extraction.prefill_layers``), or None for all ``n_layers``
+    (``arange(L)``). Raises ValueError for an empty list, a non-integer, a negative or repeated layer
+    or one past ``n_layers − 1``.
+    """
+    if layers is None:
+        return np.arange(n_layers, dtype=np.int64)
+    what = (f"extraction.prefill_layers must list distinct decoder layers 0 … {n_layers - 1} "
+            f"(the model has {n_layers})")
+    layers = list(layers)
+    if not layers:
+        raise ValueError(f"{what}, got an empty list")
+    bad = [x for x in layers if isinstance(x, bool) or not isinstance(x, numbers.Integral)]
+    if bad:
+        raise ValueError(f"{what}, got non-integer {bad[0]!r}")
+    out = [int(x) for x in layers]
+    outside = [x for x in out if not 0 <= x < n_layers]
+    if outside:
+        raise ValueError(f"{what}, got {outside[0]}")
+    repeated = sorted({x for x in out if out.count(x) > 1})
+    if repeated:
+        raise ValueError(f"{what}, got layer {repeated[0]} more than once")
+    return np.array(sorted(out), dtype=np.int64)
+
+
 def settings_hash(settings: dict) -> str:
     return hashlib.sha256(settings_json(settings).encode()).hexdigest()[:16]
 
@@ -136,6 +165,7 @@ def capture_attention(
     *,
     max_new_tokens: int,
     prefill_rows: str = "last",
+    prefill_layers: Sequence[int] | None = None,
     seed: int = 0,
     vision_encoder: bool = True,
     vision_full: bool = False,
@@ -151,6 +181,11 @@ def capture_attention(
     :mod:`vlmattn.vision`); ``vision_full`` also keeps its full ``[L, H, T, T]`` weights per image,
     ``vision_rollout=False`` skips the rollout (about one more weight computation per full-attention
     encoder layer).
+
+    ``prefill_rows`` picks the prompt positions whose prefill rows are stored (:func:`prefill_positions`),
+    ``prefill_layers`` the decoder layers they are stored at (None: every layer; otherwise distinct 0-based
+    layers, stored sorted ascending, see :func:`prefill_layer_selection`): ``prefill [L', H, R, N]``, the
+    layers in ``prefill_layers [L']``. The decode rows are kept at every layer either way.
 
     ``llm_rollout`` adds the language model's attention rollout (:func:`llm_rollout_rows`):
     ``rollout_decode [T, N + T − 1]`` and ``rollout_prefill [R, N]``, from one more forward pass.
@@ -169,16 +204,24 @@ def capture_attention(
     except ValueError as e:
         raise ModelError(f"model {lm.model_id!r}: cannot lay out its vision tokens ({_brief(e)})") from e
     stored = prefill_positions(prefill_rows, n, layout.image_positions)
+    text_cfg = lm.model.config.get_text_config()
+    expected = int(text_cfg.num_hidden_layers)
+    try:
+        layers = prefill_layer_selection(prefill_layers, expected)
+    except ValueError as e:
+        raise InputError(f"model {lm.model_id!r}: {e}") from None
     if prefill_rows == "all":
-        cfg = lm.model.config.get_text_config()
-        n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
-        size = n_layers * n_heads * n * n * 4
+        n_heads = text_cfg.num_attention_heads
+        size = len(layers) * n_heads * n * n * 4
         log.warning(
             "model %r: prefill_rows 'all' keeps L·H·N² = %d·%d·%d² weights, %s bytes in float32 (half in float16 on disk)",
-            lm.model_id, n_layers, n_heads, n, f"{size:,}",
+            lm.model_id, len(layers), n_heads, n, f"{size:,}",
         )
     recorded = np.union1d(stored, [n - 1])
-    recorder = AttentionRecorder(prefill_positions=torch.as_tensor(recorded))
+    last = int(np.searchsorted(recorded, n - 1))
+    recorder = AttentionRecorder(prefill_positions=torch.as_tensor(recorded),
+                                 prefill_layers=None if prefill_layers is None else frozenset(layers.tolist()),
+                                 other_rows=torch.tensor([last]))
     vrec = None
     if vision_encoder:
         vision_modules = lm.adapter.vision_attention_modules(lm.model)
@@ -198,25 +241,27 @@ def capture_attention(
         except CaptureError as e:
             raise ModelError(f"model {lm.model_id!r}: language-model rollout failed ({e})") from e
     n_layers = len(recorder.prefill)
-    expected = lm.model.config.get_text_config().num_hidden_layers
     if n_layers != expected or any(len(recorder.decode.get(k, [])) != len(gen) - 1 for k in range(n_layers)):
         raise ModelError(
             f"model {lm.model_id!r}: its attention cannot be captured ({n_layers} of {expected} language-model "
             "layers called the attention interface)"
         )
-    pre = torch.stack([recorder.prefill[layer] for layer in range(n_layers)]).cpu()  # [L, H, R', N]
+    # rows [H, R', N] at the stored layers, the last row alone [H, 1, N] at the others
+    pre = torch.stack([recorder.prefill[layer] for layer in layers.tolist()]).cpu()  # [L', H, R', N]
     n_steps = int(gen.shape[0])
     heads = pre.shape[1]
     width = n + max(n_steps - 1, 0)
     decode = torch.zeros(n_steps, n_layers, heads, width)
-    decode[0, :, :, :n] = pre[:, :, int(np.searchsorted(recorded, n - 1)), :]
     for layer in range(n_layers):
+        row = last if recorder.keeps_all_rows(layer) else 0
+        decode[0, layer, :, :n] = recorder.prefill[layer][:, row, :].cpu()
         decode[1:, layer] = recorder.decode_rows(layer, width)[: n_steps - 1]
     keep = np.searchsorted(recorded, stored)
     tok = lm.processor.tokenizer
     settings = {
         "max_new_tokens": max_new_tokens,
         "prefill_rows": prefill_rows,
+        "prefill_layers": "all" if prefill_layers is None else layers.tolist(),
         "seed": seed,
         "dtype": lm.dtype,
         "vision_encoder": vision_encoder,
@@ -253,6 +298,7 @@ def capture_attention(
         decode_key_len=np.arange(n, n + n_steps),
         prefill=pre[:, :, keep, :].numpy(),
         prefill_positions=stored,
+        prefill_layers=layers,
         attrs=attrs,
         vision_encoder=vision,
         rollout_decode=None if rollout_decode is None else rollout_decode.numpy(),

@@ -198,9 +198,11 @@ def _run_sample(lm, sm: dict, settings: dict, seed: int):
     from .inference import capture_attention, open_image
 
     venc = settings.get("vision_encoder", {})
+    layers = settings.get("prefill_layers", "all")
     objects = load_objects(sm.get("annotation"), sm.get("objects", []))
     s = capture_attention(lm, open_image(sm["image"]), sm["question"], max_new_tokens=settings["max_new_tokens"],
-            prefill_rows=settings["prefill_rows"], seed=seed, vision_encoder=venc.get("enabled", True),
+            prefill_rows=settings["prefill_rows"], prefill_layers=None if layers == "all" else layers, seed=seed,
+            vision_encoder=venc.get("enabled", True),
             vision_full=venc.get("full", False), vision_rollout=venc.get("rollout", True),
             llm_rollout=settings.get("llm_rollout", False),
             meta={"image_id": sm["image_id"], "image_path": str(sm["image"]), "question_id": sm["question_id"]})

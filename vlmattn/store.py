@@ -20,8 +20,11 @@ Layout (documented field by field in ``docs/hdf5-schema.md``)::
     /attention/decode       [T, L, H, K] f16|f32 row of the query predicting generated token t
     /attention/decode_key_len [T]    int64      valid keys of row t (N + t); the rest is 0
                             (rows on absolute key positions: keys outside a sliding window are 0)
-    /attention/prefill      [L, H, R, N] f16|f32 prefill rows for prompt positions below
+    /attention/prefill      [L', H, R, N] f16|f32 prefill rows for prompt positions below, at the layers
+                            below (L' = L unless extraction.prefill_layers names fewer)
     /attention/prefill_positions [R] int64
+    /attention/prefill_layers [L'] int64       0-based decoder layers of the prefill rows, ascending
+                            (arange(L) when all; files written without it hold every layer)
     /attention/rollout_decode [T, K] float32   (optional, extraction.llm_rollout) language-model rollout
                             row R_L[N−1+t, :] of the query predicting token t, keys as in decode
                             (K = N + T − 1, zero past the row's own position), see vlmattn.capture
@@ -85,6 +88,11 @@ class AttentionSample:
 
     ``rollout_decode [T, N + T − 1]`` and ``rollout_prefill [R, N]`` (float32) are None unless the
     language-model rollout was extracted (``extraction.llm_rollout``).
+
+    ``prefill [L', H, R, N]`` holds the rows at the decoder layers ``prefill_layers [L']`` (int64,
+    ascending; :func:`prefill_at` picks one). None, for a sample built without it, means every layer:
+    ``arange(L)`` with ``L = decode.shape[1]`` (what :func:`read_sample` returns for files written
+    before the dataset existed).
     """
 
     input_ids: np.ndarray
@@ -107,10 +115,18 @@ class AttentionSample:
     cls_positions: np.ndarray | None = None
     rollout_decode: np.ndarray | None = None
     rollout_prefill: np.ndarray | None = None
+    prefill_layers: np.ndarray | None = None
 
     def __post_init__(self):
         if self.cls_positions is None:
             self.cls_positions = np.full(len(self.spans), -1, np.int64)
+
+    @property
+    def stored_prefill_layers(self) -> np.ndarray:
+        """``prefill_layers``, or ``arange(L)`` (``L = decode.shape[1]``) when it is None, ``[L']`` int64."""
+        if self.prefill_layers is None:
+            return np.arange(self.decode.shape[1], dtype=np.int64)
+        return np.asarray(self.prefill_layers, np.int64)
 
     @property
     def vision_index(self) -> np.ndarray:
@@ -127,6 +143,19 @@ class AttentionSample:
         b = self.token_boxes
         w, h = self.image_size
         return np.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h], axis=1)
+
+
+def prefill_at(sample: AttentionSample, layer: int) -> np.ndarray:
+    """The prefill rows of decoder ``layer`` (0-based), ``[H, R, N]``: ``sample.prefill[i]`` for the ``i``
+    with ``prefill_layers[i] == layer``. Raises ValueError naming the sample (its ``image_id`` and
+    ``question_id`` attributes, when present) for a layer whose rows are not stored."""
+    layers = sample.stored_prefill_layers
+    hit = np.flatnonzero(layers == layer)
+    if not hit.size:
+        name = "__".join(str(sample.attrs[k]) for k in ("image_id", "question_id") if k in sample.attrs) or "(unnamed)"
+        raise ValueError(f"sample {name} stores prefill rows at layers {layers.tolist()}, not layer {layer}: "
+                         "add it to extraction.prefill_layers")
+    return sample.prefill[int(hit[0])]
 
 
 def atomic_target(path: Path) -> Path:
@@ -189,6 +218,7 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
             pre = _cast(s.prefill, attention_dtype)
             a.create_dataset("prefill", data=pre, chunks=(1, *pre.shape[1:]) if pre.size else None, **(kw if pre.size else {}))
             a.create_dataset("prefill_positions", data=s.prefill_positions.astype(np.int64), track_times=False)
+            a.create_dataset("prefill_layers", data=s.stored_prefill_layers, track_times=False)
             for name in ("rollout_decode", "rollout_prefill"):
                 r = getattr(s, name)
                 if r is not None:
@@ -260,6 +290,13 @@ def read_sample(path: str | Path) -> AttentionSample:
     except (OSError, KeyError) as e:
         what = "dataset missing" if isinstance(e, KeyError) else "truncated or not HDF5"
         raise InputError(f"{path}: not a readable attention cache file ({what}: {str(e).splitlines()[0][:120]})") from None
+    layers = sample.prefill_layers
+    n_layers = sample.decode.shape[1]
+    if (layers.ndim != 1 or len(layers) != sample.prefill.shape[0] or (np.diff(layers) <= 0).any()
+            or (len(layers) and not 0 <= layers[0] <= layers[-1] < n_layers)):
+        raise InputError(f"{path}: attention/prefill_layers {layers.tolist()} does not name the "
+                         f"{sample.prefill.shape[0]} layers of attention/prefill in ascending order within "
+                         f"0 … {n_layers - 1}")
     axes = {"decode": ("step", "layer", "head"), "prefill": ("layer", "head", "row"),
             "rollout_decode": ("step", "key"), "rollout_prefill": ("row", "key")}
     for name, names in axes.items():
@@ -268,7 +305,10 @@ def read_sample(path: str | Path) -> AttentionSample:
             continue
         bad = ~np.isfinite(a)
         if bad.any():
-            where = ", ".join(f"{ax} {i}" for ax, i in zip(names, np.argwhere(bad)[0]))
+            first = np.argwhere(bad)[0]
+            if name == "prefill":  # the decoder layer, not the index into the stored layers
+                first[0] = layers[first[0]]
+            where = ", ".join(f"{ax} {i}" for ax, i in zip(names, first))
             raise InputError(f"{path}: attention/{name} holds {int(bad.sum())} NaN or infinite values (first at {where})")
     return sample
 
@@ -303,6 +343,8 @@ def _read(f, path: Path) -> AttentionSample:
         decode_key_len=f["attention/decode_key_len"][()],
         prefill=f["attention/prefill"][()].astype(np.float32),
         prefill_positions=f["attention/prefill_positions"][()],
+        prefill_layers=(f["attention/prefill_layers"][()] if "attention/prefill_layers" in f
+                        else np.arange(f["attention/decode"].shape[1], dtype=np.int64)),
         attrs=attrs,
         vision_encoder=_read_vision_encoder(f),
         rollout_decode=_optional(f, "attention/rollout_decode"),
