@@ -13,6 +13,7 @@ include: "rules/models.smk"
 include: "rules/extract.smk"
 include: "rules/metrics.smk"
 include: "rules/contrasts.smk"
+include: "rules/pruning.smk"
 include: "rules/validation.smk"
 include: "rules/report.smk"
 

@@ -127,7 +127,7 @@ def all_outputs():
             out += [f"{R}/tables/training_{m}.csv", f"{R}/plots/training_{m}.png"]
     if config.get("validation"):
         out.append(f"{R}/tables/validation.csv")
-    return out + contrast_outputs()
+    return out + contrast_outputs() + pruning_outputs()
 
 
 FIGURE_SAMPLES = figure_samples()
@@ -194,4 +194,45 @@ def contrast_outputs():
             out += [f"{R}/plots/contrasts/{c}/{m}/{p}.png" for p in CONTRAST_PLOTS]
             if c in CAUSAL:
                 out.append(f"{R}/plots/contrasts/{c}/{m}/causal.png")
+    return out
+
+
+# Pruning ablations (rules/pruning.smk)
+from vlmattn.config import pruning_options
+from vlmattn.pruning.jobs import ONLINE_TABLES as PRUNING_TABLES
+
+PRUNING = config.get("pruning") or {}
+PRUNING_OFFLINE = bool(PRUNING) and PRUNING["offline"]["enabled"]
+PRUNING_ONLINE = list(PRUNING["online"]["models"]) if PRUNING else []
+PRUNING_RES = PRUNING["online"]["resources"] if PRUNING else {}
+PRUNING_MODES = list(PRUNING["online"]["modes"]) if PRUNING else []
+
+
+wildcard_constraints:
+    chunk=r"\d+",
+
+
+def pruning_offline_shards():
+    return [f"{R}/pruning/{m}/offline/{k}.csv" for m, by in SHARDS.items() for k in by]
+
+
+def pruning_online_chunks():
+    n = PRUNING["online"]["chunks"] if PRUNING else 0
+    return [f"{R}/pruning/{m}/online/{c}.csv" for m in PRUNING_ONLINE for c in range(n)]
+
+
+def pruning_outputs():
+    """Tables and figures of the pruning ablations, for rule all."""
+    out = []
+    if PRUNING_OFFLINE:
+        out.append(f"{R}/tables/pruning_offline.csv")
+        out += [f"{R}/plots/pruning/{m}/offline.png" for m in SHARDS]
+    if PRUNING_ONLINE:
+        out += [f"{R}/tables/pruning_{t}.csv" for t in PRUNING_TABLES]
+        out += [
+            f"{R}/plots/pruning/{m}/{s}_{mode}.png"
+            for m in PRUNING_ONLINE
+            for s in PRUNING_TABLES[:3]
+            for mode in PRUNING_MODES
+        ]
     return out

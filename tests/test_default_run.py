@@ -100,6 +100,31 @@ def test_contrasts_of_the_default_run(default_run):
             assert (default_run / f"results/plots/contrasts/{c}/{m}/{p}.png").stat().st_size > 10_000
 
 
+def test_pruning_of_the_default_run(default_run):
+    """Offline scores for every model, online ablation tables for the trained model on the 256-question
+    evaluation set at the three scaled budgets; the trained model answers the held-out questions, its
+    attention-based scores find the objects far above chance, and dropping tokens cuts the FLOPs."""
+    cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    tables = default_run / "results/tables"
+    off = pd.read_csv(tables / "pruning_offline.csv")
+    assert set(off["model"]) == set(cfg["models"]) and sorted(off["budget"].unique()) == [7, 14, 21]
+    fastv = off[(off["model"] == "toy_llava") & (off["scorer"] == "fastv")]
+    assert (fastv["recall_ci_low"] > 2 * fastv["chance"]).all()
+    n_items = cfg["pruning"]["online"]["n_items"]
+    for study in ("study_a", "study_b", "published"):
+        t = pd.read_csv(tables / f"pruning_{study}.csv")
+        assert set(t["model"]) == {"toy_llava"} and (t["n_items"] == n_items).all(), study
+        assert t["scorer"].str.startswith("random:").any() and "pooling" in set(t["scorer"])
+        assert (t["unpruned_accuracy"] >= 0.9).all() and t["ci_low"].le(t["accuracy"]).all()
+        assert (t["flops_fraction"] < 1).all()
+    ranks = pd.read_csv(tables / "pruning_ranks.csv")
+    assert len(ranks) == 3 * 3 * 2  # studies × budgets × (accuracy, recall)
+    speed = pd.read_csv(tables / "pruning_speed.csv")
+    assert speed["mode"].iloc[0] == "none" and speed["n_runs"].iloc[0] == n_items
+    for p in ("offline", "study_a_drop", "study_b_drop", "published_drop"):
+        assert (default_run / f"results/plots/pruning/toy_llava/{p}.png").stat().st_size > 10_000
+
+
 def _report_data(html: str, name: str) -> dict:
     """The JSON object the Snakemake report embeds as ``var {name} = {...};`` on one line."""
     start = html.index(f"var {name} = {{") + len(f"var {name} = ")
@@ -130,13 +155,13 @@ def test_report_renders_in_a_browser(default_run):
         assert data == p.read_bytes(), f"{key}: the report holds other bytes"
         assert results[key]["caption"].strip(), f"{key} has no caption"
     # the report's menu lists the categories sorted by name (snakemake's menu.js), hence the numbers
-    assert sorted(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Contrasts",
-                                                     "4. Metric tables", "5. Metric plots", "6. Samples"]
+    assert sorted(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Contrasts", "4. Pruning",
+                                                     "5. Metric tables", "6. Metric plots", "7. Samples"]
 
     profile = default_run / "chromium-profile"
     dom = dump_dom(browser, page, profile)
     app = dom[dom.index('<div id="app">'):]
-    for text in ("What ran", "How to read it", "1. Overview", "3. Contrasts", "6. Samples", "toy_llava_untrained",
+    for text in ("What ran", "How to read it", "1. Overview", "3. Contrasts", "4. Pruning", "7. Samples", "toy_llava_untrained",
                  "Is there anything in the top left corner?"):
         assert text in app, f"the rendered report lacks {text!r}"
 

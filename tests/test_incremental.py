@@ -78,6 +78,18 @@ def test_edited_contrast_module_reruns_that_analysis_alone(repo_copy):
     assert planned_jobs(repo_copy, repo=repo_copy) == {}
 
 
+def test_edited_pruning_statistics_rerun_the_tables_alone(repo_copy):
+    module = repo_copy / "vlmattn/pruning/stats.py"
+    text, stat = module.read_text(), module.stat()
+    module.write_text(text + "\n# edited\n")
+    try:
+        assert planned_jobs(repo_copy, repo=repo_copy) == {"table_pruning": 1, "plot_pruning": 1, "all": 1}
+    finally:
+        module.write_text(text)
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert planned_jobs(repo_copy, repo=repo_copy) == {}
+
+
 def test_added_sample_reruns_one_shard_per_model(repo_copy):
     cfg = copy.deepcopy(CONFIG)
     cfg["questions"]["shape"]["images"].append("blue_square_right")

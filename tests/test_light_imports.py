@@ -15,3 +15,13 @@ def test_metric_jobs_do_not_import_torch():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pruning_analysis_jobs_do_not_import_torch():
+    """The offline scores, tables and figures of the pruning ablations run in the analysis environment."""
+    code = (
+        "import sys, vlmattn.pruning.jobs, vlmattn.pruning.offline, vlmattn.pruning.stats, vlmattn.pruning.plots\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,8 +15,8 @@ from vlmattn.jobs import normalise_answer
 from vlmattn.models import shapes_task as task
 from vlmattn.pruning import evalset
 from vlmattn.pruning.evaluate import STUDIES, capture_item, evaluate
-from vlmattn.pruning.stats import (ablation_tables, accuracy_table, best_scorers, mcnemar_exact, wilson_interval,
-                                   worst_scorers)
+from vlmattn.pruning.stats import (ablation_tables, accuracy_table, best_scorers, mcnemar_exact, rank_table,
+                                   speed_table, wilson_interval, worst_scorers)
 
 
 # ------------------------------------------------------------------------------------ evaluation set
@@ -104,9 +104,10 @@ def planted_rows(n_items: int, lost: int, gained: int) -> pd.DataFrame:
 
     def add(study, scorer, correct):
         for i in range(n_items):
-            rows.append(dict(item=i, study=study, scorer=scorer, budget=5, kept=0.5, correct=bool(correct[i]),
-                             answer="yes" if correct[i] else "no", recall=0.5, flops_fraction=0.6, prefill_s=0.1,
-                             decode_s=0.2))
+            rows.append(dict(item=i, mode="none" if study == "unpruned" else "drop", study=study, scorer=scorer,
+                             budget=5, kept=0.5, correct=bool(correct[i]), answer="yes" if correct[i] else "no",
+                             recall=0.5, flops_fraction=0.6, prefill_s=0.4 if study == "unpruned" else 0.1,
+                             decode_s=0.2, peak_memory_bytes=1000))
 
     add("unpruned", "unpruned", truth)
     worse = truth.copy()
@@ -154,6 +155,27 @@ def test_ablation_tables_add_the_baselines_and_rank():
     assert best_scorers(a, budget=5, by="recall", n=2)["scorer"].tolist() == ["head:better", "head:same"]
     with pytest.raises(ValueError, match="budget 7"):
         best_scorers(a, budget=7)
+    speed = speed_table(rows.assign(layer=1, reused=False))
+    assert speed["mode"].tolist() == ["none", "drop"] and speed["n_runs"].tolist() == [40, 5 * 40]
+    assert speed["prefill_speedup"].tolist() == pytest.approx([1.0, 4.0])  # 0.4 s / 0.1 s
+    assert speed["decode_speedup"].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_rank_table_places_the_baselines():
+    rows = planted_rows(40, lost=12, gained=2)
+    extra = rows[rows["scorer"] == "random:0"].assign(scorer="random:1")
+    extra.loc[extra.index[3:23], ["correct", "answer"]] = [False, "no"]  # draw 1: 20 of 40 lost
+    pool = rows[rows["scorer"] == "head:worse"].assign(study="baseline", scorer="pooling")
+    table = ablation_tables(pd.concat([rows, extra, pool], ignore_index=True))["study_a"]
+    ranks = rank_table(table, study="study_a").set_index("by")
+    acc = ranks.loc["accuracy"]
+    # study A: better 39/40, same 37/40, worse 25/40; random mean (37 + 17)/2 / 40 = 27/40; pooling 25/40
+    assert (acc["best"], acc["worst"]) == ("head:better", "head:worse")
+    assert acc["best_value"] == pytest.approx(39 / 40) and acc["worst_value"] == pytest.approx(25 / 40)
+    assert acc["random_value"] == pytest.approx(27 / 40)
+    assert (acc["random_rank"], acc["pooling_rank"], acc["n_ranked"]) == (3, 4, 5)  # pooling ties worse: rank 4
+    rec = ranks.loc["recall"]  # every recall 0.5: all tie for first, names break best/worst ties
+    assert (rec["best"], rec["worst"], rec["random_rank"], rec["pooling_rank"]) == ("head:better", "head:better", 1, 1)
     with pytest.raises(ValueError, match="unpruned row"):
         accuracy_table(rows[rows["study"] != "unpruned"])
 
@@ -204,3 +226,21 @@ def test_evaluate_rejects_bad_budgets_and_layers(lm):
         evaluate(lm, items, prune_layer=1, budgets=[0], max_new_tokens=1, show_progress=False)
     with pytest.raises(ValueError, match="prune_layer"):
         evaluate(lm, items, prune_layer=0, budgets=[1], max_new_tokens=1, show_progress=False)
+
+
+def test_evaluate_masked_variant_answers_as_dropped(lm):
+    """With original positions, masking the tokens from layer K on is dropping them (same logits up to
+    rounding, tests/test_pruning_online.py): the two modes give the same answers, masked runs no FLOPs saved."""
+    items = evalset.evaluation_set(2, size=64)
+    rows = evaluate(lm, items, prune_layer=1, budgets=[5], max_new_tokens=2, n_draws=1, modes=("drop", "mask"),
+                    head_strategies=["variance"], query_strategies=["last_token"], show_progress=False)
+    drop = rows[rows["mode"] == "drop"].set_index(["item", "scorer"]).sort_index()
+    mask = rows[rows["mode"] == "mask"].set_index(["item", "scorer"]).sort_index()
+    assert len(drop) == len(mask) == 2 * (5 + 1 + 1 + 1 + 1)
+    assert (drop["answer"] == mask["answer"]).all()
+    assert (mask["flops_fraction"] == 1.0).all() and (drop["flops_fraction"] < 1).all()
+    assert (rows.loc[rows["study"] == "unpruned", "mode"] == "none").all()
+    table = accuracy_table(rows)
+    assert set(table["mode"]) == {"drop", "mask"}
+    with pytest.raises(ValueError, match="modes"):
+        evaluate(lm, items, prune_layer=1, budgets=[5], max_new_tokens=1, modes=("cut",), show_progress=False)

@@ -294,6 +294,71 @@ def check_contrasts(cfg: dict) -> None:
                                       "(or the sample to samples)")
 
 
+#: prefill_rows modes, narrowest first: each stores the rows of the ones before it
+PREFILL_ROW_ORDER = ("last", "text_after_image", "all_text", "all")
+
+
+def pruning_options(cfg: dict) -> dict:
+    """Keyword arguments of the pruning jobs, from the ``pruning`` block (schema defaults filled):
+
+    * ``scores``: :func:`vlmattn.pruning.offline.sample_scores`'s (``prune_layer``, ``head_strategies``,
+      ``query_strategies``, ``fixed_query``, ``fixed_head``, ``n_heads``, ``top_k``, ``seed``,
+      ``n_draws``, ``encoder_layer``);
+    * ``budgets``: ``{"budgets": [...], "keep_ratios": [...]}`` (:func:`vlmattn.pruning.offline.model_budgets`);
+    * ``offline``: ``{"step"}``; ``online``: ``{"n_items", "seed", "chunks", "max_new_tokens", "modes",
+      "positions"}``; ``statistics``: ``{"confidence", "alpha"}``.
+
+    Raises ConfigError when the config has no pruning block."""
+    pc = cfg.get("pruning")
+    if not pc:
+        raise ConfigError("config pruning: no pruning block")
+    online = {k: pc["online"][k] for k in ("n_items", "seed", "chunks", "max_new_tokens", "modes", "positions")}
+    return {"scores": {"prune_layer": pc["prune_layer"], "head_strategies": list(pc["head_strategies"]),
+                       "query_strategies": list(pc["query_strategies"]), "fixed_query": pc["fixed_query"],
+                       "fixed_head": pc["fixed_head"], "n_heads": pc["n_heads"], "top_k": pc["top_k"],
+                       "seed": pc["random"]["seed"], "n_draws": pc["random"]["draws"],
+                       "encoder_layer": pc["encoder_layer"]},
+            "budgets": {"budgets": list(pc["budgets"]), "keep_ratios": list(pc["keep_ratios"])},
+            "offline": {"step": pc["offline"]["step"]}, "online": online,
+            "statistics": dict(pc["statistics"])}
+
+
+def check_pruning(cfg: dict) -> None:
+    """The pruning block's cross-references: online models exist and are llava-family (online pruning
+    runs LLaVA's decoder), a step below ``extraction.max_new_tokens``, and for the offline scores an
+    extraction that stores what they read — the prefill rows of every query strategy
+    (``extraction.prefill_rows``, :data:`vlmattn.pruning.scorers.ROWS_NEEDED`) at layers K − 1 and K
+    (``extraction.prefill_layers``)."""
+    from .pruning.scorers import ROWS_NEEDED
+
+    pc = cfg.get("pruning")
+    if not pc:
+        return
+    for m in pc["online"]["models"]:
+        if m not in cfg["models"]:
+            raise ConfigError(f"config pruning.online.models: unknown model {m!r}")
+        if cfg["models"][m]["family"] != "llava":
+            raise ConfigError(f"config pruning.online.models: model {m!r} is {cfg['models'][m]['family']}; online "
+                              "pruning runs llava-family models")
+    if not pc["offline"]["enabled"]:
+        return
+    ex = cfg["extraction"]
+    if pc["offline"]["step"] >= ex["max_new_tokens"]:
+        raise ConfigError(f"config pruning.offline.step: {pc['offline']['step']} is not below "
+                          f"extraction.max_new_tokens ({ex['max_new_tokens']})")
+    queries = [*pc["query_strategies"], pc["fixed_query"]]
+    need = max((ROWS_NEEDED[q] for q in queries), key=PREFILL_ROW_ORDER.index)
+    if PREFILL_ROW_ORDER.index(ex["prefill_rows"]) < PREFILL_ROW_ORDER.index(need):
+        who = next(q for q in queries if ROWS_NEEDED[q] == need)
+        raise ConfigError(f"config pruning: query strategy {who!r} reads prefill rows that extraction.prefill_rows: "
+                          f"{ex['prefill_rows']} does not store; set extraction.prefill_rows: {need}")
+    layers = ex["prefill_layers"]
+    k = pc["prune_layer"]
+    if layers != "all" and not {k - 1, k} <= set(layers):
+        raise ConfigError(f"config pruning.prune_layer: {k} scores from decoder layers {k - 1} and {k}, but "
+                          f"extraction.prefill_layers stores {list(layers)}; add them")
+
+
 def check(cfg: dict, base_dir: Path) -> None:
     """Cross-reference checks the schema cannot express; raises on the first problem."""
     unknown = [s for s in cfg["images"]["synthetic"]["scenes"] if s not in DEFAULT_SCENES]
@@ -346,6 +411,7 @@ def check(cfg: dict, base_dir: Path) -> None:
             if s[key] not in pool:
                 raise ConfigError(f"config samples[{k}].{key}: unknown {key} {s[key]!r}")
     check_contrasts(cfg)
+    check_pruning(cfg)
 
 
 def load_config(config: dict | str | Path, base_dir: str | Path = ".") -> dict:

@@ -23,17 +23,20 @@ answer, qtype, boxes``):
 
 Rows (one per item × scorer × budget, plus one ``study == "unpruned"`` row per item):
 
-    item, qtype, corner, study, scorer, layer, budget, n_vision, n_tokens, kept, recall,
-    answer, expected, correct, agrees_with_unpruned, prefill_s, decode_s, flops_fraction, reused
+    item, qtype, corner, mode, study, scorer, layer, budget, n_vision, n_tokens, kept, recall, answer,
+    expected, correct, agrees_with_unpruned, prefill_s, decode_s, peak_memory_bytes, flops_fraction, reused
 
+``mode`` ∈ ``modes`` (``drop``: the other tokens leave the sequence and the KV cache; ``mask``: they stay,
+unattended from the layer on), ``none`` for the unpruned row;
 ``study`` ∈ {``study_a``, ``study_b``, ``published``, ``baseline``, ``unpruned``}; ``budget`` k = the number
 of vision tokens kept (V for the unpruned row), ``kept`` = k / V; ``recall`` = |kept ∩ objects| / |objects|
 (:func:`vlmattn.pruning.offline.object_recall`; objects = tokens under the item's boxes; NaN without an
 object); ``answer`` = the normalised first word of the generated text (:func:`vlmattn.jobs.normalise_answer`),
 ``correct`` = ``answer == expected``, ``agrees_with_unpruned`` = ``answer`` equals the unpruned row's;
-``prefill_s``/``decode_s`` the run's wall times (:class:`~vlmattn.pruning.online.PrunedResult`);
+``prefill_s``/``decode_s``/``peak_memory_bytes`` the run's wall times and peak memory
+(:class:`~vlmattn.pruning.online.PrunedResult`: CUDA allocator peak on a GPU, process RSS peak on the CPU);
 ``flops_fraction`` = :func:`vlmattn.pruning.flops.kept_fraction` with n = N (the whole prompt), n̂ = N − (V − k),
-K = ``layer`` and the text model's depth, width and feed-forward size. With ``reuse_runs`` a kept set
+K = ``layer`` and the text model's depth, width and feed-forward size (1 for ``mask``, which saves nothing). With ``reuse_runs`` a kept set
 already generated for the item (several scorers often agree) is not run again: the row copies that
 run's answer and timings and has ``reused`` True.
 """
@@ -54,14 +57,14 @@ from ..store import AttentionSample
 from . import offline
 from . import scorers as sc
 from .flops import kept_fraction
-from .online import generate_pruned
+from .online import MODES, generate_pruned
 
 STUDIES = ("study_a", "study_b", "published", "baseline", "unpruned")
 #: published signals pruned before the language model (layer 0)
 ENCODER_SIGNALS = ("fastervlm", "visionzip_dominant")
-COLUMNS = ["item", "qtype", "corner", "study", "scorer", "layer", "budget", "n_vision", "n_tokens", "kept", "recall",
-           "answer", "expected", "correct", "agrees_with_unpruned", "prefill_s", "decode_s", "flops_fraction",
-           "reused"]
+COLUMNS = ["item", "qtype", "corner", "mode", "study", "scorer", "layer", "budget", "n_vision", "n_tokens", "kept",
+           "recall", "answer", "expected", "correct", "agrees_with_unpruned", "prefill_s", "decode_s",
+           "peak_memory_bytes", "flops_fraction", "reused"]
 
 
 def scorer_study(name: str) -> str:
@@ -121,16 +124,21 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
              head_strategies: Iterable[str] = sc.HEAD_STRATEGIES, query_strategies: Iterable[str] = sc.QUERY_STRATEGIES,
              fixed_query: str = "last_token", fixed_head: str = "variance", n_heads: int = 2, top_k: int = 10,
              seed: int = 0, n_draws: int = 3, encoder_layer: int = -2, positions: str = "keep",
-             reuse_runs: bool = True, show_progress: bool = True) -> pd.DataFrame:
+             modes: Iterable[str] = ("drop",), reuse_runs: bool = True, show_progress: bool = True) -> pd.DataFrame:
     """Rows of the online evaluation (module docstring) of ``items`` on ``lm`` (llava family).
 
     ``budgets``: kept vision-token counts k (1 ≤ k ≤ V; e.g. :func:`vlmattn.pruning.offline.scaled_budgets`
     of the model's V); ``prune_layer`` K (1 ≤ K < L, so that PyramidDrop's layer K exists);
     ``n_heads``/``top_k``: the head strategies' selection size and ``top_k_sum``'s k; ``positions``: rotary
-    ids of the layers after pruning (``keep`` as FastV, ``renumber`` as PyramidDrop). Raises ValueError
-    for a budget outside 1 … V or a prune layer outside 1 … L − 1.
+    ids of the layers after pruning (``keep`` as FastV, ``renumber`` as PyramidDrop); ``modes``: ``drop``
+    and/or ``mask`` (:func:`~vlmattn.pruning.online.generate_pruned`), each scorer and budget run in each.
+    Raises ValueError for a budget outside 1 … V, a prune layer outside 1 … L − 1 or an unknown mode.
     """
     budgets = [int(k) for k in budgets]
+    modes = list(modes)
+    bad_modes = [m for m in modes if m not in MODES]
+    if bad_modes or not modes:
+        raise ValueError(f"modes must be a non-empty list of {MODES}, got {modes}")
     head_strategies, query_strategies = list(head_strategies), list(query_strategies)
     cfg = lm.model.config.get_text_config()
     n_layers = int(cfg.num_hidden_layers)
@@ -153,35 +161,37 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
                        draw_offset=int(item.index) * n_draws, encoder_layer=encoder_layer)
         runs: dict[tuple, tuple] = {}
 
-        def run(keep, layer):
-            key = (layer, None if keep is None else tuple(int(i) for i in keep))
+        def run(keep, layer, mode):
+            key = (mode, layer, None if keep is None else tuple(int(i) for i in keep))
             if reuse_runs and key in runs:
                 return runs[key], True
-            res = generate_pruned(lm, item.image, item.question, keep=keep, layer=layer, mode="drop",
+            res = generate_pruned(lm, item.image, item.question, keep=keep, layer=layer, mode=mode,
                                   positions=positions, max_new_tokens=max_new_tokens)
-            runs[key] = (normalise_answer(res.generated_text), res.prefill_seconds, res.decode_seconds)
+            runs[key] = (normalise_answer(res.generated_text), res.prefill_seconds, res.decode_seconds,
+                         int(res.peak_memory_bytes))
             return runs[key], False
 
-        (plain, pre_s, dec_s), _ = run(None, prune_layer)
+        (plain, pre_s, dec_s, peak), _ = run(None, prune_layer, "drop")
         head = dict(item=int(item.index), qtype=item.qtype, corner=getattr(item, "corner", None))
         expected = normalise_answer(item.answer)
-        rows.append({**head, "study": "unpruned", "scorer": "unpruned", "layer": prune_layer, "budget": n_vis,
-                     "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0, "recall": 1.0 if objects.any() else np.nan,
-                     "answer": plain, "expected": expected, "correct": plain == expected,
-                     "agrees_with_unpruned": True, "prefill_s": pre_s, "decode_s": dec_s, "flops_fraction": 1.0,
-                     "reused": False})
-        for k in budgets:
-            per_budget = dict(named, pooling=sc.pooling_scores(sample.grid, k))
-            for name, score in per_budget.items():
-                layer = 0 if name in ENCODER_SIGNALS else prune_layer
-                keep = sc.keep_indices(score, k)
-                (ans, pre_s, dec_s), reused = run(keep, layer)
-                rows.append({**head, "study": scorer_study(name), "scorer": name, "layer": layer, "budget": k,
-                             "n_vision": n_vis, "n_tokens": n_tok, "kept": k / n_vis,
-                             "recall": offline.object_recall(keep, objects), "answer": ans, "expected": expected,
-                             "correct": ans == expected, "agrees_with_unpruned": ans == plain, "prefill_s": pre_s,
-                             "decode_s": dec_s,
-                             "flops_fraction": float(kept_fraction(n_tok, n_tok - (n_vis - k), prune_layer=layer,
-                                                                   **size)),
-                             "reused": reused})
+        rows.append({**head, "mode": "none", "study": "unpruned", "scorer": "unpruned", "layer": prune_layer,
+                     "budget": n_vis, "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0,
+                     "recall": 1.0 if objects.any() else np.nan, "answer": plain, "expected": expected,
+                     "correct": plain == expected, "agrees_with_unpruned": True, "prefill_s": pre_s,
+                     "decode_s": dec_s, "peak_memory_bytes": peak, "flops_fraction": 1.0, "reused": False})
+        for mode in modes:
+            for k in budgets:
+                per_budget = dict(named, pooling=sc.pooling_scores(sample.grid, k))
+                for name, score in per_budget.items():
+                    layer = 0 if name in ENCODER_SIGNALS else prune_layer
+                    keep = sc.keep_indices(score, k)
+                    (ans, pre_s, dec_s, peak), reused = run(keep, layer, mode)
+                    flops = 1.0 if mode == "mask" else float(
+                        kept_fraction(n_tok, n_tok - (n_vis - k), prune_layer=layer, **size))
+                    rows.append({**head, "mode": mode, "study": scorer_study(name), "scorer": name, "layer": layer,
+                                 "budget": k, "n_vision": n_vis, "n_tokens": n_tok, "kept": k / n_vis,
+                                 "recall": offline.object_recall(keep, objects), "answer": ans, "expected": expected,
+                                 "correct": ans == expected, "agrees_with_unpruned": ans == plain,
+                                 "prefill_s": pre_s, "decode_s": dec_s, "peak_memory_bytes": peak,
+                                 "flops_fraction": flops, "reused": reused})
     return pd.DataFrame(rows, columns=COLUMNS)

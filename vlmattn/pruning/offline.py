@@ -50,6 +50,14 @@ def scaled_budgets(n_vision: int, *, budgets: Iterable[int] = LLAVA_BUDGETS,
     return np.clip(np.floor(n_vision * b / reference_tokens + 0.5), 1, n_vision).astype(np.int64)
 
 
+def model_budgets(n_vision: int, *, budgets: Iterable[int], keep_ratios: Iterable[float]) -> np.ndarray:
+    """The kept counts ``[B]`` of one model, largest first, without repeats: :func:`scaled_budgets` of
+    ``budgets`` (counts of LLaVA-1.5's 576) and :func:`ratio_budgets` of ``keep_ratios``, each at least 1."""
+    counts = np.concatenate([scaled_budgets(n_vision, budgets=budgets),
+                             np.maximum(ratio_budgets(n_vision, keep_ratios=keep_ratios), 1)])
+    return np.unique(counts)[::-1].copy()
+
+
 def ratio_budgets(n_vision: int, *, keep_ratios: Iterable[float]) -> np.ndarray:
     """Kept counts ``[B]``: ``round(V · ρ)`` (half up) per kept fraction ρ ∈ [0, 1] (FastV's R drops 1 − ρ)."""
     r = np.asarray(list(keep_ratios), np.float64)
@@ -94,6 +102,23 @@ def retained_mass(keep: np.ndarray, reference: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------- scorers
+def scoring_prefill(sample: AttentionSample, *, layers: Iterable[int]) -> np.ndarray:
+    """The sample's prefill rows as ``[L, H, R, N]`` float32 for the scorers, whichever decoder layers
+    the file stores (``extraction.prefill_layers``, ``sample.prefill_layers``): stored layers in place,
+    NaN in the others. Raises ValueError naming the option when one of ``layers`` is not stored."""
+    n_layers = sample.decode.shape[1]
+    stored = np.asarray(sample.stored_prefill_layers, np.int64)
+    missing = sorted(set(int(x) for x in layers) - set(stored.tolist()))
+    if missing:
+        raise ValueError(f"the sample stores prefill rows at decoder layers {stored.tolist()}, not {missing}: "
+                         "add them to extraction.prefill_layers")
+    if len(stored) == n_layers:
+        return np.asarray(sample.prefill, np.float32)
+    out = np.full((n_layers, *sample.prefill.shape[1:]), np.nan, np.float32)
+    out[stored] = sample.prefill
+    return out
+
+
 def image_positions(sample: AttentionSample) -> np.ndarray:
     """Prompt positions of image tokens ``[I']``: the vision tokens and any CLS token fed to the LLM."""
     cls = np.asarray(sample.cls_positions, np.int64)
@@ -127,12 +152,15 @@ def sample_scores(sample: AttentionSample, *, prune_layer: int, head_strategies:
     * ``random:<d>`` for draws d = 0 … n_draws − 1 of :func:`.scorers.random_scores` with ``seed``.
 
     Pooling depends on the budget and is added by :func:`offline_table`. Raises ValueError (naming
-    ``extraction.prefill_rows``) when a requested strategy's rows are not stored.
+    ``extraction.prefill_rows`` or ``extraction.prefill_layers``) when a requested strategy's rows or
+    layers are not stored.
     """
     pos, vis, img = sample.prefill_positions, sample.vision_index, image_positions(sample)
-    out = {"fastv": sc.fastv(sample.prefill, pos, vis, prune_layer=prune_layer)}
-    if prune_layer < sample.prefill.shape[0]:
-        out["pyramiddrop"] = sc.pyramiddrop(sample.prefill, pos, vis, prune_layer=prune_layer)
+    n_layers = sample.decode.shape[1]
+    prefill = scoring_prefill(sample, layers=[prune_layer - 1, *([prune_layer] if prune_layer < n_layers else [])])
+    out = {"fastv": sc.fastv(prefill, pos, vis, prune_layer=prune_layer)}
+    if prune_layer < n_layers:
+        out["pyramiddrop"] = sc.pyramiddrop(prefill, pos, vis, prune_layer=prune_layer)
     ve = sample.vision_encoder
     if ve is not None and ve.has_cls:
         out["fastervlm"] = sc.fastervlm(ve.cls_attention, ve.patch_token, len(vis), layer=encoder_layer)
@@ -140,9 +168,9 @@ def sample_scores(sample: AttentionSample, *, prune_layer: int, head_strategies:
                                                           layer=encoder_layer)
     common = dict(prune_layer=prune_layer, n_heads=n_heads, top_k=top_k)
     for h in head_strategies:
-        out[f"head:{h}"] = sc.attention_scores(sample.prefill, pos, vis, img, query=fixed_query, head=h, **common)
+        out[f"head:{h}"] = sc.attention_scores(prefill, pos, vis, img, query=fixed_query, head=h, **common)
     for q in query_strategies:
-        out[f"query:{q}"] = sc.attention_scores(sample.prefill, pos, vis, img, query=q, head=fixed_head, **common)
+        out[f"query:{q}"] = sc.attention_scores(prefill, pos, vis, img, query=q, head=fixed_head, **common)
     for d in range(n_draws):
         out[f"random:{d}"] = sc.random_scores(len(vis), seed=seed, draw=d)
     return out
@@ -170,3 +198,46 @@ def offline_table(sample: AttentionSample, scores: Mapping[str, np.ndarray], bud
             rows.append((name, k, n_vis, object_recall(keep, objects), k / n_vis if n_vis else float("nan"),
                          retained_mass(keep, ref)))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+SUMMARY_COLUMNS = ["scorer", "budget", "n_vision", "kept", "n_samples", "recall", "recall_ci_low", "recall_ci_high",
+                   "retained_mass", "retained_ci_low", "retained_ci_high", "chance"]
+
+
+def _mean_interval(x: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """Mean of the finite values and its Student-t interval ``x̄ ± t_{n−1} · s / √n`` (NaN below 2 values)."""
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return np.nan, np.nan, np.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, np.nan, np.nan
+    from scipy import stats
+
+    sem = stats.sem(x)
+    if sem == 0:
+        return mean, mean, mean
+    low, high = stats.t.interval(confidence, len(x) - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def offline_summary(rows: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (scorer, budget, n_vision) of the per-sample ``rows`` (:func:`offline_table`, any extra
+    columns ignored): the mean object recall and retained mass over the samples (NaN recalls of samples
+    without objects left out) with Student-t intervals at ``confidence``, ``kept`` = budget / V and the
+    mean chance recall. Random draws ``random:<d>`` are pooled into one scorer ``random`` (each
+    sample's mean over its draws). Rows sorted by budget (descending), then mean recall (descending)."""
+    rows = rows.copy()
+    is_random = rows["scorer"].str.startswith("random:")
+    keys = [c for c in ("model", "image", "question") if c in rows.columns]
+    pooled = (rows[is_random].groupby([*keys, "budget", "n_vision"], sort=False)
+              [["recall", "chance", "retained_mass"]].mean().reset_index().assign(scorer="random"))
+    rows = pd.concat([rows[~is_random], pooled], ignore_index=True)
+    out = []
+    for (scorer, budget, n_vision), g in rows.groupby(["scorer", "budget", "n_vision"], sort=False):
+        recall = _mean_interval(g["recall"].to_numpy(np.float64), confidence)
+        kept_mass = _mean_interval(g["retained_mass"].to_numpy(np.float64), confidence)
+        out.append((scorer, int(budget), int(n_vision), budget / n_vision, len(g), *recall, *kept_mass,
+                    float(g["chance"].mean())))
+    table = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+    return table.sort_values(["budget", "recall", "scorer"], ascending=[False, False, True]).reset_index(drop=True)

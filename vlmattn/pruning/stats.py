@@ -1,7 +1,7 @@
 """Statistics of an online pruning evaluation (the rows of :func:`vlmattn.pruning.evaluate.evaluate`):
 accuracy with a confidence interval, agreement with the unpruned model and a paired test against it.
 
-Per (study, scorer, budget), over the n items that have both a pruned row and the unpruned row:
+Per (mode, study, scorer, budget), over the n items that have both a pruned row and the unpruned row:
 
     accuracy   x / n, x = items answered correctly
     CI         Wilson score interval (closed form, :func:`wilson_interval`), no resampling
@@ -10,7 +10,7 @@ Per (study, scorer, budget), over the n items that have both a pruned row and th
                run gets right and the unpruned one wrong (``n_gained``), c = the reverse (``n_lost``),
                p = P(|X − (b+c)/2| ≥ |b − (b+c)/2|) for X ~ Binomial(b + c, ½)
                (:func:`scipy.stats.binomtest`); p = 1 without discordant items
-    p_adj      Benjamini–Hochberg over the scorers of the table within each budget
+    p_adj      Benjamini–Hochberg over the scorers of the table within each mode and budget
                (:func:`vlmattn.contrasts.stats.bh_adjust`); ``significant`` = p_adj < α
 
 No torch import: the tables are computed from the stored rows alone.
@@ -24,9 +24,9 @@ from scipy import stats
 
 from ..contrasts.stats import bh_adjust
 
-TABLE_COLUMNS = ["study", "scorer", "budget", "kept", "n_items", "n_correct", "accuracy", "ci_low", "ci_high",
+TABLE_COLUMNS = ["mode", "study", "scorer", "budget", "kept", "n_items", "n_correct", "accuracy", "ci_low", "ci_high",
                  "unpruned_accuracy", "agreement", "n_gained", "n_lost", "p", "p_adj", "significant", "recall",
-                 "flops_fraction", "prefill_s", "decode_s"]
+                 "flops_fraction"]
 #: the studies of :func:`ablation_tables`, each shown beside the baselines (random draws, pooling)
 TABLES = ("study_a", "study_b", "published")
 RANKED_BY = ("accuracy", "recall")
@@ -63,13 +63,13 @@ def mcnemar_exact(gained: int, lost: int) -> float:
 
 
 def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
-    """One row per (study, scorer, budget) of the pruned ``rows`` (columns :data:`TABLE_COLUMNS`, module
-    docstring), each paired by item with the unpruned rows (``study == "unpruned"``). ``recall``,
-    ``flops_fraction``, ``prefill_s`` and ``decode_s`` are means over the items (recall ignoring NaN).
-    Sorted by budget (descending), study, accuracy (descending), scorer. Raises ValueError when an item
-    lacks its unpruned row or a scorer has two rows for one item and budget."""
-    need = {"item", "study", "scorer", "budget", "kept", "correct", "answer", "recall", "flops_fraction",
-            "prefill_s", "decode_s"}
+    """One row per (mode, study, scorer, budget) of the pruned ``rows`` (columns :data:`TABLE_COLUMNS`,
+    module docstring), each paired by item with the unpruned rows (``study == "unpruned"``). ``recall``
+    and ``flops_fraction`` are means over the items (recall ignoring NaN); measured times are in
+    :func:`speed_table`, so that the same rows give the same table on every machine. Sorted by mode, budget (descending), study, accuracy (descending), scorer.
+    Raises ValueError when an item lacks its unpruned row or a scorer has two rows for one item, mode
+    and budget."""
+    need = {"item", "mode", "study", "scorer", "budget", "kept", "correct", "answer", "recall", "flops_fraction"}
     missing = need - set(rows.columns)
     if missing:
         raise ValueError(f"rows lack the columns {sorted(missing)}")
@@ -77,32 +77,32 @@ def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float
     if base.index.duplicated().any():
         raise ValueError("rows hold more than one unpruned row for an item")
     pruned = rows[rows["study"] != "unpruned"]
-    if pruned.duplicated(["study", "scorer", "budget", "item"]).any():
+    if pruned.duplicated(["mode", "study", "scorer", "budget", "item"]).any():
         raise ValueError("rows hold two rows of one scorer for the same item and budget")
     lacking = sorted(set(pruned["item"]) - set(base.index))
     if lacking:
         raise ValueError(f"items {lacking[:5]} have pruned rows but no unpruned row")
     out = []
-    for (study, scorer, budget), g in pruned.groupby(["study", "scorer", "budget"], sort=False):
+    for (mode, study, scorer, budget), g in pruned.groupby(["mode", "study", "scorer", "budget"], sort=False):
         ref = base.loc[g["item"]]
         ok, ref_ok = g["correct"].to_numpy(bool), ref["correct"].to_numpy(bool)
         n, x = len(g), int(ok.sum())
         low, high = wilson_interval(x, n, confidence=confidence)
         gained, lost = int((ok & ~ref_ok).sum()), int((~ok & ref_ok).sum())
-        out.append({"study": study, "scorer": scorer, "budget": int(budget), "kept": float(g["kept"].mean()),
+        out.append({"mode": mode, "study": study, "scorer": scorer, "budget": int(budget), "kept": float(g["kept"].mean()),
                     "n_items": n, "n_correct": x, "accuracy": x / n, "ci_low": float(low), "ci_high": float(high),
                     "unpruned_accuracy": float(ref_ok.mean()),
                     "agreement": float((g["answer"].to_numpy() == ref["answer"].to_numpy()).mean()),
                     "n_gained": gained, "n_lost": lost, "p": mcnemar_exact(gained, lost),
                     "recall": float(np.nanmean(g["recall"])) if g["recall"].notna().any() else np.nan,
-                    "flops_fraction": float(g["flops_fraction"].mean()), "prefill_s": float(g["prefill_s"].mean()),
-                    "decode_s": float(g["decode_s"].mean())})
+                    "flops_fraction": float(g["flops_fraction"].mean())})
     table = pd.DataFrame(out, columns=[c for c in TABLE_COLUMNS if c not in ("p_adj", "significant")])
     table["p_adj"] = np.nan
-    for _, idx in table.groupby("budget").groups.items():
+    for _, idx in table.groupby(["mode", "budget"]).groups.items():
         table.loc[idx, "p_adj"] = bh_adjust(table.loc[idx, "p"].to_numpy())
     table["significant"] = table["p_adj"] < alpha
-    table = table.sort_values(["budget", "study", "accuracy", "scorer"], ascending=[False, True, False, True])
+    table = table.sort_values(["mode", "budget", "study", "accuracy", "scorer"],
+                              ascending=[True, False, True, False, True])
     return table[TABLE_COLUMNS].reset_index(drop=True)
 
 
@@ -119,6 +119,8 @@ def _ranked(table: pd.DataFrame, budget: int, by: str, n: int, best: bool) -> pd
         raise ValueError(f"by must be one of {RANKED_BY}, got {by!r}")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if "mode" in table.columns and table["mode"].nunique() > 1:
+        raise ValueError(f"table holds modes {sorted(table['mode'].unique())}: rank one mode at a time")
     t = table[table["budget"] == budget]
     if t.empty:
         raise ValueError(f"budget {budget} is not in the table (budgets: {sorted(set(table['budget']))})")
@@ -135,3 +137,68 @@ def best_scorers(table: pd.DataFrame, *, budget: int, by: str = "accuracy", n: i
 def worst_scorers(table: pd.DataFrame, *, budget: int, by: str = "accuracy", n: int = 3) -> pd.DataFrame:
     """The ``n`` rows of ``table`` at ``budget`` with the lowest ``by`` (NaN left out), ties by scorer name."""
     return _ranked(table, budget, by, n, best=False)
+
+
+RANK_COLUMNS = ["study", "mode", "budget", "kept", "by", "n_ranked", "best", "best_value", "worst", "worst_value",
+                "random_rank", "random_value", "pooling_rank", "pooling_value"]
+
+
+def rank_table(table: pd.DataFrame, *, study: str) -> pd.DataFrame:
+    """Where the scorers of ``study`` and the baselines rank, per mode, budget and measure (``by`` in
+    ``accuracy``, ``recall``) of an :func:`accuracy_table`: ``best``/``worst`` = the study's scorers with
+    the highest / lowest value (ties by name); ``random_rank``/``pooling_rank`` = the rank (1 = best,
+    ties share the better rank) of the baselines among the study's scorers and the two baselines, the
+    random draws ``random:<d>`` pooled into one entry, their mean; ``n_ranked`` entries in all. NaN
+    values are left out of the ranking."""
+    out = []
+    for (mode, budget), g in table.groupby(["mode", "budget"], sort=False):
+        own = g[g["study"] == study]
+        rnd = g[g["scorer"].str.startswith("random:")]
+        pool = g[g["scorer"] == "pooling"]
+        for by in RANKED_BY:
+            entries = pd.concat([own.set_index("scorer")[by],
+                                 pd.Series({"random": rnd[by].mean() if len(rnd) else np.nan}),
+                                 pool.set_index("scorer")[by]]).dropna()
+            ranks = entries.rank(ascending=False, method="min")
+            mine = own[own[by].notna()].sort_values([by, "scorer"], ascending=[False, True])
+            low = own[own[by].notna()].sort_values([by, "scorer"], ascending=[True, True])
+            out.append({"study": study, "mode": mode, "budget": int(budget), "kept": float(g["kept"].mean()),
+                        "by": by, "n_ranked": len(entries),
+                        "best": mine["scorer"].iloc[0] if len(mine) else None,
+                        "best_value": float(mine[by].iloc[0]) if len(mine) else np.nan,
+                        "worst": low["scorer"].iloc[0] if len(low) else None,
+                        "worst_value": float(low[by].iloc[0]) if len(low) else np.nan,
+                        "random_rank": float(ranks.get("random", np.nan)),
+                        "random_value": float(entries.get("random", np.nan)),
+                        "pooling_rank": float(ranks.get("pooling", np.nan)),
+                        "pooling_value": float(entries.get("pooling", np.nan))})
+    return pd.DataFrame(out, columns=RANK_COLUMNS)
+
+
+SPEED_COLUMNS = ["mode", "layer", "budget", "kept", "n_runs", "flops_fraction", "prefill_s", "decode_s",
+                 "prefill_speedup", "decode_speedup", "peak_memory_bytes"]
+
+
+def speed_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Measured cost per (mode, layer, budget) of the runs in ``rows`` (the rows of
+    :func:`vlmattn.pruning.evaluate.evaluate`; rows that reused another scorer's run, ``reused``, are
+    left out): the number of runs, the mean FLOPs fraction, the mean prefill and decode seconds and
+    peak memory, and the speed-ups ``mean unpruned time / mean time`` (the ``unpruned`` rows, one per
+    item, are the first row, mode ``none``). Wall times vary from run to run and machine to machine."""
+    runs = rows[~rows["reused"].astype(bool)]
+    base = runs[runs["study"] == "unpruned"]
+    if base.empty:
+        raise ValueError("rows hold no unpruned row")
+    pre, dec = base["prefill_s"].mean(), base["decode_s"].mean()
+    out = []
+    for (mode, layer, budget), g in runs.groupby(["mode", "layer", "budget"], sort=False):
+        out.append({"mode": mode, "layer": int(layer), "budget": int(budget), "kept": float(g["kept"].mean()),
+                    "n_runs": len(g), "flops_fraction": float(g["flops_fraction"].mean()),
+                    "prefill_s": float(g["prefill_s"].mean()), "decode_s": float(g["decode_s"].mean()),
+                    "prefill_speedup": float(pre / g["prefill_s"].mean()),
+                    "decode_speedup": float(dec / g["decode_s"].mean()) if g["decode_s"].mean() > 0 else np.nan,
+                    "peak_memory_bytes": float(g["peak_memory_bytes"].mean())})
+    table = pd.DataFrame(out, columns=SPEED_COLUMNS)
+    order = table["mode"].map(lambda m: m != "none")
+    return (table.assign(_o=order).sort_values(["_o", "mode", "layer", "budget"], ascending=[True, True, True, False])
+            .drop(columns="_o").reset_index(drop=True))

@@ -1,0 +1,148 @@
+# Visual-token pruning ablations (config `pruning`, vlmattn.pruning). Offline: one job per (model,
+# shard) scores the cached samples' vision tokens with every scorer and budget (object-token recall,
+# retained attention) and one job summarises them. Online: one model job per (model, chunk) of the
+# held-out evaluation set reruns the model with the other vision tokens dropped (resources from
+# pruning.online.resources, GPU-tagged on a cluster); one job turns the chunks into the ablation tables with
+# intervals and McNemar tests, and their ranking; one job per model draws the figures.
+
+
+rule pruning_offline:
+    input:
+        index=shard_index("{model}", "{shard}"),
+        code=[LIB / "pruning" / f for f in ("offline.py", "scorers.py")],
+    output:
+        f"{R}/pruning/{{model}}/offline/{{shard}}.csv",
+    log:
+        f"{R}/logs/pruning/offline/{{model}}/{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/pruning/offline/{{model}}/{{shard}}.tsv"
+    group:
+        "metrics"
+    conda:
+        ENV_ANALYSIS
+    params:
+        options=lambda w: pruning_options(config),
+    script:
+        "../workflow_scripts/pruning_offline.py"
+
+
+rule table_pruning_offline:
+    input:
+        pruning_offline_shards(),
+    output:
+        report(
+            f"{R}/tables/pruning_offline.csv",
+            caption="../report/pruning_offline.rst",
+            category="4. Pruning",
+            subcategory="tables",
+        ),
+    log:
+        f"{R}/logs/tables/pruning_offline.log",
+    conda:
+        ENV_ANALYSIS
+    params:
+        confidence=lambda w: pruning_options(config)["statistics"]["confidence"],
+    script:
+        "../workflow_scripts/pruning_offline_table.py"
+
+
+rule pruning_online:
+    input:
+        model=lambda w: model_inputs(w.model),
+        code=[
+            LIB / "pruning" / f
+            for f in (
+                "evaluate.py",
+                "online.py",
+                "scorers.py",
+                "offline.py",
+                "evalset.py",
+            )
+        ],
+    output:
+        f"{R}/pruning/{{model}}/online/{{chunk}}.csv",
+    log:
+        f"{R}/logs/pruning/online/{{model}}/{{chunk}}.log",
+    benchmark:
+        f"{R}/benchmarks/pruning/online/{{model}}/{{chunk}}.tsv"
+    conda:
+        ENV_MODELS
+    threads: PRUNING_RES["threads"]
+    resources:
+        gpu=PRUNING_RES["gpu"],
+        mem_mb=PRUNING_RES["mem_mb"],
+        runtime=PRUNING_RES["runtime"],
+    params:
+        model=lambda w: model_params(w.model),
+        options=lambda w: pruning_options(config),
+        chunk=lambda w: int(w.chunk),
+    script:
+        "../workflow_scripts/pruning_online.py"
+
+
+rule table_pruning:
+    input:
+        chunks=pruning_online_chunks(),
+        code=LIB / "pruning" / "stats.py",
+    output:
+        [
+            report(
+                f"{R}/tables/pruning_{t}.csv",
+                caption=f"../report/pruning_{t}.rst",
+                category="4. Pruning",
+                subcategory="tables",
+            )
+            for t in PRUNING_TABLES
+        ],
+    log:
+        f"{R}/logs/tables/pruning.log",
+    conda:
+        ENV_ANALYSIS
+    params:
+        statistics=lambda w: pruning_options(config)["statistics"],
+    script:
+        "../workflow_scripts/pruning_tables.py"
+
+
+rule plot_pruning_offline:
+    input:
+        table=f"{R}/tables/pruning_offline.csv",
+        code=LIB / "pruning" / "plots.py",
+    output:
+        report(
+            f"{R}/plots/pruning/{{model}}/offline.png",
+            caption="../report/pruning_offline.rst",
+            category="4. Pruning",
+            subcategory="{model}",
+        ),
+    log:
+        f"{R}/logs/plots/pruning/offline/{{model}}.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "../workflow_scripts/plot_pruning_offline.py"
+
+
+rule plot_pruning:
+    input:
+        tables=[f"{R}/tables/pruning_{t}.csv" for t in PRUNING_TABLES[:3]],
+        code=LIB / "pruning" / "plots.py",
+    output:
+        [
+            report(
+                f"{R}/plots/pruning/{{model}}/{s}_{m}.png",
+                caption=f"../report/pruning_{s}.rst",
+                category="4. Pruning",
+                subcategory="{model}",
+            )
+            for s in PRUNING_TABLES[:3]
+            for m in PRUNING_MODES
+        ],
+    log:
+        f"{R}/logs/plots/pruning/online/{{model}}.log",
+    conda:
+        ENV_ANALYSIS
+    params:
+        modes=PRUNING_MODES,
+    script:
+        "../workflow_scripts/plot_pruning.py"

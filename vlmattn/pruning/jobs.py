@@ -1,0 +1,153 @@
+"""The pruning stages of the workflow (rules/pruning.smk), one plain function per job: paths and the
+options of :func:`vlmattn.config.pruning_options` in, tables and figures out (written atomically).
+
+* :func:`offline_shard` — per cached sample of one (model, shard), every scorer and budget:
+  object-token recall and retained attention mass (:mod:`.offline`);
+* :func:`offline_tables` — the shards of every model merged and summarised per scorer and budget;
+* :func:`online_chunk` — one chunk of the held-out evaluation set run online on one model (:mod:`.evaluate`);
+* :func:`online_tables` — the ablation tables of every online model (:mod:`.stats`) and the ranking table;
+* :func:`plot_offline`, :func:`plot_ablation` — the figures (:mod:`.plots`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..jobs import one_line_errors, read_index, write_table, write_tables
+from ..progress import progress
+
+#: the tables of :func:`online_tables`, in output order
+ONLINE_TABLES = ("study_a", "study_b", "published", "ranks", "speed")
+
+
+def check_prune_layer(prune_layer: int, n_layers: int, model: str) -> None:
+    """InputError unless 1 ≤ K < L: the scores come from layer K − 1 and PyramidDrop's from layer K."""
+    if not 1 <= prune_layer < n_layers:
+        raise InputError(f"config pruning.prune_layer: {prune_layer} needs 1 <= K < {n_layers}, the decoder "
+                         f"layers of model {model!r}")
+
+
+@one_line_errors()
+def offline_shard(index: str, options: dict, out: str) -> None:
+    """Per sample of the shard ``index`` (rows in index order), the offline table of every scorer
+    (:func:`.offline.sample_scores`) and budget (:func:`.offline.model_budgets` of the sample's V):
+    ``model, image, question`` then :data:`.offline.COLUMNS`."""
+    from ..store import read_sample
+    from . import offline
+
+    idx = read_index(index)
+    frames = []
+    for row in progress(idx.itertuples(index=False), total=len(idx), desc="pruning offline", unit="sample"):
+        sample = read_sample(row.file)
+        check_prune_layer(options["scores"]["prune_layer"], sample.decode.shape[1], row.model)
+        try:
+            scores = offline.sample_scores(sample, **options["scores"])
+        except ValueError as e:
+            raise InputError(f"pruning offline, sample {row.image}__{row.question} of model {row.model}: {e}") from e
+        budgets = offline.model_budgets(len(sample.vision_index), **options["budgets"])
+        table = offline.offline_table(sample, scores, budgets, prune_layer=options["scores"]["prune_layer"],
+                                      step=options["offline"]["step"], pooling=True)
+        frames.append(table.assign(model=row.model, image=row.image, question=row.question)
+                      [["model", "image", "question", *offline.COLUMNS]])
+    write_tables(frames, out)
+
+
+@one_line_errors()
+def offline_tables(inputs: list[str], confidence: float, out: str) -> None:
+    """:func:`.offline.offline_summary` per model of the shard tables ``inputs``, ``model`` first."""
+    from . import offline
+
+    rows = pd.concat([pd.read_csv(p) for p in sorted(inputs)], ignore_index=True)
+    frames = [offline.offline_summary(g, confidence=confidence).assign(model=m)
+              for m, g in rows.groupby("model", sort=True)]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=offline.SUMMARY_COLUMNS)
+    write_table(table[["model", *offline.SUMMARY_COLUMNS]], out)
+
+
+def chunk_items(n_items: int, seed: int, chunks: int, chunk: int) -> list:
+    """Chunk ``chunk`` (0-based) of ``chunks`` contiguous, near-equal slices of
+    :func:`.evalset.evaluation_set` (``n_items``, ``seed``); items keep their indexes."""
+    from .evalset import evaluation_set
+
+    if not 0 <= chunk < chunks:
+        raise ValueError(f"chunk must lie in 0 … {chunks - 1}, got {chunk}")
+    items = evaluation_set(n_items, seed=seed)
+    bounds = np.linspace(0, n_items, chunks + 1).round().astype(int)
+    return items[bounds[chunk]:bounds[chunk + 1]]
+
+
+@one_line_errors()
+def online_chunk(model: dict, options: dict, chunk: int, out: str, threads: int = 1) -> None:
+    """Rows of :func:`.evaluate.evaluate` for chunk ``chunk`` of the evaluation set on ``model`` (the
+    budgets of :func:`.offline.model_budgets` of its V), ``model`` first."""
+    import torch
+
+    from ..inference import load_model, model_inputs
+    from . import offline
+    from .evaluate import COLUMNS, evaluate
+
+    torch.set_num_threads(threads)
+    on = options["online"]
+    items = chunk_items(on["n_items"], on["seed"], on["chunks"], chunk)
+    lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
+                    model.get("device", "cpu"))
+    check_prune_layer(options["scores"]["prune_layer"], int(lm.model.config.get_text_config().num_hidden_layers), model["id"])
+    ids = model_inputs(lm, items[0].image, items[0].question)["input_ids"][0]
+    n_vision = int((ids == lm.model.config.image_token_id).sum())
+    budgets = offline.model_budgets(n_vision, **options["budgets"])
+    rows = evaluate(lm, items, budgets=budgets, max_new_tokens=on["max_new_tokens"], modes=on["modes"],
+                    positions=on["positions"], **options["scores"])
+    write_table(rows.assign(model=model["id"])[["model", *COLUMNS]], out)
+
+
+def _tables(rows: pd.DataFrame, confidence: float, alpha: float) -> dict[str, pd.DataFrame]:
+    from . import stats
+
+    out: dict[str, list] = {name: [] for name in ONLINE_TABLES}
+    for m, g in rows.groupby("model", sort=True):
+        tables = stats.ablation_tables(g, confidence=confidence, alpha=alpha)
+        for name, t in tables.items():
+            out[name].append(t.assign(model=m))
+            out["ranks"].append(stats.rank_table(t, study=name).assign(model=m))
+        out["speed"].append(stats.speed_table(g).assign(model=m))
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in out.items()}
+
+
+@one_line_errors()
+def online_tables(inputs: list[str], statistics: dict, outputs: list[str]) -> None:
+    """The chunks ``inputs`` of every online model → ``outputs``: the ablation tables of study A, study B
+    and the published signals (:func:`.stats.ablation_tables`, baselines in each), their ranking
+    (:func:`.stats.rank_table`) and the measured cost (:func:`.stats.speed_table`), ``model`` first."""
+    rows = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(inputs)],
+                     ignore_index=True)
+    rows[["answer", "expected"]] = rows[["answer", "expected"]].fillna("").astype(str)
+    tables = _tables(rows, statistics["confidence"], statistics["alpha"])
+    for name, out in zip(ONLINE_TABLES, outputs, strict=True):
+        t = tables[name]
+        write_table(t[["model", *[c for c in t.columns if c != "model"]]], out)
+
+
+@one_line_errors()
+def plot_offline(summary: str, model: str, out: str) -> None:
+    """:func:`.plots.offline` of ``model``'s rows of the offline summary."""
+    from . import plots
+
+    t = pd.read_csv(summary)
+    plots.offline(t[t["model"] == model], Path(out), title=model)
+
+
+@one_line_errors()
+def plot_ablation(tables: list[str], model: str, modes: list[str], outputs: list[str]) -> None:
+    """:func:`.plots.ablation` per study table (``tables``, in :data:`ONLINE_TABLES` order) and mode;
+    ``outputs`` in the order study-major, mode-minor."""
+    from . import plots
+
+    targets = iter(outputs)
+    for name, path in zip(ONLINE_TABLES[:3], tables, strict=True):
+        t = pd.read_csv(path)
+        for mode in modes:
+            plots.ablation(t[t["model"] == model], Path(next(targets)), study=name, mode=mode, title=model)

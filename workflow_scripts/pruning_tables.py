@@ -1,0 +1,5 @@
+from vlmattn import jobs
+from vlmattn.pruning import jobs as pruning
+
+jobs.log_to(snakemake.log[0])
+pruning.online_tables(list(snakemake.input.chunks), snakemake.params.statistics, list(snakemake.output))
