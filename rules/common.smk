@@ -204,7 +204,9 @@ from vlmattn.pruning.jobs import ONLINE_TABLES as PRUNING_TABLES
 PRUNING = config.get("pruning") or {}
 PRUNING_OFFLINE = bool(PRUNING) and PRUNING["offline"]["enabled"]
 PRUNING_ONLINE = list(PRUNING["online"]["models"]) if PRUNING else []
-PRUNING_RES = PRUNING["online"]["resources"] if PRUNING else {}
+PRUNING_RES = (
+    PRUNING["online"]["resources"] if PRUNING else config["extraction"]["resources"]
+)
 PRUNING_MODES = list(PRUNING["online"]["modes"]) if PRUNING else []
 
 

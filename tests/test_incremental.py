@@ -1,7 +1,8 @@
 """Incremental guarantees of the sharded workflow, on a copy of the repository (so that a metric's
 module can be edited): an unchanged config plans nothing; editing one metric's module reruns that
-metric's jobs alone, and one contrast analysis's module its jobs alone; adding one sample reruns one extraction job per model (which runs the model on
-that sample alone) and one job per (metric, model)."""
+metric's jobs alone, one contrast analysis's module its jobs alone, and the pruning statistics their
+tables alone (not the model runs); adding one sample reruns one extraction job per model (which runs
+the model on that sample alone) and one job per (metric, model)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ CONFIG = {
                   "shape": {"text": "What shape is in the image?", "images": ["square_only"]}},
     "models": {"a": {"family": "llava", "build": {"kind": "random", "spec": {**TINY, "seed": 0}}},
                "b": {"family": "llava", "build": {"kind": "random", "spec": {**TINY, "seed": 1}}}},
-    "extraction": {"max_new_tokens": 2, "resources": {"threads": 1}},
+    "extraction": {"max_new_tokens": 2, "prefill_rows": "all_text", "resources": {"threads": 1}},
     "shards": 4,
+    "pruning": {"prune_layer": 1, "encoder_layer": -1, "n_heads": 1, "online": {"models": ["a"], "n_items": 4}},
     "metrics": {"concentration": {}, "spatial": {}},
     "contrasts": {"tl": {"question": "top_left", "pairs": [["triangle_topleft", "square_only"]], "roi": "top_left",
                          "statistics": {"n_resamples": 99}, "causal": {"enabled": False}}},

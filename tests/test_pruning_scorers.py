@@ -181,6 +181,8 @@ def test_encoder_cls_scores_penultimate_layer_mean_and_sum_over_heads():
     no_cls = encoder_attention(cls)
     with pytest.raises(ValueError, match="no CLS token"):
         sc.fastervlm(no_cls.cls_attention, np.arange(16), 16)
+    with pytest.raises(ValueError, match="encoder layer -4 does not exist: the vision encoder has 3 layers"):
+        sc.fastervlm(cls, np.arange(16), 16, layer=-4)
 
 
 def test_pooling_picks_a_uniform_grid():

@@ -351,6 +351,9 @@ def encoder_cls_scores(cls_attention: np.ndarray, patch_token: np.ndarray, n_vis
                          "(fastervlm, visionzip_dominant) need a CLIP-style encoder such as LLaVA's")
     if heads not in ("mean", "sum"):
         raise ValueError(f"heads must be 'mean' or 'sum', got {heads!r}")
+    if not -len(c) <= layer < len(c):
+        raise ValueError(f"encoder layer {layer} does not exist: the vision encoder has {len(c)} layers "
+                         f"(pruning.encoder_layer)")
     per_patch = c[layer].mean(0) if heads == "mean" else c[layer].sum(0)
     token = np.asarray(patch_token, np.int64)
     if len(token) != len(per_patch):
