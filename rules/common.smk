@@ -198,6 +198,7 @@ def contrast_outputs():
 
 
 # Pruning ablations (rules/pruning.smk)
+import re
 from vlmattn.config import pruning_options
 from vlmattn.pruning.jobs import ONLINE_TABLES as PRUNING_TABLES
 
@@ -208,10 +209,16 @@ PRUNING_RES = (
     PRUNING["online"]["resources"] if PRUNING else config["extraction"]["resources"]
 )
 PRUNING_MODES = list(PRUNING["online"]["modes"]) if PRUNING else []
+LEARNED = (
+    [v["name"] for v in PRUNING["learned"]["variants"]]
+    if PRUNING and PRUNING["learned"]["enabled"]
+    else []
+)
 
 
 wildcard_constraints:
     chunk=r"\d+",
+    variant="|".join(re.escape(v) for v in LEARNED) if LEARNED else "(?!)",
 
 
 def pruning_offline_shards():
@@ -237,4 +244,22 @@ def pruning_outputs():
             for s in PRUNING_TABLES[:3]
             for mode in PRUNING_MODES
         ]
+    if LEARNED:
+        out += [f"{R}/tables/pruning_learned.csv", f"{R}/tables/pruner_training.csv"]
+        out += [
+            f"{R}/plots/pruning/{m}/{f}.png"
+            for m in PRUNING_ONLINE
+            for f in ("learned", "pruner_training")
+        ]
     return out
+
+
+def pruner_files(model, ext):
+    return [f"{R}/pruners/{model}/{v}.{ext}" for v in LEARNED]
+
+
+def learned_chunks():
+    n = PRUNING["online"]["chunks"] if PRUNING else 0
+    return [
+        f"{R}/pruning/{m}/learned/{c}.csv" for m in PRUNING_ONLINE for c in range(n)
+    ]

@@ -3,7 +3,10 @@
 # retained attention) and one job summarises them. Online: one model job per (model, chunk) of the
 # held-out evaluation set reruns the model with the other vision tokens dropped (resources from
 # pruning.online.resources, GPU-tagged on a cluster); one job turns the chunks into the ablation tables with
-# intervals and McNemar tests, and their ranking; one job per model draws the figures.
+# intervals and McNemar tests, and their ranking; one job per model draws the figures. Learned pruners
+# (pruning.learned): one training job per (model, variant) on the frozen model, one model job per
+# (model, chunk) runs them on the same evaluation set, one job compares them with FastV, the best
+# head/query strategy, random and pooling.
 
 
 rule pruning_offline:
@@ -146,3 +149,112 @@ rule plot_pruning:
         modes=PRUNING_MODES,
     script:
         "../workflow_scripts/plot_pruning.py"
+
+
+rule train_pruner:
+    input:
+        model=lambda w: model_inputs(w.model),
+        code=[LIB / "pruning" / f for f in ("learned.py", "train_pruner.py")],
+    output:
+        weights=f"{R}/pruners/{{model}}/{{variant}}.safetensors",
+        report=f"{R}/pruners/{{model}}/{{variant}}.csv",
+    log:
+        f"{R}/logs/pruners/{{model}}/{{variant}}.log",
+    benchmark:
+        f"{R}/benchmarks/pruners/{{model}}/{{variant}}.tsv"
+    conda:
+        ENV_MODELS
+    threads: 1
+    resources:
+        gpu=PRUNING_RES["gpu"],
+        mem_mb=PRUNING_RES["mem_mb"],
+        runtime=PRUNING_RES["runtime"],
+    params:
+        model=lambda w: model_params(w.model),
+        options=lambda w: pruning_options(config),
+    script:
+        "../workflow_scripts/train_pruner.py"
+
+
+rule pruning_learned:
+    input:
+        model=lambda w: model_inputs(w.model),
+        pruners=lambda w: pruner_files(w.model, "safetensors"),
+        code=[
+            LIB / "pruning" / f
+            for f in ("learned.py", "evaluate.py", "online.py", "evalset.py")
+        ],
+    output:
+        f"{R}/pruning/{{model}}/learned/{{chunk}}.csv",
+    log:
+        f"{R}/logs/pruning/learned/{{model}}/{{chunk}}.log",
+    benchmark:
+        f"{R}/benchmarks/pruning/learned/{{model}}/{{chunk}}.tsv"
+    conda:
+        ENV_MODELS
+    threads: PRUNING_RES["threads"]
+    resources:
+        gpu=PRUNING_RES["gpu"],
+        mem_mb=PRUNING_RES["mem_mb"],
+        runtime=PRUNING_RES["runtime"],
+    params:
+        model=lambda w: model_params(w.model),
+        options=lambda w: pruning_options(config),
+        chunk=lambda w: int(w.chunk),
+    script:
+        "../workflow_scripts/pruning_learned.py"
+
+
+rule table_pruning_learned:
+    input:
+        online=pruning_online_chunks(),
+        learned=learned_chunks(),
+        reports=[f for m in PRUNING_ONLINE for f in pruner_files(m, "csv")],
+        code=LIB / "pruning" / "stats.py",
+    output:
+        comparison=report(
+            f"{R}/tables/pruning_learned.csv",
+            caption="../report/pruning_learned.rst",
+            category="4. Pruning",
+            subcategory="tables",
+        ),
+        training=report(
+            f"{R}/tables/pruner_training.csv",
+            caption="../report/pruner_training.rst",
+            category="4. Pruning",
+            subcategory="tables",
+        ),
+    log:
+        f"{R}/logs/tables/pruning_learned.log",
+    conda:
+        ENV_ANALYSIS
+    params:
+        statistics=lambda w: pruning_options(config)["statistics"],
+    script:
+        "../workflow_scripts/pruning_learned_tables.py"
+
+
+rule plot_pruning_learned:
+    input:
+        comparison=f"{R}/tables/pruning_learned.csv",
+        training=f"{R}/tables/pruner_training.csv",
+        code=LIB / "pruning" / "plots.py",
+    output:
+        comparison=report(
+            f"{R}/plots/pruning/{{model}}/learned.png",
+            caption="../report/pruning_learned.rst",
+            category="4. Pruning",
+            subcategory="{model}",
+        ),
+        training=report(
+            f"{R}/plots/pruning/{{model}}/pruner_training.png",
+            caption="../report/pruner_training.rst",
+            category="4. Pruning",
+            subcategory="{model}",
+        ),
+    log:
+        f"{R}/logs/plots/pruning/learned/{{model}}.log",
+    conda:
+        ENV_ANALYSIS
+    script:
+        "../workflow_scripts/plot_pruning_learned.py"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -122,6 +123,32 @@ def test_pruning_of_the_default_run(default_run):
     speed = pd.read_csv(tables / "pruning_speed.csv")
     assert speed["mode"].iloc[0] == "none" and speed["n_runs"].iloc[0] == n_items
     for p in ("offline", "study_a_drop", "study_b_drop", "published_drop"):
+        assert (default_run / f"results/plots/pruning/toy_llava/{p}.png").stat().st_size > 10_000
+
+
+def test_learned_pruners_of_the_default_run(default_run):
+    """Every configured variant is trained (report rows up to the last step, a learnable w that moved, a
+    fixed one that did not) and compared on the same questions and budgets as the ablations, beside
+    FastV, the best head/query strategy and the baselines."""
+    cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    lc = cfg["pruning"]["learned"]
+    tables = default_run / "results/tables"
+    training = pd.read_csv(tables / "pruner_training.csv")
+    last = training[training["step"] == lc["train"]["steps"]].set_index("variant")
+    assert sorted(last.index) == sorted(v["name"] for v in lc["variants"])
+    for v in lc["variants"]:
+        w = last.loc[v["name"], "attn_weight"]
+        if not v["use_attn_residual"]:
+            assert np.isnan(w)
+        elif v["learnable_attn_weight"]:
+            assert w != v["attn_residual_weight"]
+        else:
+            assert w == v["attn_residual_weight"]
+    t = pd.read_csv(tables / "pruning_learned.csv")
+    assert (t["n_items"] == cfg["pruning"]["online"]["n_items"]).all() and sorted(t["budget"].unique()) == [7, 14, 21]
+    assert {f"learned:{v['name']}" for v in lc["variants"]} | {"fastv", "pooling"} <= set(t["scorer"])
+    assert (t["study"].isin(["study_a", "study_b"])).sum() == 3  # the best strategy, at each budget
+    for p in ("learned", "pruner_training"):
         assert (default_run / f"results/plots/pruning/toy_llava/{p}.png").stat().st_size > 10_000
 
 

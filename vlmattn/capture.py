@@ -39,6 +39,20 @@ element, computed in float32). A single-position call (``Q = 1``, a decode step)
 latest multi-position call of layer ``l`` inside the same :func:`ablating` block (the prefill of the
 same generation); with none, it raises :class:`CaptureError`. Every other head, and every layer not
 listed, keeps SDPA's output bit for bit; with no ablation active the function is unchanged.
+
+Observers and key biases (:func:`observing`, :func:`biasing_keys`), for modules that read or steer
+attention in the same forward pass (the learned pruner, :mod:`vlmattn.pruning.learned`):
+
+* an observer ``fn(layer, query, key, attention_mask, scaling, n_kv_groups, window)`` is called by every
+  attention call with its inputs (query ``[B, H, Q, D]``, key ``[B, H_kv, K, D]``) and changes nothing;
+  :func:`batched_attention_rows` turns them into softmax rows of every batch element;
+* a key bias ``fn(layer, K) -> β [B, K] | None`` replaces the layer's output, where it returns biases,
+  by attention with ``β`` added to the scores (:func:`key_biased_attention`):
+
+      A[b, h, q, k] = softmax_k(s[b, h, q, k] + β[b, k])     (β = 0 on each query's own key, k = q + K − Q)
+
+  with ``s`` the masked scaled scores. ``β = 0`` gives the layer's attention, ``β = −∞`` masks a key
+  out (no row is empty: its own key stays); finite biases are differentiable.
 """
 
 from __future__ import annotations
@@ -72,6 +86,8 @@ _ROLLOUT: contextvars.ContextVar[RolloutAccumulator | None] = contextvars.Contex
 _ABLATION: contextvars.ContextVar[_ActiveAblation | None] = contextvars.ContextVar(
     "vlmattn_active_ablation", default=None
 )
+_OBSERVER: contextvars.ContextVar = contextvars.ContextVar("vlmattn_attention_observer", default=None)
+_KEY_BIAS: contextvars.ContextVar = contextvars.ContextVar("vlmattn_key_bias", default=None)
 
 
 class CaptureError(RuntimeError):
@@ -315,18 +331,33 @@ def attention_rows(
     n_kv_groups: int,
     window: int | None = None,
 ) -> torch.Tensor:
-    """Softmax attention of selected query rows.
+    """Softmax attention of selected query rows of batch element 0: float32 ``[H, R, K]``, see
+    :func:`batched_attention_rows` (to which it is ``batched_attention_rows(query[:1], …)[0]``)."""
+    mask = None if attention_mask is None else attention_mask[:1]
+    return batched_attention_rows(query[:1], key[:1], mask, scaling, rows, n_kv_groups, window)[0]
+
+
+def batched_attention_rows(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    rows: torch.Tensor,
+    n_kv_groups: int,
+    window: int | None = None,
+) -> torch.Tensor:
+    """Softmax attention of selected query rows, every batch element.
 
     query ``[B, H, Q, D]``, key ``[B, H_kv, K, D]``, mask bool/additive ``[B, 1|H, Q, K]`` or None
     (causal, bottom-right aligned: row ``r`` sees keys ``k ≤ r + K - Q``, and with a sliding
     ``window`` only ``k > r + K - Q - window``), rows ``[R]`` indices into Q. Returns float32
-    ``[H, R, K]`` for batch element 0.
+    ``[B, H, R, K]``.
     """
-    q_len, kv_len = query.shape[2], key.shape[2]
+    batch, q_len, kv_len = query.shape[0], query.shape[2], key.shape[2]
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
     # grouped matmul: query head h uses KV head h // n_kv_groups, without repeating K
-    q = query[0, :, rows, :].float().reshape(kv_heads, n_kv_groups * len(rows), dim)
-    scores = torch.matmul(q, key[0].float().transpose(-1, -2)).reshape(heads, len(rows), kv_len) * scaling
+    q = query[:, :, rows, :].float().reshape(batch, kv_heads, n_kv_groups * len(rows), dim)
+    scores = torch.matmul(q, key.float().transpose(-1, -2)).reshape(batch, heads, len(rows), kv_len) * scaling
     if attention_mask is None:
         # causal, bottom-right aligned; without a window a single decode query sees every key
         if q_len > 1 or window is not None:
@@ -335,9 +366,9 @@ def attention_rows(
             allowed = keys <= last
             if window is not None:
                 allowed &= keys > last - int(window)
-            scores = scores.masked_fill(~allowed[None], float("-inf"))
+            scores = scores.masked_fill(~allowed[None, None], float("-inf"))
     else:
-        m = attention_mask[0][:, rows, :]
+        m = attention_mask[:, :, rows, :]
         if m.dtype == torch.bool:
             scores = scores.masked_fill(~m, float("-inf"))
         else:
@@ -345,20 +376,76 @@ def attention_rows(
     return torch.softmax(scores, dim=-1)
 
 
+def key_biased_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attention_mask: torch.Tensor | None, scaling: float, n_kv_groups: int,
+                         bias: torch.Tensor) -> torch.Tensor:
+    """Attention output ``[B, Q, H, D]`` (query's dtype) with key biases ``bias [B, K]`` added to the masked
+    scaled scores, 0 on each query's own key (module docstring); float32, differentiable in ``bias``
+    (full causal attention; no sliding window). query ``[B, H, Q, D]``, key/value ``[B, H_kv, K, D]``, mask
+    as for :func:`batched_attention_rows`."""
+    q_len, kv_len = query.shape[2], key.shape[2]
+    if bias.shape != (query.shape[0], kv_len):
+        raise CaptureError(f"key biases of shape {tuple(bias.shape)}, expected ({query.shape[0]}, {kv_len})")
+    k = key.float().repeat_interleave(n_kv_groups, dim=1)
+    v = value.float().repeat_interleave(n_kv_groups, dim=1)
+    scores = torch.matmul(query.float(), k.transpose(-1, -2)) * scaling  # [B, H, Q, K]
+    keys = torch.arange(kv_len, device=scores.device)[None, :]
+    last = torch.arange(q_len, device=scores.device)[:, None] + (kv_len - q_len)  # each row's own key
+    if attention_mask is None:
+        scores = scores.masked_fill(keys > last, float("-inf"))
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    else:
+        scores = scores + attention_mask.float()
+    per_row = torch.where(keys == last, torch.zeros((), device=scores.device), bias.float()[:, None, :])  # [B, Q, K]
+    attn = torch.softmax(scores + per_row[:, None], dim=-1)
+    return torch.matmul(attn, v).transpose(1, 2).to(query.dtype).contiguous()
+
+
+@contextlib.contextmanager
+def observing(fn):
+    """Call ``fn(layer, query, key, attention_mask, scaling, n_kv_groups, window)`` from every attention call
+    made inside the ``with`` block (module docstring)."""
+    token = _OBSERVER.set(fn)
+    try:
+        yield fn
+    finally:
+        _OBSERVER.reset(token)
+
+
+@contextlib.contextmanager
+def biasing_keys(fn):
+    """Inside the ``with`` block, layers for which ``fn(layer, K)`` returns key biases ``[B, K]`` (``K`` keys)
+    attend with them (:func:`key_biased_attention`); None leaves a layer's attention unchanged."""
+    token = _KEY_BIAS.set(fn)
+    try:
+        yield fn
+    finally:
+        _KEY_BIAS.reset(token)
+
+
 def capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """``AttentionInterface`` function: SDPA output ``[B, Q, H, D]``, with the heads of an active
     :class:`HeadAblation` replaced, plus recorded rows when a recorder is active and the rollout update
     when an accumulator is."""
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    bias_of, observe = _KEY_BIAS.get(), _OBSERVER.get()
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
+    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+    if observe is not None:
+        observe(module.layer_idx, query, key, attention_mask, scale, groups, window)
+    bias = bias_of(module.layer_idx, key.shape[2]) if bias_of is not None else None
+    if bias is not None:
+        out = key_biased_attention(query, key, value, attention_mask, scale, groups, bias)
+    else:
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                        **kwargs)
     active = _ABLATION.get()
     if active is not None:
         out = ablate_heads(out, module.layer_idx, active)
     recorder, accumulator = _ACTIVE.get(), _ROLLOUT.get()
     if recorder is None and accumulator is None:
         return out, None
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
-    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
     if accumulator is not None:
         accumulator.update(module.layer_idx, query, key, attention_mask, scale, groups, window)
     if recorder is not None:

@@ -320,7 +320,19 @@ def pruning_options(cfg: dict) -> dict:
                        "encoder_layer": pc["encoder_layer"]},
             "budgets": {"budgets": list(pc["budgets"]), "keep_ratios": list(pc["keep_ratios"])},
             "offline": {"step": pc["offline"]["step"]}, "online": online,
-            "statistics": dict(pc["statistics"])}
+            "statistics": dict(pc["statistics"]), "learned": learned_options(pc)}
+
+
+def learned_options(pc: dict) -> dict:
+    """The learned pruner's settings of a pruning block: ``variants`` ``{name: PrunerSpec keyword
+    arguments}`` (``dim``, ``n_heads``, ``residual_scale`` and the variant's residual settings) and
+    ``train`` (:class:`vlmattn.pruning.train_pruner.PrunerTraining`'s)."""
+    lc = pc["learned"]
+    shared = {"dim": lc["dim"], "n_heads": lc["n_heads"], "residual_scale": lc["residual_scale"]}
+    variants = {v["name"]: {**shared, **{k: v[k] for k in ("use_attn_residual", "attn_residual_weight",
+                                                             "learnable_attn_weight")}}
+                for v in lc["variants"]}
+    return {"enabled": lc["enabled"], "variants": variants, "train": dict(lc["train"])}
 
 
 def check_pruning(cfg: dict) -> None:
@@ -334,6 +346,16 @@ def check_pruning(cfg: dict) -> None:
     pc = cfg.get("pruning")
     if not pc:
         return
+    lc = pc["learned"]
+    if lc["enabled"]:
+        names = [v["name"] for v in lc["variants"]]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"config pruning.learned.variants: the names {twice} are used twice")
+        if not pc["online"]["models"]:
+            raise ConfigError("config pruning.learned: the learned pruners run on pruning.online.models, which is empty")
+        if lc["dim"] % lc["n_heads"]:
+            raise ConfigError(f"config pruning.learned.dim: {lc['dim']} is not a multiple of n_heads ({lc['n_heads']})")
     for m in pc["online"]["models"]:
         if m not in cfg["models"]:
             raise ConfigError(f"config pruning.online.models: unknown model {m!r}")

@@ -195,3 +195,67 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
                                  "prefill_s": pre_s, "decode_s": dec_s, "peak_memory_bytes": peak,
                                  "flops_fraction": flops, "reused": reused})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+#: the study of the learned pruners' rows (scorer ``learned:<variant>``)
+LEARNED_STUDY = "learned"
+
+
+def evaluate_learned(lm: LoadedModel, pruners: dict, items: Sequence, *, budgets: Iterable[int], max_new_tokens: int,
+                     positions: str = "keep", show_progress: bool = True) -> pd.DataFrame:
+    """Rows (:data:`COLUMNS`, mode ``drop``) of learned pruners ``{variant: LearnedPruner}`` (one layer K
+    each, :mod:`vlmattn.pruning.learned`) on ``items``: per item one unpruned run and, per variant and
+    budget k, one greedy generation in which the pruner keeps the k highest-logit vision tokens, decided
+    inside the prefill pass at layer K (layer K − 1's attention observed in the same pass), and the others
+    are dropped from layer K on (:func:`~vlmattn.pruning.online.generate_pruned`). ``study`` is
+    :data:`LEARNED_STUDY`, ``scorer`` ``learned:<variant>``; recall and FLOPs as in :func:`evaluate`."""
+    from .learned import evaluation_session
+
+    budgets = [int(k) for k in budgets]
+    cfg = lm.model.config.get_text_config()
+    size = dict(n_layers=int(cfg.num_hidden_layers), hidden_size=int(cfg.hidden_size),
+                ffn_size=int(cfg.intermediate_size))
+    layers = {name: p.layers for name, p in pruners.items()}
+    if any(len(ks) != 1 for ks in layers.values()) or len({ks for ks in layers.values()}) > 1:
+        raise ValueError(f"every pruner must have the same single layer, got {layers}")
+    (layer,) = next(iter(layers.values()))
+    from ..inference import model_inputs
+
+    rows = []
+    for item in progress(items, desc="learned pruners", unit="item", disable=not show_progress):
+        sample, _ = capture_item(lm, item)
+        n_vis, n_tok = len(sample.vision_index), int(sample.prefill.shape[-1])
+        bad = [k for k in budgets if not 1 <= k <= n_vis]
+        if bad:
+            raise ValueError(f"budgets must lie in 1 … {n_vis} (the vision tokens), got {bad}")
+        objects = offline.object_mask(sample)
+        vision = np.asarray(sample.vision_index)
+        head = dict(item=int(item.index), qtype=item.qtype, corner=getattr(item, "corner", None))
+        expected = normalise_answer(item.answer)
+        res = generate_pruned(lm, item.image, item.question, keep=None, layer=layer, mode="drop", positions=positions,
+                              max_new_tokens=max_new_tokens)
+        plain = normalise_answer(res.generated_text)
+        rows.append({**head, "mode": "none", "study": "unpruned", "scorer": "unpruned", "layer": layer,
+                     "budget": n_vis, "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0,
+                     "recall": 1.0 if objects.any() else np.nan, "answer": plain, "expected": expected,
+                     "correct": plain == expected, "agrees_with_unpruned": True, "prefill_s": res.prefill_seconds,
+                     "decode_s": res.decode_seconds, "peak_memory_bytes": int(res.peak_memory_bytes),
+                     "flops_fraction": 1.0, "reused": False})
+        inputs = model_inputs(lm, item.image, item.question)
+        for name, pruner in pruners.items():
+            for k in budgets:
+                with evaluation_session(lm, pruner, inputs, k) as session:
+                    res = generate_pruned(lm, item.image, item.question, keep=session.decide, layer=layer,
+                                          mode="drop", positions=positions, max_new_tokens=max_new_tokens)
+                keep = np.flatnonzero(~np.isin(vision, res.dropped_positions))
+                ans = normalise_answer(res.generated_text)
+                rows.append({**head, "mode": "drop", "study": LEARNED_STUDY, "scorer": f"learned:{name}",
+                             "layer": layer, "budget": k, "n_vision": n_vis, "n_tokens": n_tok, "kept": k / n_vis,
+                             "recall": offline.object_recall(keep, objects), "answer": ans, "expected": expected,
+                             "correct": ans == expected, "agrees_with_unpruned": ans == plain,
+                             "prefill_s": res.prefill_seconds, "decode_s": res.decode_seconds,
+                             "peak_memory_bytes": int(res.peak_memory_bytes),
+                             "flops_fraction": float(kept_fraction(n_tok, n_tok - (n_vis - k), prune_layer=layer,
+                                                                   **size)),
+                             "reused": False})
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -6,7 +6,9 @@ options of :func:`vlmattn.config.pruning_options` in, tables and figures out (wr
 * :func:`offline_tables` — the shards of every model merged and summarised per scorer and budget;
 * :func:`online_chunk` — one chunk of the held-out evaluation set run online on one model (:mod:`.evaluate`);
 * :func:`online_tables` — the ablation tables of every online model (:mod:`.stats`) and the ranking table;
-* :func:`plot_offline`, :func:`plot_ablation` — the figures (:mod:`.plots`).
+* :func:`plot_offline`, :func:`plot_ablation` — the figures (:mod:`.plots`);
+* :func:`train_pruner`, :func:`learned_chunk`, :func:`learned_tables`, :func:`plot_learned` — the learned
+  pruners (:mod:`.learned`): training per variant, online runs per chunk, the comparison and its figures.
 """
 
 from __future__ import annotations
@@ -151,3 +153,123 @@ def plot_ablation(tables: list[str], model: str, modes: list[str], outputs: list
         t = pd.read_csv(path)
         for mode in modes:
             plots.ablation(t[t["model"] == model], Path(next(targets)), study=name, mode=mode, title=model)
+
+
+# --- the learned pruners ----------------------------------------------------------------------------
+
+
+def _load(model: dict):
+    from ..inference import load_model
+
+    return load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
+                      model.get("device", "cpu"))
+
+
+@one_line_errors()
+def train_pruner(model: dict, options: dict, variant: str, out_weights: str, out_report: str, threads: int = 1) -> None:
+    """Train the learned pruner ``variant`` (:func:`vlmattn.config.learned_options`) at layer ``prune_layer``
+    of ``model`` (:func:`.train_pruner.train_pruner`); save it (metadata: model, variant, training seconds,
+    final residual weight) and its report (``variant``, ``keep_ratio`` then the report's columns)."""
+    import time
+
+    import torch
+
+    from ..store import atomic_target
+    from .learned import PrunerSpec
+    from .train_pruner import REPORT_COLUMNS, PrunerTraining, train_pruner as fit
+
+    torch.set_num_threads(threads)
+    learned = options["learned"]
+    if variant not in learned["variants"]:
+        raise InputError(f"config pruning.learned.variants: no variant {variant!r}")
+    lm = _load(model)
+    n_layers = int(lm.model.config.get_text_config().num_hidden_layers)
+    k = options["scores"]["prune_layer"]
+    check_prune_layer(k, n_layers, model["id"])
+    spec = PrunerSpec(layers=(k,), hidden_size=int(lm.model.config.get_text_config().hidden_size),
+                      **learned["variants"][variant])
+    training = PrunerTraining.from_dict(learned["train"])
+    started = time.perf_counter()
+    pruner, report = fit(lm.model, lm.processor, spec, training)
+    seconds = time.perf_counter() - started
+    meta = {"model": model["id"], "variant": variant, "train_seconds": round(seconds, 1),
+            "attn_weight": pruner.residual_weights()[k] if spec.use_attn_residual else None}
+    tmp = atomic_target(Path(out_weights))
+    try:
+        pruner.save(tmp, meta)
+        tmp.replace(out_weights)
+    finally:
+        tmp.unlink(missing_ok=True)
+    report = report.assign(variant=variant, keep_ratio=training.keep_ratio)
+    write_table(report[["variant", "keep_ratio", *REPORT_COLUMNS]], out_report)
+
+
+@one_line_errors()
+def learned_chunk(model: dict, options: dict, chunk: int, pruners: list[str], out: str, threads: int = 1) -> None:
+    """Rows of :func:`.evaluate.evaluate_learned` of the saved ``pruners`` (files named ``<variant>.safetensors``)
+    on chunk ``chunk`` of the evaluation set, at the budgets of :func:`.offline.model_budgets`; ``model`` first."""
+    import torch
+
+    from ..inference import model_inputs
+    from . import offline
+    from .evaluate import COLUMNS, evaluate_learned
+    from .learned import load_pruner
+
+    torch.set_num_threads(threads)
+    on = options["online"]
+    items = chunk_items(on["n_items"], on["seed"], on["chunks"], chunk)
+    lm = _load(model)
+    check_prune_layer(options["scores"]["prune_layer"], int(lm.model.config.get_text_config().num_hidden_layers),
+                      model["id"])
+    loaded = {}
+    for path in pruners:
+        pruner, meta = load_pruner(path)
+        if pruner.layers != (options["scores"]["prune_layer"],):
+            raise InputError(f"pruner {path} prunes at layers {list(pruner.layers)}, not pruning.prune_layer "
+                             f"{options['scores']['prune_layer']}; retrain it")
+        loaded[meta.get("variant", Path(path).stem)] = pruner
+    ids = model_inputs(lm, items[0].image, items[0].question)["input_ids"][0]
+    budgets = offline.model_budgets(int((ids == lm.model.config.image_token_id).sum()), **options["budgets"])
+    rows = evaluate_learned(lm, loaded, items, budgets=budgets, max_new_tokens=on["max_new_tokens"],
+                            positions=on["positions"])
+    write_table(rows.assign(model=model["id"])[["model", *COLUMNS]], out)
+
+
+def _rows(paths: list[str]) -> pd.DataFrame:
+    rows = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(paths)],
+                     ignore_index=True)
+    rows[["answer", "expected"]] = rows[["answer", "expected"]].fillna("").astype(str)
+    return rows
+
+
+@one_line_errors()
+def learned_tables(online: list[str], learned: list[str], reports: list[str], statistics: dict,
+                   out_comparison: str, out_training: str) -> None:
+    """The comparison of the learned pruners (:func:`.stats.learned_table` per model of the chunks
+    ``learned``, against the ablation chunks ``online``) and their training reports merged, ``model`` first."""
+    from . import stats
+
+    rows, mine = _rows(online), _rows(learned)
+    frames = [stats.learned_table(rows[rows["model"] == m], g, confidence=statistics["confidence"],
+                                  alpha=statistics["alpha"]).assign(model=m)
+              for m, g in mine.groupby("model", sort=True)]
+    table = pd.concat(frames, ignore_index=True)
+    write_table(table[["model", *stats.TABLE_COLUMNS]], out_comparison)
+    training = []
+    for path in sorted(reports):
+        training.append(pd.read_csv(path).assign(model=Path(path).parent.name))
+    t = pd.concat(training, ignore_index=True)
+    write_table(t[["model", *[c for c in t.columns if c != "model"]]], out_training)
+
+
+@one_line_errors()
+def plot_learned(comparison: str, training: str, model: str, out_comparison: str, out_training: str) -> None:
+    """:func:`.plots.ablation` of ``model``'s learned-pruner comparison (references drawn) and
+    :func:`.plots.pruner_training` of its training reports."""
+    from . import plots
+
+    t = pd.read_csv(comparison)
+    plots.ablation(t[t["model"] == model], Path(out_comparison), study="learned", mode="drop", title=model,
+                   references=True)
+    r = pd.read_csv(training)
+    plots.pruner_training(r[r["model"] == model], Path(out_training), title=model)

@@ -109,20 +109,36 @@ def dropped_prompt_positions(vision_positions: np.ndarray, keep: np.ndarray | No
 class _Pruner:
     """The hooks' shared state for one generation: which positions are kept, the step counter, timings."""
 
-    def __init__(self, lm: LoadedModel, n: int, dropped: np.ndarray, layer: int, mode: str, positions: str):
+    def __init__(self, lm: LoadedModel, n: int, dropped: np.ndarray | None, layer: int, mode: str, positions: str,
+                 decide=None, vision: np.ndarray | None = None):
         self.lm, self.n, self.layer, self.mode, self.positions = lm, n, layer, mode, positions
-        device = lm.device
-        self.d = len(dropped)
-        is_dropped = np.zeros(n, bool)
-        is_dropped[dropped] = True
-        self.kept = torch.as_tensor(np.flatnonzero(~is_dropped), device=device)
-        self.dropped_cols = torch.as_tensor(is_dropped, device=device)  # [N] bool
+        self.decide, self.vision = decide, vision
+        self.kept = self.dropped = None
+        if dropped is not None:
+            self.set_dropped(dropped)
         self.text = lm.model.model.language_model
         self.calls = 0  # forward passes of the whole model started so far (1 = prefill)
         self.memo: tuple[int, dict] | None = None  # per-pass replacement kwargs of layers ≥ K
         self.prefill_lengths: dict[int, int] = {}
         self.durations: list[float] = []
         self._t0 = 0.0
+
+    def set_dropped(self, dropped: np.ndarray) -> None:
+        device = self.lm.device
+        self.dropped, self.d = dropped, len(dropped)
+        is_dropped = np.zeros(self.n, bool)
+        is_dropped[dropped] = True
+        self.kept = torch.as_tensor(np.flatnonzero(~is_dropped), device=device)
+        self.dropped_cols = torch.as_tensor(is_dropped, device=device)  # [N] bool
+
+    def resolve(self, hidden: torch.Tensor) -> None:
+        """With a ``decide`` callable, choose the kept vision tokens from layer K's prefill input."""
+        if self.kept is not None:
+            return
+        try:
+            self.set_dropped(dropped_prompt_positions(self.vision, self.decide(hidden)))
+        except ValueError as e:
+            raise InputError(f"model {self.lm.model_id!r}: {e}") from e
 
     # --- timing -------------------------------------------------------------------------------------
     def _sync(self):
@@ -156,6 +172,7 @@ class _Pruner:
         hidden = args[0] if args else kwargs["hidden_states"]
         prefill = self.calls == 1
         if prefill and module.self_attn.layer_idx == self.layer:
+            self.resolve(hidden)
             if hidden.shape[1] != self.n:
                 raise ModelError(f"layer {self.layer} received {hidden.shape[1]} prefill tokens, expected {self.n}")
             hidden = hidden[:, self.kept]
@@ -217,6 +234,7 @@ class _Pruner:
 
     # --- mask ---------------------------------------------------------------------------------------
     def mask_layer(self, module, args, kwargs):
+        self.resolve(args[0] if args else kwargs["hidden_states"])
         if self.memo is None or self.memo[0] != self.calls:
             self.memo = (self.calls, {"attention_mask": self._masked(kwargs.get("attention_mask"))})
         return args, {**kwargs, **self.memo[1]}
@@ -243,13 +261,15 @@ class _Pruner:
 
 
 @torch.no_grad()
-def generate_pruned(lm: LoadedModel, image, question: str, *, keep: np.ndarray | None, layer: int, mode: str,
+def generate_pruned(lm: LoadedModel, image, question: str, *, keep, layer: int, mode: str,
                     positions: str, max_new_tokens: int) -> PrunedResult:
     """Greedy generation of up to ``max_new_tokens`` tokens with the vision tokens outside ``keep`` pruned
     from decoder layer ``layer`` (``K``, ``0 ≤ K ≤ L``) on; see the module docstring for ``mode``
     (``"drop"`` | ``"mask"``) and ``positions`` (``"keep"`` | ``"renumber"``; ``"mask"`` needs ``"keep"``).
 
-    ``keep``: indices into the ``V`` vision tokens of the prompt (the adapter's layout), None = keep all.
+    ``keep``: indices into the ``V`` vision tokens of the prompt (the adapter's layout), None = keep all,
+    or a callable ``keep(hidden) -> indices`` called once, in the prefill pass, with layer K's input hidden
+    states ``[1, N, D]`` (a pruner deciding inside the same forward pass; needs ``K ≥ 1``).
     """
     if lm.family not in SUPPORTED_FAMILIES:
         raise ValueError(f"online pruning supports the families {SUPPORTED_FAMILIES} (Llama decoder, 1-D rotary "
@@ -274,12 +294,16 @@ def generate_pruned(lm: LoadedModel, image, question: str, *, keep: np.ndarray |
     except ValueError as e:
         raise ModelError(f"model {lm.model_id!r}: cannot lay out its vision tokens ({e})") from e
     vision = np.concatenate([np.arange(s, e) for s, e in layout.spans]).astype(np.int64)
-    try:
-        dropped = dropped_prompt_positions(vision, keep)
-    except ValueError as e:
-        raise InputError(f"model {lm.model_id!r}: {e}") from e
-
-    state = _Pruner(lm, n, dropped, layer, mode, positions)
+    if callable(keep):
+        if layer == 0:
+            raise ValueError("a keep callable decides from layer K's input: layer must be at least 1")
+        state = _Pruner(lm, n, None, layer, mode, positions, decide=keep, vision=vision)
+    else:
+        try:
+            dropped = dropped_prompt_positions(vision, keep)
+        except ValueError as e:
+            raise InputError(f"model {lm.model_id!r}: {e}") from e
+        state = _Pruner(lm, n, dropped, layer, mode, positions)
     layers = list(state.text.layers)
     handles = [lm.model.register_forward_pre_hook(state.start, with_kwargs=True),
                lm.model.register_forward_hook(state.stop, with_kwargs=True)]
@@ -287,7 +311,7 @@ def generate_pruned(lm: LoadedModel, image, question: str, *, keep: np.ndarray |
         handles.append(state.text.register_forward_pre_hook(state.drop_inputs, with_kwargs=True))
     elif mode == "drop":
         handles += [m.register_forward_pre_hook(state.drop_layer, with_kwargs=True) for m in layers[layer:]]
-    elif len(dropped):
+    elif state.kept is None or state.d:
         handles += [m.register_forward_pre_hook(state.mask_layer, with_kwargs=True) for m in layers[layer:]]
     handles += [m.register_forward_pre_hook(state.record_length, with_kwargs=True) for m in layers]
     cuda = lm.device.type == "cuda"
@@ -318,7 +342,7 @@ def generate_pruned(lm: LoadedModel, image, question: str, *, keep: np.ndarray |
         prefill_lengths=np.array([state.prefill_lengths[i] for i in range(n_layers)], np.int64),
         cache_lengths=np.array([cache.layers[i].get_seq_length() for i in range(n_layers)], np.int64),
         kept_positions=state.kept.cpu().numpy(),
-        dropped_positions=dropped,
+        dropped_positions=state.dropped,
         layer=layer,
         mode=mode,
         positions=positions,

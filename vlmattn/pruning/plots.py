@@ -20,7 +20,8 @@ from ..metrics import plotting
 
 STUDY_TITLES = {"study_a": "study A: head selection (query last_token)",
                 "study_b": "study B: query selection",
-                "published": "published signals"}
+                "published": "published signals",
+                "learned": "learned pruners (with and without the attention residual)"}
 PUBLISHED = ("fastv", "pyramiddrop", "sparsevlm", "fastervlm", "visionzip_dominant")
 
 
@@ -43,9 +44,10 @@ def _band(ax, g: pd.DataFrame, value: str, **style) -> None:
     ax.plot(kept, by.mean().loc[kept], **style)
 
 
-def ablation(table: pd.DataFrame, path: Path, *, study: str, mode: str, title: str) -> None:
+def ablation(table: pd.DataFrame, path: Path, *, study: str, mode: str, title: str, references: bool = False) -> None:
     """Accuracy (Wilson interval as error bars) and recall against the kept fraction for ``study``'s
-    scorers of ``table`` in ``mode``, beside the baselines; the unpruned accuracy as a black line."""
+    scorers of ``table`` in ``mode``, beside the baselines; the unpruned accuracy as a black line. With
+    ``references``, the table's other non-baseline scorers (e.g. FastV) are drawn too, dash-dotted."""
     plt = plotting.pyplot()
     t = table[table["mode"] == mode]
     own = t[t["study"] == study]
@@ -57,7 +59,12 @@ def ablation(table: pd.DataFrame, path: Path, *, study: str, mode: str, title: s
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
     rnd = t[t["scorer"].str.startswith("random:")]
     pool = t[t["scorer"] == "pooling"].sort_values("kept")
+    others = t[(t["study"] != study) & (t["study"] != "baseline")] if references else t.iloc[:0]
     for ax, value in zip(axes, ("accuracy", "recall"), strict=True):
+        for k, scorer in enumerate(sorted(others["scorer"].unique())):
+            g = others[others["scorer"] == scorer].sort_values("kept")
+            ax.plot(g["kept"], g[value], color=("tab:brown", "tab:olive", "tab:cyan")[k % 3], linestyle="-.",
+                    linewidth=1.6, marker="^", markersize=3, label=f"{_label(scorer)} ({g['study'].iloc[0]})")
         for colour, scorer in zip(colours, scorers, strict=True):
             g = own[own["scorer"] == scorer].sort_values("kept")
             if value == "accuracy":
@@ -127,5 +134,34 @@ def offline(summary: pd.DataFrame, path: Path, *, title: str) -> None:
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     n = int(summary["n_samples"].max())
     fig.suptitle(f"{title}: offline scores of {n} cached samples (mean, 95% t-interval)", fontsize=10)
+    fig.tight_layout()
+    plotting.save(fig, path)
+
+
+def pruner_training(report: pd.DataFrame, path: Path, *, title: str) -> None:
+    """The learned pruners' training reports (:mod:`vlmattn.pruning.train_pruner`, column ``variant``):
+    task loss, kept share (with the target as a dashed line when given, column ``keep_ratio``) and the
+    residual weight w against the step, one line per variant."""
+    plt = plotting.pyplot()
+    if report.empty:
+        plotting.empty_figure(path, f"{title}: no training report")
+        return
+    variants = sorted(report["variant"].unique())
+    colours = plt.get_cmap("tab10")(np.arange(len(variants)))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for colour, v in zip(colours, variants, strict=True):
+        g = report[report["variant"] == v].sort_values("step")
+        for ax, value in zip(axes, ("task_loss", "keep_share", "attn_weight"), strict=True):
+            ax.plot(g["step"], g[value], color=colour, linewidth=1.3, label=v)
+    if "keep_ratio" in report:
+        axes[1].axhline(float(report["keep_ratio"].iloc[0]), color="black", linestyle="--", linewidth=1,
+                        label="budget-loss target (soft share)")
+    for ax, label in zip(axes, ("task loss (answer CE)", "vision tokens kept (hard mask)", "residual weight w"),
+                         strict=True):
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.suptitle(f"{title}: learned pruner training", fontsize=10)
     fig.tight_layout()
     plotting.save(fig, path)

@@ -202,3 +202,41 @@ def speed_table(rows: pd.DataFrame) -> pd.DataFrame:
     order = table["mode"].map(lambda m: m != "none")
     return (table.assign(_o=order).sort_values(["_o", "mode", "layer", "budget"], ascending=[True, True, True, False])
             .drop(columns="_o").reset_index(drop=True))
+
+
+#: the published signal the learned pruners are compared with
+COMPARED_SIGNAL = "fastv"
+
+
+def best_strategy(rows: pd.DataFrame, *, mode: str = "drop") -> str | None:
+    """The head- or query-selection strategy (study A or B) with the highest accuracy averaged over the
+    budgets in ``mode`` (ties by name); None without such rows. Chosen on the same questions it is then
+    compared on, which favours it."""
+    own = rows[rows["study"].isin(["study_a", "study_b"]) & (rows["mode"] == mode)]
+    if own.empty:
+        return None
+    acc = own.groupby(["scorer", "budget"])["correct"].mean().groupby("scorer").mean()
+    return str(acc.reset_index().sort_values(["correct", "scorer"], ascending=[False, True])["scorer"].iloc[0])
+
+
+def learned_table(rows: pd.DataFrame, learned: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05
+                  ) -> pd.DataFrame:
+    """:func:`accuracy_table` (mode ``drop``) of the learned pruners' rows ``learned`` (study ``learned``)
+    beside the rows of :data:`COMPARED_SIGNAL`, the :func:`best_strategy`, the random draws and pooling
+    from the ablation ``rows`` of the same questions, BH-adjusted together within each budget. The
+    unpruned rows come from ``rows``; ``learned``'s own unpruned answers must equal them (the same model
+    on the same questions), else ValueError."""
+    base = rows[rows["study"] == "unpruned"].set_index("item")["answer"]
+    own = learned[learned["study"] == "unpruned"].set_index("item")["answer"]
+    shared = own.index.intersection(base.index)
+    if len(shared) != len(own) or not (own.loc[shared] == base.loc[shared]).all():
+        differ = sorted(set(own.index) - set(shared)) or sorted(shared[(own.loc[shared] != base.loc[shared]).to_numpy()])
+        raise ValueError(f"the learned pruners' unpruned answers differ from the ablation's on items {differ[:5]}")
+    keep = {COMPARED_SIGNAL, "pooling", best_strategy(rows)}
+    drop = rows[rows["mode"] == "drop"]
+    compared = drop[drop["scorer"].isin(keep) | drop["scorer"].str.startswith("random:")]
+    items = set(learned["item"])
+    together = pd.concat([rows[(rows["study"] == "unpruned") & rows["item"].isin(items)],
+                          compared[compared["item"].isin(items)],
+                          learned[learned["study"] != "unpruned"]], ignore_index=True)
+    return accuracy_table(together, confidence=confidence, alpha=alpha)
