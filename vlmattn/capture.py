@@ -337,6 +337,17 @@ def attention_rows(
     return batched_attention_rows(query[:1], key[:1], mask, scaling, rows, n_kv_groups, window)[0]
 
 
+def _causal(rows: torch.Tensor, q_len: int, kv_len: int, window: int | None = None) -> torch.Tensor:
+    """``[R, K]`` bool: the keys query row ``r`` of ``rows`` may see, causal and bottom-right aligned
+    (``k ≤ r + K − Q``), and with a sliding ``window`` only ``k > r + K − Q − window``."""
+    last = rows[:, None] + (kv_len - q_len)
+    keys = torch.arange(kv_len, device=rows.device)[None, :]
+    allowed = keys <= last
+    if window is not None:
+        allowed &= keys > last - int(window)
+    return allowed
+
+
 def batched_attention_rows(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -361,11 +372,7 @@ def batched_attention_rows(
     if attention_mask is None:
         # causal, bottom-right aligned; without a window a single decode query sees every key
         if q_len > 1 or window is not None:
-            last = rows.to(scores.device)[:, None] + (kv_len - q_len)  # last key each row may see
-            keys = torch.arange(kv_len, device=scores.device)[None, :]
-            allowed = keys <= last
-            if window is not None:
-                allowed &= keys > last - int(window)
+            allowed = _causal(rows.to(scores.device), q_len, kv_len, window)
             scores = scores.masked_fill(~allowed[None, None], float("-inf"))
     else:
         m = attention_mask[:, :, rows, :]
@@ -392,7 +399,7 @@ def key_biased_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     keys = torch.arange(kv_len, device=scores.device)[None, :]
     last = torch.arange(q_len, device=scores.device)[:, None] + (kv_len - q_len)  # each row's own key
     if attention_mask is None:
-        scores = scores.masked_fill(keys > last, float("-inf"))
+        scores = scores.masked_fill(~_causal(torch.arange(q_len, device=scores.device), q_len, kv_len), float("-inf"))
     elif attention_mask.dtype == torch.bool:
         scores = scores.masked_fill(~attention_mask, float("-inf"))
     else:
@@ -425,13 +432,15 @@ def biasing_keys(fn):
 
 
 def capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """``AttentionInterface`` function: SDPA output ``[B, Q, H, D]``, with the heads of an active
-    :class:`HeadAblation` replaced, plus recorded rows when a recorder is active and the rollout update
-    when an accumulator is."""
+    """``AttentionInterface`` function: SDPA output ``[B, Q, H, D]`` (the key-biased attention where an active
+    key bias gives biases), with the heads of an active :class:`HeadAblation` replaced; an active observer
+    sees the call's inputs, a recorder records rows, an accumulator updates the rollout."""
     bias_of, observe = _KEY_BIAS.get(), _OBSERVER.get()
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
-    window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+    recorder, accumulator = _ACTIVE.get(), _ROLLOUT.get()
+    if bias_of is not None or observe is not None or recorder is not None or accumulator is not None:
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
+        window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
     if observe is not None:
         observe(module.layer_idx, query, key, attention_mask, scale, groups, window)
     bias = bias_of(module.layer_idx, key.shape[2]) if bias_of is not None else None
@@ -443,7 +452,6 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
     active = _ABLATION.get()
     if active is not None:
         out = ablate_heads(out, module.layer_idx, active)
-    recorder, accumulator = _ACTIVE.get(), _ROLLOUT.get()
     if recorder is None and accumulator is None:
         return out, None
     if accumulator is not None:

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..inference import LoadedModel, capture_attention
+from ..inference import LoadedModel, capture_attention, model_inputs
 from ..jobs import normalise_answer
 from ..progress import progress
 from ..store import AttentionSample
@@ -100,6 +100,23 @@ def capture_item(lm: LoadedModel, item) -> tuple[AttentionSample, np.ndarray]:
     return sample, seen[0].numpy()
 
 
+def _sizes(lm: LoadedModel) -> dict:
+    """The text model's depth, width and feed-forward size, as :func:`~vlmattn.pruning.flops.kept_fraction` takes them."""
+    cfg = lm.model.config.get_text_config()
+    return dict(n_layers=int(cfg.num_hidden_layers), hidden_size=int(cfg.hidden_size),
+                ffn_size=int(cfg.intermediate_size))
+
+
+def _unpruned_row(head: dict, layer: int, n_vis: int, n_tok: int, objects: np.ndarray, answer: str, expected: str,
+                  prefill_s: float, decode_s: float, peak: int) -> dict:
+    """The ``study == "unpruned"`` row of one item (every vision token kept)."""
+    return {**head, "mode": "none", "study": "unpruned", "scorer": "unpruned", "layer": layer, "budget": n_vis,
+            "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0, "recall": 1.0 if objects.any() else np.nan,
+            "answer": answer, "expected": expected, "correct": answer == expected, "agrees_with_unpruned": True,
+            "prefill_s": prefill_s, "decode_s": decode_s, "peak_memory_bytes": peak, "flops_fraction": 1.0,
+            "reused": False}
+
+
 def scores(sample: AttentionSample, embeddings: np.ndarray, *, prune_layer: int, head_strategies: Iterable[str],
            query_strategies: Iterable[str], fixed_query: str, fixed_head: str, n_heads: int, top_k: int, seed: int,
            n_draws: int, draw_offset: int, encoder_layer: int) -> dict[str, np.ndarray]:
@@ -140,12 +157,11 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
     if bad_modes or not modes:
         raise ValueError(f"modes must be a non-empty list of {MODES}, got {modes}")
     head_strategies, query_strategies = list(head_strategies), list(query_strategies)
-    cfg = lm.model.config.get_text_config()
-    n_layers = int(cfg.num_hidden_layers)
+    size = _sizes(lm)
+    n_layers = size["n_layers"]
     if not 1 <= prune_layer < n_layers:
         raise ValueError(f"prune_layer must lie in 1 … {n_layers - 1} (the model has {n_layers} decoder layers), "
                          f"got {prune_layer}")
-    size = dict(n_layers=n_layers, hidden_size=int(cfg.hidden_size), ffn_size=int(cfg.intermediate_size))
     rows = []
     bar = progress(items, desc="pruning", unit="item", disable=not show_progress)
     for item in bar:
@@ -174,11 +190,7 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
         (plain, pre_s, dec_s, peak), _ = run(None, prune_layer, "drop")
         head = dict(item=int(item.index), qtype=item.qtype, corner=getattr(item, "corner", None))
         expected = normalise_answer(item.answer)
-        rows.append({**head, "mode": "none", "study": "unpruned", "scorer": "unpruned", "layer": prune_layer,
-                     "budget": n_vis, "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0,
-                     "recall": 1.0 if objects.any() else np.nan, "answer": plain, "expected": expected,
-                     "correct": plain == expected, "agrees_with_unpruned": True, "prefill_s": pre_s,
-                     "decode_s": dec_s, "peak_memory_bytes": peak, "flops_fraction": 1.0, "reused": False})
+        rows.append(_unpruned_row(head, prune_layer, n_vis, n_tok, objects, plain, expected, pre_s, dec_s, peak))
         for mode in modes:
             for k in budgets:
                 per_budget = dict(named, pooling=sc.pooling_scores(sample.grid, k))
@@ -212,15 +224,11 @@ def evaluate_learned(lm: LoadedModel, pruners: dict, items: Sequence, *, budgets
     from .learned import evaluation_session
 
     budgets = [int(k) for k in budgets]
-    cfg = lm.model.config.get_text_config()
-    size = dict(n_layers=int(cfg.num_hidden_layers), hidden_size=int(cfg.hidden_size),
-                ffn_size=int(cfg.intermediate_size))
+    size = _sizes(lm)
     layers = {name: p.layers for name, p in pruners.items()}
     if any(len(ks) != 1 for ks in layers.values()) or len({ks for ks in layers.values()}) > 1:
         raise ValueError(f"every pruner must have the same single layer, got {layers}")
     (layer,) = next(iter(layers.values()))
-    from ..inference import model_inputs
-
     rows = []
     for item in progress(items, desc="learned pruners", unit="item", disable=not show_progress):
         sample, _ = capture_item(lm, item)
@@ -235,12 +243,8 @@ def evaluate_learned(lm: LoadedModel, pruners: dict, items: Sequence, *, budgets
         res = generate_pruned(lm, item.image, item.question, keep=None, layer=layer, mode="drop", positions=positions,
                               max_new_tokens=max_new_tokens)
         plain = normalise_answer(res.generated_text)
-        rows.append({**head, "mode": "none", "study": "unpruned", "scorer": "unpruned", "layer": layer,
-                     "budget": n_vis, "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0,
-                     "recall": 1.0 if objects.any() else np.nan, "answer": plain, "expected": expected,
-                     "correct": plain == expected, "agrees_with_unpruned": True, "prefill_s": res.prefill_seconds,
-                     "decode_s": res.decode_seconds, "peak_memory_bytes": int(res.peak_memory_bytes),
-                     "flops_fraction": 1.0, "reused": False})
+        rows.append(_unpruned_row(head, layer, n_vis, n_tok, objects, plain, expected, res.prefill_seconds,
+                                  res.decode_seconds, int(res.peak_memory_bytes)))
         inputs = model_inputs(lm, item.image, item.question)
         for name, pruner in pruners.items():
             for k in budgets:

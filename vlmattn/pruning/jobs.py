@@ -82,28 +82,44 @@ def chunk_items(n_items: int, seed: int, chunks: int, chunk: int) -> list:
     return items[bounds[chunk]:bounds[chunk + 1]]
 
 
+def _model_and_budgets(model: dict, options: dict, items: list):
+    """``(lm, budgets)``: the loaded ``model`` (checked against ``prune_layer``) and the kept counts of
+    :func:`.offline.model_budgets` for its V, counted in the first item's prompt."""
+    from ..inference import load_model, model_inputs
+    from . import offline
+
+    lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
+                    model.get("device", "cpu"))
+    check_prune_layer(options["scores"]["prune_layer"], int(lm.model.config.get_text_config().num_hidden_layers),
+                      model["id"])
+    ids = model_inputs(lm, items[0].image, items[0].question)["input_ids"][0]
+    n_vision = int((ids == lm.model.config.image_token_id).sum())
+    return lm, offline.model_budgets(n_vision, **options["budgets"])
+
+
 @one_line_errors()
 def online_chunk(model: dict, options: dict, chunk: int, out: str, threads: int = 1) -> None:
     """Rows of :func:`.evaluate.evaluate` for chunk ``chunk`` of the evaluation set on ``model`` (the
     budgets of :func:`.offline.model_budgets` of its V), ``model`` first."""
     import torch
 
-    from ..inference import load_model, model_inputs
-    from . import offline
     from .evaluate import COLUMNS, evaluate
 
     torch.set_num_threads(threads)
     on = options["online"]
     items = chunk_items(on["n_items"], on["seed"], on["chunks"], chunk)
-    lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
-                    model.get("device", "cpu"))
-    check_prune_layer(options["scores"]["prune_layer"], int(lm.model.config.get_text_config().num_hidden_layers), model["id"])
-    ids = model_inputs(lm, items[0].image, items[0].question)["input_ids"][0]
-    n_vision = int((ids == lm.model.config.image_token_id).sum())
-    budgets = offline.model_budgets(n_vision, **options["budgets"])
+    lm, budgets = _model_and_budgets(model, options, items)
     rows = evaluate(lm, items, budgets=budgets, max_new_tokens=on["max_new_tokens"], modes=on["modes"],
                     positions=on["positions"], **options["scores"])
     write_table(rows.assign(model=model["id"])[["model", *COLUMNS]], out)
+
+
+def _rows(paths: list[str]) -> pd.DataFrame:
+    """The online rows of the chunk files ``paths`` (answers read as text, an empty answer as "")."""
+    rows = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(paths)],
+                     ignore_index=True)
+    rows[["answer", "expected"]] = rows[["answer", "expected"]].fillna("").astype(str)
+    return rows
 
 
 def _tables(rows: pd.DataFrame, confidence: float, alpha: float) -> dict[str, pd.DataFrame]:
@@ -124,10 +140,7 @@ def online_tables(inputs: list[str], statistics: dict, outputs: list[str]) -> No
     """The chunks ``inputs`` of every online model → ``outputs``: the ablation tables of study A, study B
     and the published signals (:func:`.stats.ablation_tables`, baselines in each), their ranking
     (:func:`.stats.rank_table`) and the measured cost (:func:`.stats.speed_table`), ``model`` first."""
-    rows = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(inputs)],
-                     ignore_index=True)
-    rows[["answer", "expected"]] = rows[["answer", "expected"]].fillna("").astype(str)
-    tables = _tables(rows, statistics["confidence"], statistics["alpha"])
+    tables = _tables(_rows(inputs), statistics["confidence"], statistics["alpha"])
     for name, out in zip(ONLINE_TABLES, outputs, strict=True):
         t = tables[name]
         write_table(t[["model", *[c for c in t.columns if c != "model"]]], out)
@@ -158,13 +171,6 @@ def plot_ablation(tables: list[str], model: str, modes: list[str], outputs: list
 # --- the learned pruners ----------------------------------------------------------------------------
 
 
-def _load(model: dict):
-    from ..inference import load_model
-
-    return load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
-                      model.get("device", "cpu"))
-
-
 @one_line_errors()
 def train_pruner(model: dict, options: dict, variant: str, out_weights: str, out_report: str, threads: int = 1) -> None:
     """Train the learned pruner ``variant`` (:func:`vlmattn.config.learned_options`) at layer ``prune_layer``
@@ -182,10 +188,12 @@ def train_pruner(model: dict, options: dict, variant: str, out_weights: str, out
     learned = options["learned"]
     if variant not in learned["variants"]:
         raise InputError(f"config pruning.learned.variants: no variant {variant!r}")
-    lm = _load(model)
-    n_layers = int(lm.model.config.get_text_config().num_hidden_layers)
+    from ..inference import load_model
+
+    lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
+                    model.get("device", "cpu"))
     k = options["scores"]["prune_layer"]
-    check_prune_layer(k, n_layers, model["id"])
+    check_prune_layer(k, int(lm.model.config.get_text_config().num_hidden_layers), model["id"])
     spec = PrunerSpec(layers=(k,), hidden_size=int(lm.model.config.get_text_config().hidden_size),
                       **learned["variants"][variant])
     training = PrunerTraining.from_dict(learned["train"])
@@ -210,17 +218,13 @@ def learned_chunk(model: dict, options: dict, chunk: int, pruners: list[str], ou
     on chunk ``chunk`` of the evaluation set, at the budgets of :func:`.offline.model_budgets`; ``model`` first."""
     import torch
 
-    from ..inference import model_inputs
-    from . import offline
     from .evaluate import COLUMNS, evaluate_learned
     from .learned import load_pruner
 
     torch.set_num_threads(threads)
     on = options["online"]
     items = chunk_items(on["n_items"], on["seed"], on["chunks"], chunk)
-    lm = _load(model)
-    check_prune_layer(options["scores"]["prune_layer"], int(lm.model.config.get_text_config().num_hidden_layers),
-                      model["id"])
+    lm, budgets = _model_and_budgets(model, options, items)
     loaded = {}
     for path in pruners:
         pruner, meta = load_pruner(path)
@@ -228,18 +232,9 @@ def learned_chunk(model: dict, options: dict, chunk: int, pruners: list[str], ou
             raise InputError(f"pruner {path} prunes at layers {list(pruner.layers)}, not pruning.prune_layer "
                              f"{options['scores']['prune_layer']}; retrain it")
         loaded[meta.get("variant", Path(path).stem)] = pruner
-    ids = model_inputs(lm, items[0].image, items[0].question)["input_ids"][0]
-    budgets = offline.model_budgets(int((ids == lm.model.config.image_token_id).sum()), **options["budgets"])
     rows = evaluate_learned(lm, loaded, items, budgets=budgets, max_new_tokens=on["max_new_tokens"],
                             positions=on["positions"])
     write_table(rows.assign(model=model["id"])[["model", *COLUMNS]], out)
-
-
-def _rows(paths: list[str]) -> pd.DataFrame:
-    rows = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in sorted(paths)],
-                     ignore_index=True)
-    rows[["answer", "expected"]] = rows[["answer", "expected"]].fillna("").astype(str)
-    return rows
 
 
 @one_line_errors()
