@@ -21,7 +21,22 @@ less affected than it by other work on them. Prints the full table, the ratios b
 time, then CPU time). Targets: b/a ≤ 1.10 in time and ≤ 1.2 in peak RSS; (b+v)/a ≤ 1.15 and
 (b+v+r)/a ≤ 1.30 in time, ≤ 1.2 in peak RSS; c/b ≥ 20 in bytes.
 
-Usage: ``PYTHONPATH=. python bench/extraction.py [--steps 32] [--threads 2] [--models llava,qwen]``
+Batched generation (``--batches 1,4,16``): for each batch size ``b``, ``b`` samples (one image,
+questions of different lengths, so prompts are left-padded) in one ``generate`` call, in fresh
+subprocesses as above: ``plain`` (SDPA ``generate``) against ``capture`` (:func:`capture_batch`, the
+pipeline's default capture: decode rows, last prefill row, vision-encoder summaries with rollout);
+samples/s, their ratio per batch, peak RSS ratio, and batch ``b`` against batch 1. Targets on a GPU:
+capture ≥ 0.9× plain samples/s and ≤ 1.2× its peak memory at each batch, batch 16 ≥ 4× batch 1.
+
+Bytes per sample (``--bytes``) of the two decode layouts (``extraction.layout``) at the LLaVA-1.5-7B
+and Qwen2.5-VL-7B attention shapes, random init, one 336 px synthetic image, ``--steps`` new tokens,
+the schema's default extraction settings: the models are built at their real widths, heads and
+key-value heads but with 2 language-model and 2 vision-encoder layers, and every dataset's bytes are
+scaled by real/built layers along its layer axis (decode and prefill rows: LLM layers; the
+``/vision_encoder`` group: encoder layers); datasets without a layer axis are counted as written.
+
+Usage: ``PYTHONPATH=. python bench/extraction.py [--steps 32] [--threads 2] [--models llava,qwen]``;
+``... --batches 1,4,16 [--steps 16]``; ``... --bytes``
 """
 
 from __future__ import annotations
@@ -131,6 +146,170 @@ def worker(variant: str, family: str, model_dir: str, size: tuple[int, int], ste
     }
 
 
+BATCH_QUESTIONS = ["What shape is in the image?", "Colour?", "How many shapes are there in this picture?",
+                   "Is there anything in the top left corner?"]
+
+
+def batch_worker(variant: str, family: str, model_dir: str, size: tuple[int, int], steps: int, batch: int,
+                 repeat: int = 2) -> dict:
+    """``plain`` or ``capture`` generation of a batch of ``batch`` samples; best wall time of ``repeat``."""
+    import torch
+
+    img = image(size)
+    questions = [BATCH_QUESTIONS[i % len(BATCH_QUESTIONS)] for i in range(batch)]
+    if variant == "capture":
+        from vlmattn.inference import capture_batch, load_model
+
+        lm = load_model("bench", family, model_dir)
+        lm.model.generation_config.min_new_tokens = steps
+
+        def run(n):
+            capture_batch(lm, [img] * batch, questions, max_new_tokens=n)
+    else:
+        from transformers import AutoModelForImageTextToText
+
+        from vlmattn.adapters import get_adapter
+        from vlmattn.processors import load_processor
+
+        model = AutoModelForImageTextToText.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+        model.generation_config.min_new_tokens = steps
+        processor = load_processor(model_dir)
+        adapter = get_adapter(family)
+
+        @torch.no_grad()
+        def run(n):
+            if batch == 1:
+                inputs = adapter.build_inputs(processor, img, questions[0])
+            else:
+                inputs = adapter.build_batch_inputs(processor, [img] * batch, questions)
+            model.generate(**inputs, max_new_tokens=n, do_sample=False)
+
+    run(2)  # warm-up
+    walls = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run(steps)
+        walls.append(time.perf_counter() - t0)
+    return {"variant": variant, "batch": batch, "wall_s": min(walls), "samples_per_s": batch / min(walls),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def batch_main(args, env: dict) -> None:
+    batches = [int(b) for b in args.batches.split(",")]
+    out = []
+    with tempfile.TemporaryDirectory(prefix="vlmattn-bench-") as tmp:
+        for kind in args.models.split(","):
+            model_dir = Path(tmp) / kind
+            family, size = build(kind, model_dir)
+            res = {}
+            for _ in range(args.rounds):
+                for b in batches:
+                    for variant in ("plain", "capture"):
+                        cmd = [sys.executable, __file__, "--steps", str(args.steps), "--threads", str(args.threads),
+                               "--repeat", str(args.repeat), "--batch-worker", variant, family, str(model_dir),
+                               f"{size[0]}x{size[1]}", str(b)]
+                        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                        if done.returncode:
+                            sys.exit(f"bench {kind}/{variant}/batch {b} failed:\n{done.stderr[-2000:]}")
+                        r = json.loads(done.stdout.strip().splitlines()[-1])
+                        print(f"  {kind:5s} {variant:7s} batch {b:2d} {r}", file=sys.stderr, flush=True)
+                        old = res.get((variant, b))
+                        if old is None or r["wall_s"] < old["wall_s"]:
+                            if old is not None:
+                                r["peak_rss_mb"] = max(r["peak_rss_mb"], old["peak_rss_mb"])
+                            res[(variant, b)] = r
+                        else:
+                            old["peak_rss_mb"] = max(r["peak_rss_mb"], old["peak_rss_mb"])
+            out.append((kind, res))
+    names = {"llava": "LLaVA-shaped", "qwen": "Qwen-shaped"}
+    print(f"\nbatched generation: {args.steps} new tokens, {args.threads} torch thread(s), {os.cpu_count()} CPUs "
+          "visible; samples/s, best of repeats and rounds; peak RSS of the subprocess")
+    print("\n| model | batch | plain samples/s | capture samples/s | capture/plain | peak RSS capture/plain | "
+          "plain vs batch 1 | capture vs batch 1 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, res in out:
+        p1, c1 = res[("plain", batches[0])], res[("capture", batches[0])]
+        for b in batches:
+            p, c = res[("plain", b)], res[("capture", b)]
+            print(f"| {names.get(kind, kind)} | {b} | {p['samples_per_s']:.2f} | {c['samples_per_s']:.2f} | "
+                  f"{c['samples_per_s'] / p['samples_per_s']:.2f} | {c['peak_rss_mb'] / p['peak_rss_mb']:.2f} | "
+                  f"{p['samples_per_s'] / p1['samples_per_s']:.2f} | {c['samples_per_s'] / c1['samples_per_s']:.2f} |")
+
+
+#: (family, spec kind, real LLM layers, real encoder layers) of the 7B attention shapes
+SHAPES_7B = {"llava-1.5-7b": ("llava", 32, 24), "qwen2.5-vl-7b": ("qwen2_5_vl", 28, 32)}
+
+
+def build_7b_shape(name: str, out: Path):
+    """A 2 + 2-layer model with the attention shapes of ``name`` (:data:`SHAPES_7B`), saved to ``out``."""
+    from vlmattn.models import replicas, toy
+
+    if name == "llava-1.5-7b":
+        spec = toy.ToySpec(image_size=336, patch_size=14, vision_hidden=1024, vision_layers=2, vision_heads=16,
+                           text_hidden=4096, text_layers=2, text_heads=32, text_kv_heads=32, max_positions=4096)
+        model, processor = toy.build_toy(spec)
+    else:
+        spec = replicas.ReplicaSpec(vision_hidden=1280, vision_layers=2, vision_heads=16, text_hidden=3584,
+                                    text_layers=2, text_heads=28, text_kv_heads=4, max_positions=4096,
+                                    window_tokens=4, full_attention_layers=(1,))
+        model, processor = replicas.build_replica("qwen2_5_vl", spec)
+    toy.save(model, processor, out)
+
+
+def layer_scaled_bytes(path: Path, llm_scale: float, encoder_scale: float) -> tuple[float, dict]:
+    """Bytes of the HDF5 file at ``path`` with every dataset's stored bytes scaled along its layer axis
+    (``/attention`` decode and prefill rows by ``llm_scale``, ``/vision_encoder`` by ``encoder_scale``);
+    returns the total and the scaled bytes per dataset."""
+    import h5py
+
+    sizes = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                scale = 1.0
+                if name.startswith("attention/") and name.split("/")[1] in ("decode", "decode_vision",
+                                                                             "decode_segments", "prefill"):
+                    scale = llm_scale
+                elif name.startswith("vision_encoder/") and obj.ndim >= 2 and name.split("/")[1] not in (
+                        "patch_grid", "patch_spans", "patch_boxes"):
+                    scale = encoder_scale
+                sizes[name] = (obj.id.get_storage_size(), scale)
+        f.visititems(visit)
+    overhead = path.stat().st_size - sum(n for n, _ in sizes.values())  # metadata, attributes
+    scaled = {name: n * scale for name, (n, scale) in sizes.items()}
+    return sum(scaled.values()) + overhead, scaled
+
+
+def bytes_main(args) -> None:
+    from vlmattn.images.synthetic import DEFAULT_SCENES, draw
+    from vlmattn.inference import capture_attention, load_model
+    from vlmattn.store import write_sample
+
+    print(f"\nbytes per sample: {args.steps} new tokens, one 336 px synthetic image, float16, gzip 1, schema "
+          "default extraction settings, scaled from 2 + 2 built layers to the real counts\n")
+    print("| shapes | prompt tokens | vision tokens | decode rows, raw float16 | full layout | compact layout | "
+          "compact/full |")
+    print("|---|---|---|---|---|---|---|")
+    img = draw(DEFAULT_SCENES["two_shapes"], 336)
+    with tempfile.TemporaryDirectory(prefix="vlmattn-bench-") as tmp:
+        for name, (family, llm_layers, enc_layers) in SHAPES_7B.items():
+            model_dir = Path(tmp) / name
+            build_7b_shape(name, model_dir)
+            lm = load_model("bench", family, str(model_dir))
+            lm.model.generation_config.min_new_tokens = args.steps
+            s = capture_attention(lm, img, QUESTION, max_new_tokens=args.steps)
+            got = {}
+            for layout in ("full", "compact"):
+                path = Path(tmp) / f"{name}_{layout}.h5"
+                write_sample(path, s, layout=layout)
+                got[layout], _ = layer_scaled_bytes(path, llm_layers / 2, enc_layers / 2)
+            raw = s.decode.size * 2 * llm_layers / 2
+            print(f"| {name} | {len(s.input_ids)} | {len(s.vision_index)} | {raw / 1e6:.1f} MB | "
+                  f"{got['full'] / 1e6:.1f} MB | {got['compact'] / 1e6:.1f} MB | {got['compact'] / got['full']:.3f} |",
+                  flush=True)
+            del lm
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=32)
@@ -140,6 +319,9 @@ def main() -> None:
     ap.add_argument("--models", default="llava,qwen")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--worker", nargs=5, metavar=("VARIANT", "FAMILY", "MODEL_DIR", "SIZE", "OUT_DIR"))
+    ap.add_argument("--batches", help="batch sizes, e.g. 1,4,16: the batched-generation table instead")
+    ap.add_argument("--bytes", action="store_true", help="bytes per sample of the two layouts at 7B shapes instead")
+    ap.add_argument("--batch-worker", nargs=5, metavar=("VARIANT", "FAMILY", "MODEL_DIR", "SIZE", "BATCH"))
     args = ap.parse_args()
     import torch
 
@@ -149,8 +331,19 @@ def main() -> None:
         w, h = (int(v) for v in size.split("x"))
         print(json.dumps(worker(variant, family, model_dir, (w, h), args.steps, out_dir, args.repeat)))
         return
+    if args.batch_worker:
+        variant, family, model_dir, size, batch = args.batch_worker
+        w, h = (int(v) for v in size.split("x"))
+        print(json.dumps(batch_worker(variant, family, model_dir, (w, h), args.steps, int(batch), args.repeat)))
+        return
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    if args.bytes:
+        bytes_main(args)
+        return
+    if args.batches:
+        batch_main(args, env)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="vlmattn-bench-") as tmp:
         for kind in args.models.split(","):

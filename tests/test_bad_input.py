@@ -89,8 +89,9 @@ def test_prompt_longer_than_the_context(tmp_path):
     assert "'short'" in one_line(e) and "exceeds the context of 20" in str(e.value)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("bad", ["unreadable", "rejected"])
-def test_shard_with_a_bad_sample_leaves_no_output(checkpoint, tmp_path, bad):
+def test_shard_with_a_bad_sample_leaves_no_output(checkpoint, tmp_path, bad, batch):
     model = {"id": "m", "family": "qwen2_vl", "path": str(checkpoint("qwen2_vl"))}
     good = tmp_path / "good.png"
     Image.new("RGB", (64, 48), "red").save(good)
@@ -105,7 +106,8 @@ def test_shard_with_a_bad_sample_leaves_no_output(checkpoint, tmp_path, bad):
     ]
     out, index = tmp_path / "out", tmp_path / "index.csv"
     with pytest.raises(SystemExit) as e:
-        jobs.extract_shard(model, samples, SETTINGS, 0, str(out), str(index), str(tmp_path / "cache"))
+        jobs.extract_shard(model, samples, {**SETTINGS, "generation_batch": batch}, 0, str(out), str(index),
+                           str(tmp_path / "cache"))
     msg = str(e.value.code)
     assert "\n" not in msg and "sample m/bad__q" in msg
     assert not out.exists() or not any(out.iterdir())  # no HDF5, no temporary file

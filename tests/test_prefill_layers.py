@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText
 
 from vlmattn import jobs
-from vlmattn.config import load_config
+from vlmattn.config import extraction_settings, load_config
 from vlmattn.errors import ConfigError, InputError
 from vlmattn.inference import capture_attention, load_model, prefill_positions
 from vlmattn.store import AttentionSample, prefill_at, read_sample, write_sample
@@ -211,6 +211,6 @@ def test_extraction_job_passes_the_layers_and_keys_the_cache(checkpoint, tmp_pat
         stats = jobs.extract_shard(model, [sm], settings, 0, str(out), str(index), str(tmp_path / "cache"))
         assert stats["extracted"] == 1  # a different setting is a different cache entry
         runs[name] = read_sample(out / "red__q.h5")
-        assert jobs.read_index(index).loc[0, "cache_key"] == jobs.sample_cache_key(model, sm, settings, 0)
+        assert jobs.read_index(index).loc[0, "cache_key"] == jobs.sample_cache_key(model, sm, extraction_settings(settings), 0)
     assert runs["all"].prefill_layers.tolist() == [0, 1] and runs["one"].prefill_layers.tolist() == [1]
     np.testing.assert_array_equal(runs["one"].prefill[0], runs["all"].prefill[1])

@@ -106,3 +106,35 @@ def test_merge_orders_rows_by_sample_and_keeps_cells(tmp_path):
     ref = ref.iloc[[0, 1, 3, 2, 4]]
     jobs.write_table(ref, tmp_path / "ref.csv")
     assert (tmp_path / "all.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+
+
+def test_a_batched_shard_job_writes_what_one_sample_at_a_time_writes(checkpoint, tmp_path, monkeypatch):
+    """generation_batch 2 over three samples (a batch of 2, then 1) in the compact layout: the same index
+    and, per file, the same tokens and attention as generation_batch 1, within float16 rounding."""
+    from vlmattn.store import read_sample
+
+    model = {"id": "m", "family": "llava", "path": str(checkpoint("llava")), "dtype": "float32", "device": "cpu"}
+    questions = ["What colour is the shape?", "Colour?", "Is there a shape in the top left corner?"]
+    samples = [{**sample(tmp_path, n, c), "question": q}
+               for (n, c), q in zip((("a", "red"), ("b", "green"), ("c", "blue")), questions)]
+    calls = []
+    import vlmattn.inference
+
+    real = vlmattn.inference.capture_batch
+    monkeypatch.setattr(vlmattn.inference, "capture_batch", lambda lm, ims, *a, **k: calls.append(len(ims)) or
+                        real(lm, ims, *a, **k))
+    got = {}
+    for size in (1, 2):
+        out, index = tmp_path / f"att{size}", tmp_path / f"index{size}.csv"
+        settings = {**SETTINGS, "generation_batch": size, "layout": "compact"}
+        jobs.extract_shard(model, samples, settings, 0, str(out), str(index), str(tmp_path / f"cache{size}"))
+        got[size] = (jobs.read_index(index), [read_sample(out / f"{s['image_id']}__q.h5") for s in samples])
+    assert calls == [1, 1, 1, 2, 1]
+    (i1, one), (i2, two) = got[1], got[2]
+    assert (i1.drop(columns=["file", "cache_key"]) == i2.drop(columns=["file", "cache_key"])).all().all()
+    assert (i1["cache_key"] != i2["cache_key"]).all()  # the batch size is part of what a file depends on
+    for a, b in zip(one, two):
+        assert a.layout == b.layout == "compact"
+        np.testing.assert_array_equal(a.generated_ids, b.generated_ids)
+        np.testing.assert_allclose(a.decode_vision, b.decode_vision, atol=1e-3, rtol=1e-3)
+        np.testing.assert_allclose(a.decode_segments, b.decode_segments, atol=1e-3, rtol=1e-3)

@@ -5,8 +5,9 @@ and, while a :class:`AttentionRecorder` is active, additionally records
 
     A[h, r, :] = softmax(q[h, r] · K[h]ᵀ · scale + mask[r])        (float32)
 
-for a few query rows ``r`` only: the prefill rows the recorder asks for, and the single query row of
-every decode step. Grouped-query attention is a grouped matmul (query head ``h`` reads KV head
+for a few query rows ``r`` only, of every batch element: the prefill rows the recorder asks for (the
+same positions for every element, or each element's own), and the single query row of every decode
+step. Grouped-query attention is a grouped matmul (query head ``h`` reads KV head
 ``h // groups``; K and V are never repeated in memory). Full ``[H, N, N]``
 matrices are never formed. Rows stay on the model's device until generation ends (no per-step
 device synchronisation).
@@ -96,17 +97,18 @@ class CaptureError(RuntimeError):
 
 @dataclass
 class AttentionRecorder:
-    """Collects attention rows of one generation call.
+    """Collects attention rows of one generation call, every batch element.
 
-    ``prefill_positions``: prompt positions whose rows are computed in the prefill pass; all of them are
-    kept at the layers in ``prefill_layers`` (None: every layer), only ``prefill_positions[other_rows]``
-    at the others (the rows are computed alike, so the kept ones are bit for bit the same).
-    After generation, ``prefill[layer]`` is ``[H, R, N]`` (``[H, len(other_rows), N]`` at a layer
-    outside ``prefill_layers``) and ``decode[layer]`` a list with one
-    ``(first_key, [H, K_t])`` per decode forward pass, on the model's device: decode pass ``t``
-    (``t = 1, 2, …``) has ``N + t`` keys so far, and its row covers keys
-    ``first_key … first_key + K_t - 1`` (``K_t = N + t`` and ``first_key = 0``, or on a sliding-window
-    layer the last ``K_t = min(W, N + t)`` keys).
+    ``prefill_positions``: positions (in the padded batch sequence) whose rows are computed in the
+    prefill pass, ``[R]`` (the same for every batch element) or ``[B, R]`` (per element, e.g. each
+    sample's own positions shifted by its left padding). All of them are kept at the layers in
+    ``prefill_layers`` (None: every layer), only the rows ``other_rows`` (``[R']`` or ``[B, R']``, indices
+    into the ``R`` rows) at the others (the rows are computed alike, so the kept ones are bit for bit
+    the same). After generation, ``prefill[layer]`` is ``[B, H, R, N]`` (``[B, H, R', N]`` at a layer
+    outside ``prefill_layers``) and ``decode[layer]`` a list with one ``(first_key, [B, H, K_t])`` per
+    decode forward pass, on the model's device: decode pass ``t`` (``t = 1, 2, …``) has ``N + t`` keys
+    so far, and its row covers keys ``first_key … first_key + K_t - 1`` (``K_t = N + t`` and
+    ``first_key = 0``, or on a sliding-window layer the last ``K_t = min(W, N + t)`` keys).
     """
 
     prefill_positions: torch.Tensor
@@ -116,12 +118,12 @@ class AttentionRecorder:
     decode: dict[int, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
 
     def record(self, layer: int, rows: torch.Tensor, is_prefill: bool, window: int | None = None) -> None:
-        """Keep ``rows [H, R, K]`` of ``layer``; ``window`` is the layer's sliding window (None: full)."""
+        """Keep ``rows [B, H, R, K]`` of ``layer``; ``window`` is the layer's sliding window (None: full)."""
         rows = rows.detach()
         if is_prefill:
             if layer in self.prefill:
                 raise CaptureError(f"layer {layer} ran two prefill passes in one recording")
-            self.prefill[layer] = rows if self.keeps_all_rows(layer) else rows[:, self.other_rows.to(rows.device)]
+            self.prefill[layer] = rows if self.keeps_all_rows(layer) else _take_rows(rows, self.other_rows)
             return
         if layer not in self.prefill:
             raise CaptureError(f"layer {layer} ran a decode step before its prefill pass")
@@ -131,7 +133,7 @@ class AttentionRecorder:
         if width != seen and (window is None or width != min(int(window), seen)):
             expected = f"{seen}" if window is None else f"{seen} or the last {min(int(window), seen)} (window {window})"
             raise CaptureError(f"layer {layer} decode step {len(steps) + 1} saw {width} keys, expected {expected}")
-        steps.append((seen - width, rows[:, 0, :]))
+        steps.append((seen - width, rows[:, :, 0, :]))
 
     def keeps_all_rows(self, layer: int) -> bool:
         """Whether ``layer`` keeps every row of ``prefill_positions`` (else only ``other_rows``)."""
@@ -142,15 +144,24 @@ class AttentionRecorder:
         return len(self.prefill)
 
     def decode_rows(self, layer: int, width: int) -> torch.Tensor:
-        """``[S, H, width]`` float32 on the CPU: decode rows of ``layer`` on absolute key positions,
+        """``[S, B, H, width]`` float32 on the CPU: decode rows of ``layer`` on absolute key positions,
         zero at keys the row does not cover (outside a sliding window, or not yet generated)."""
         rows = self.decode.get(layer, [])
         if not rows:
-            return torch.zeros(0, self.prefill[layer].shape[0], width)
-        out = rows[0][1].new_zeros(len(rows), rows[0][1].shape[0], width)
+            return torch.zeros(0, *self.prefill[layer].shape[:2], width)
+        out = rows[0][1].new_zeros(len(rows), *rows[0][1].shape[:2], width)
         for t, (first, r) in enumerate(rows):
-            out[t, :, first : first + r.shape[-1]] = r
+            out[t, :, :, first : first + r.shape[-1]] = r
         return out.cpu()
+
+
+def _take_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``rows [B, H, R, K]`` at row indices ``index`` ``[R']`` (every element) or ``[B, R']`` (per element)."""
+    index = index.to(rows.device)
+    if index.dim() == 1:
+        return rows[:, :, index]
+    b, h, _, k = rows.shape
+    return rows.gather(2, index[:, None, :, None].expand(b, h, index.shape[1], k))
 
 
 @contextlib.contextmanager
@@ -338,10 +349,10 @@ def attention_rows(
 
 
 def _causal(rows: torch.Tensor, q_len: int, kv_len: int, window: int | None = None) -> torch.Tensor:
-    """``[R, K]`` bool: the keys query row ``r`` of ``rows`` may see, causal and bottom-right aligned
-    (``k ≤ r + K − Q``), and with a sliding ``window`` only ``k > r + K − Q − window``."""
-    last = rows[:, None] + (kv_len - q_len)
-    keys = torch.arange(kv_len, device=rows.device)[None, :]
+    """``[..., K]`` bool for rows ``[...]``: the keys query row ``r`` may see, causal and bottom-right
+    aligned (``k ≤ r + K − Q``), and with a sliding ``window`` only ``k > r + K − Q − window``."""
+    last = rows[..., None] + (kv_len - q_len)
+    keys = torch.arange(kv_len, device=rows.device)
     allowed = keys <= last
     if window is not None:
         allowed &= keys > last - int(window)
@@ -359,23 +370,33 @@ def batched_attention_rows(
 ) -> torch.Tensor:
     """Softmax attention of selected query rows, every batch element.
 
-    query ``[B, H, Q, D]``, key ``[B, H_kv, K, D]``, mask bool/additive ``[B, 1|H, Q, K]`` or None
+    query ``[B, H, Q, D]``, key ``[B, H_kv, K, D]``, mask bool/additive ``[B|1, 1|H, Q, K]`` or None
     (causal, bottom-right aligned: row ``r`` sees keys ``k ≤ r + K - Q``, and with a sliding
-    ``window`` only ``k > r + K - Q - window``), rows ``[R]`` indices into Q. Returns float32
-    ``[B, H, R, K]``.
+    ``window`` only ``k > r + K - Q - window``), rows ``[R]`` indices into Q (the same rows of every
+    element) or ``[B, R]`` (element ``b``'s rows ``rows[b]``). Returns float32 ``[B, H, R, K]``.
     """
     batch, q_len, kv_len = query.shape[0], query.shape[2], key.shape[2]
     heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
+    per_element = rows.dim() == 2
+    n_rows = rows.shape[-1]
+    if per_element:
+        q = query.gather(2, rows[:, None, :, None].expand(batch, heads, n_rows, dim))
+    else:
+        q = query[:, :, rows, :]
     # grouped matmul: query head h uses KV head h // n_kv_groups, without repeating K
-    q = query[:, :, rows, :].float().reshape(batch, kv_heads, n_kv_groups * len(rows), dim)
-    scores = torch.matmul(q, key.float().transpose(-1, -2)).reshape(batch, heads, len(rows), kv_len) * scaling
+    q = q.float().reshape(batch, kv_heads, n_kv_groups * n_rows, dim)
+    scores = torch.matmul(q, key.float().transpose(-1, -2)).reshape(batch, heads, n_rows, kv_len) * scaling
     if attention_mask is None:
         # causal, bottom-right aligned; without a window a single decode query sees every key
         if q_len > 1 or window is not None:
             allowed = _causal(rows.to(scores.device), q_len, kv_len, window)
-            scores = scores.masked_fill(~allowed[None, None], float("-inf"))
+            scores = scores.masked_fill(~(allowed[:, None] if per_element else allowed[None, None]), float("-inf"))
     else:
-        m = attention_mask[:, :, rows, :]
+        if per_element:
+            m = attention_mask.expand(batch, -1, -1, -1)
+            m = m.gather(2, rows[:, None, :, None].expand(batch, m.shape[1], n_rows, kv_len))
+        else:
+            m = attention_mask[:, :, rows, :]
         if m.dtype == torch.bool:
             scores = scores.masked_fill(~m, float("-inf"))
         else:
@@ -462,7 +483,7 @@ def capture_attention_forward(module, query, key, value, attention_mask, scaling
             rows = recorder.prefill_positions.to(query.device)
         else:
             rows = torch.zeros(1, dtype=torch.long, device=query.device)
-        a = attention_rows(query, key, attention_mask, scale, rows, groups, window)
+        a = batched_attention_rows(query, key, attention_mask, scale, rows, groups, window)
         recorder.record(module.layer_idx, a, is_prefill, window)
     return out, None
 

@@ -74,6 +74,18 @@ def metric_defaults(name: str, schema_path: Path = SCHEMA_PATH) -> dict:
     return cfg["metrics"][name]
 
 
+def extraction_settings(block: dict, schema_path: Path = SCHEMA_PATH) -> dict:
+    """The ``extraction`` block ``block`` with the schema's defaults filled in and its ``resources`` left
+    out: every setting an extracted file depends on. Raises a one-line ConfigError for a bad block."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    cfg = {"extraction": copy.deepcopy(block)}
+    for _ in range(2):
+        for error in _Validator({**schema, "required": []}).iter_errors(cfg):
+            where = ".".join(str(p) for p in error.absolute_path)
+            raise ConfigError(f"config {where}: {error.message}")
+    return {k: v for k, v in cfg["extraction"].items() if k != "resources"}
+
+
 @dataclass(frozen=True)
 class Sample:
     model: str

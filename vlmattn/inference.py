@@ -1,4 +1,4 @@
-"""Run a VLM on one (image, question) with attention capture and assemble an :class:`AttentionSample`."""
+"""Run a VLM on a batch of (image, question) with attention capture and assemble one :class:`AttentionSample` each."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .capture import CAPTURE_IMPL, AttentionRecorder, CaptureError, RolloutAccum
 from .errors import InputError, ModelError
 from .images.convert import to_rgb
 from .store import AttentionSample, settings_json
-from .vision import VISION_IMPL, VisionRecorder, instrument
+from .vision import VISION_IMPL, VisionRecorder, concat_layouts, instrument, split_by_sample
 from .vision import recording as vision_recording
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -157,11 +157,44 @@ def model_inputs(lm: LoadedModel, image: Image.Image, question: str):
     return inputs
 
 
+def capture_attention(lm: LoadedModel, image: Image.Image, question: str, *, meta: dict | None = None,
+                      **settings) -> AttentionSample:
+    """:func:`capture_batch` of one sample (``settings`` as there)."""
+    return capture_batch(lm, [image], [question], metas=None if meta is None else [meta], **settings)[0]
+
+
+def batch_inputs(lm: LoadedModel, images: Sequence[Image.Image], questions: Sequence[str]):
+    """The model's inputs for a batch of (image, question): the adapter's prompts, left-padded, on the
+    model's device, floating-point pixels in the model's dtype (:func:`model_inputs` for one)."""
+    if len(images) == 1:
+        return model_inputs(lm, images[0], questions[0])
+    try:
+        inputs = lm.adapter.build_batch_inputs(lm.processor, list(images), list(questions)).to(lm.device)
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"model {lm.model_id!r}: the processor rejected a batch of {len(images)} samples "
+                         f"({_brief(e)})") from e
+    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+        inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
+    return inputs
+
+
+def _eos_ids(lm: LoadedModel) -> set[int]:
+    eos = lm.model.generation_config.eos_token_id
+    return set() if eos is None else {int(e) for e in np.atleast_1d(eos)}
+
+
+def generated_length(ids: np.ndarray, eos: set[int]) -> int:
+    """Tokens of a batch row's continuation ``ids [S]`` that belong to it: up to and including its first
+    EOS (what generating it alone returns), all ``S`` without one."""
+    hit = np.flatnonzero(np.isin(ids, list(eos))) if eos else np.zeros(0, np.int64)
+    return int(hit[0]) + 1 if hit.size else len(ids)
+
+
 @torch.no_grad()
-def capture_attention(
+def capture_batch(
     lm: LoadedModel,
-    image: Image.Image,
-    question: str,
+    images: Sequence[Image.Image],
+    questions: Sequence[str],
     *,
     max_new_tokens: int,
     prefill_rows: str = "last",
@@ -171,16 +204,20 @@ def capture_attention(
     vision_full: bool = False,
     vision_rollout: bool = True,
     llm_rollout: bool = False,
-    meta: dict | None = None,
-) -> AttentionSample:
-    """Greedy generation with row-selective capture.
+    metas: Sequence[dict] | None = None,
+) -> list[AttentionSample]:
+    """Greedy generation of a batch of samples in one ``generate`` call, with row-selective capture.
 
-    Decode row ``t`` (``[L, H, N + t]``) is the attention of the query that predicts generated token
-    ``t``: row 0 is the last prompt token in prefill, row ``t > 0`` the decode step fed token ``t-1``.
-    With ``vision_encoder``, the vision tower's per-patch summaries are recorded as well (see
-    :mod:`vlmattn.vision`); ``vision_full`` also keeps its full ``[L, H, T, T]`` weights per image,
-    ``vision_rollout=False`` skips the rollout (about one more weight computation per full-attention
-    encoder layer).
+    Sample ``b`` is ``(images[b], questions[b])``; ``B = len(images)`` prompts are left-padded
+    (:func:`batch_inputs`). Its decode row ``t`` (``[L, H, N_b + t]``) is the attention of the query
+    that predicts its generated token ``t``: row 0 is its last prompt token in prefill, row ``t > 0``
+    the decode step fed token ``t-1``. Keys are the sample's own positions (the padding's columns
+    removed: they hold weight 0), and rows stop at its first EOS (a finished sample keeps running in
+    the batch; nothing past its end is stored). So each sample is what a batch of one gives, up to
+    float rounding of the batched matrix products. With ``vision_encoder``, the vision tower's
+    per-patch summaries are recorded as well (see :mod:`vlmattn.vision`); ``vision_full`` also
+    keeps its full ``[L, H, T, T]`` weights per image, ``vision_rollout=False`` skips the rollout
+    (about one more weight computation per full-attention encoder layer).
 
     ``prefill_rows`` picks the prompt positions whose prefill rows are stored (:func:`prefill_positions`),
     ``prefill_layers`` the decoder layers they are stored at (None: every layer; otherwise distinct 0-based
@@ -188,93 +225,131 @@ def capture_attention(
     layers in ``prefill_layers [L']``. The decode rows are kept at every layer either way.
 
     ``llm_rollout`` adds the language model's attention rollout (:func:`llm_rollout_rows`):
-    ``rollout_decode [T, N + T − 1]`` and ``rollout_prefill [R, N]``, from one more forward pass.
+    ``rollout_decode [T, N + T − 1]`` and ``rollout_prefill [R, N]``, from one more forward pass per sample.
+    ``metas[b]`` is added to sample ``b``'s attributes.
     """
+    n_batch = len(images)
+    if n_batch == 0 or len(questions) != n_batch or (metas is not None and len(metas) != n_batch):
+        raise ValueError(f"a batch needs one question (and meta) per image: {n_batch} images, "
+                         f"{len(questions)} questions")
     torch.manual_seed(seed)
-    inputs = model_inputs(lm, image, question)
-    ids = inputs["input_ids"][0]
-    n = int(ids.shape[0])
-    max_pos = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
-    if max_pos is not None and n + max_new_tokens > max_pos:
-        raise InputError(
-            f"model {lm.model_id!r}: prompt of {n} tokens + {max_new_tokens} new exceeds the context of {max_pos}"
-        )
-    try:
-        layout = lm.adapter.vision_layout(lm.model, lm.processor, inputs, image.size)
-    except ValueError as e:
-        raise ModelError(f"model {lm.model_id!r}: cannot lay out its vision tokens ({_brief(e)})") from e
-    stored = prefill_positions(prefill_rows, n, layout.image_positions)
+    singles = [model_inputs(lm, im, q) for im, q in zip(images, questions)]
+    inputs = singles[0] if n_batch == 1 else batch_inputs(lm, images, questions)
+    width_in = int(inputs["input_ids"].shape[1])
+    ns = [int(x["input_ids"].shape[1]) for x in singles]
+    pads = [width_in - n for n in ns]
+    for b, x in enumerate(singles):
+        ids_b = inputs["input_ids"][b, pads[b]:]
+        mask_b = inputs["attention_mask"][b] if "attention_mask" in inputs else None
+        if not torch.equal(ids_b, x["input_ids"][0]) or (mask_b is not None and mask_b[pads[b]:].min() < 1):
+            raise ModelError(f"model {lm.model_id!r}: the batched prompt of sample {b} is not its own prompt "
+                             "left-padded (the processor does not pad on the left)")
     text_cfg = lm.model.config.get_text_config()
+    max_pos = getattr(text_cfg, "max_position_embeddings", None)
+    if max_pos is not None and max(ns) + max_new_tokens > max_pos:
+        raise InputError(
+            f"model {lm.model_id!r}: prompt of {max(ns)} tokens + {max_new_tokens} new exceeds the context of {max_pos}"
+        )
+    layouts = []
+    for im, x in zip(images, singles):
+        try:
+            layouts.append(lm.adapter.vision_layout(lm.model, lm.processor, x, im.size))
+        except ValueError as e:
+            raise ModelError(f"model {lm.model_id!r}: cannot lay out its vision tokens ({_brief(e)})") from e
+    stored = [prefill_positions(prefill_rows, n, lay.image_positions) for n, lay in zip(ns, layouts)]
     expected = int(text_cfg.num_hidden_layers)
     try:
         layers = prefill_layer_selection(prefill_layers, expected)
     except ValueError as e:
         raise InputError(f"model {lm.model_id!r}: {e}") from None
     if prefill_rows == "all":
-        n_heads = text_cfg.num_attention_heads
+        n_heads, n = text_cfg.num_attention_heads, max(ns)
         size = len(layers) * n_heads * n * n * 4
         log.warning(
             "model %r: prefill_rows 'all' keeps L·H·N² = %d·%d·%d² weights, %s bytes in float32 (half in float16 on disk)",
             lm.model_id, len(layers), n_heads, n, f"{size:,}",
         )
-    recorded = np.union1d(stored, [n - 1])
-    last = int(np.searchsorted(recorded, n - 1))
-    recorder = AttentionRecorder(prefill_positions=torch.as_tensor(recorded),
+    # per sample: recorded prompt positions (stored rows and the last one), padded to a common count
+    recorded = [np.union1d(s, [n - 1]) for s, n in zip(stored, ns)]
+    width_rows = max(len(r) for r in recorded)
+    rows = np.stack([np.pad(r, (0, width_rows - len(r)), mode="edge") + p for r, p in zip(recorded, pads)])
+    last = [int(np.searchsorted(r, n - 1)) for r, n in zip(recorded, ns)]
+    recorder = AttentionRecorder(prefill_positions=torch.as_tensor(rows),
                                  prefill_layers=None if prefill_layers is None else frozenset(layers.tolist()),
-                                 other_rows=torch.tensor([last]))
-    vrec = None
+                                 other_rows=torch.tensor(last)[:, None])
+    vrec = patch_layouts = None
     if vision_encoder:
         vision_modules = lm.adapter.vision_attention_modules(lm.model)
-        patches = lm.adapter.patch_layout(lm.model, lm.processor, inputs, image.size)
-        vrec = VisionRecorder(patches, n_layers=len(vision_modules), store_full=vision_full, rollout=vision_rollout)
+        patch_layouts = [lm.adapter.patch_layout(lm.model, lm.processor, x, im.size) for im, x in zip(images, singles)]
+        vrec = VisionRecorder(concat_layouts(patch_layouts), n_layers=len(vision_modules), store_full=vision_full,
+                              rollout=vision_rollout)
     try:
         with recording(recorder), vision_recording(vrec):
             out = lm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        vision = vrec.result() if vrec is not None else None
+        visions = split_by_sample(vrec.result(), patch_layouts) if vrec is not None else [None] * n_batch
     except CaptureError as e:
         raise ModelError(f"model {lm.model_id!r}: attention capture failed ({e})") from e
-    gen = out[0, n:].cpu()
-    rollout_decode = rollout_prefill = None
-    if llm_rollout:
-        try:
-            rollout_decode, rollout_prefill = llm_rollout_rows(lm, inputs, out[0, : n + len(gen) - 1], stored)
-        except CaptureError as e:
-            raise ModelError(f"model {lm.model_id!r}: language-model rollout failed ({e})") from e
     n_layers = len(recorder.prefill)
-    if n_layers != expected or any(len(recorder.decode.get(k, [])) != len(gen) - 1 for k in range(n_layers)):
+    n_run = int(out.shape[1]) - width_in
+    if n_layers != expected or any(len(recorder.decode.get(k, [])) != n_run - 1 for k in range(n_layers)):
         raise ModelError(
             f"model {lm.model_id!r}: its attention cannot be captured ({n_layers} of {expected} language-model "
             "layers called the attention interface)"
         )
-    # rows [H, R', N] at the stored layers, the last row alone [H, 1, N] at the others
-    pre = torch.stack([recorder.prefill[layer] for layer in layers.tolist()]).cpu()  # [L', H, R', N]
-    n_steps = int(gen.shape[0])
-    heads = pre.shape[1]
-    width = n + max(n_steps - 1, 0)
-    decode = torch.zeros(n_steps, n_layers, heads, width)
-    for layer in range(n_layers):
-        row = last if recorder.keeps_all_rows(layer) else 0
-        decode[0, layer, :, :n] = recorder.prefill[layer][:, row, :].cpu()
-        decode[1:, layer] = recorder.decode_rows(layer, width)[: n_steps - 1]
-    keep = np.searchsorted(recorded, stored)
+    eos = _eos_ids(lm)
+    steps = [generated_length(out[b, width_in:].cpu().numpy(), eos) for b in range(n_batch)]
+    # per layer [B, H, R | 1, N_pad], and [L, S, B, H, N_pad + S - 1], on the CPU
+    pre = [recorder.prefill[layer].cpu() for layer in range(n_layers)]
+    dec = torch.stack([recorder.decode_rows(layer, width_in + max(n_run - 1, 0)) for layer in range(n_layers)])
+    samples = []
+    for b in range(n_batch):
+        n, p, t_b = ns[b], pads[b], steps[b]
+        gen = out[b, width_in : width_in + t_b].cpu()
+        width = n + max(t_b - 1, 0)
+        decode = torch.zeros(t_b, n_layers, pre[0].shape[1], width)
+        for layer in range(n_layers):
+            row = last[b] if recorder.keeps_all_rows(layer) else 0
+            decode[0, layer, :, :n] = pre[layer][b, :, row, p:]
+        if t_b > 1:
+            decode[1:] = dec[:, : t_b - 1, b, :, p : p + width].transpose(0, 1)
+        keep = torch.as_tensor(np.searchsorted(recorded[b], stored[b]))
+        prefill = torch.stack([pre[layer][b][:, keep, p:] for layer in layers.tolist()])
+        rollout_decode = rollout_prefill = None
+        if llm_rollout:
+            try:
+                ids = torch.cat([singles[b]["input_ids"][0], gen[: max(t_b - 1, 0)].to(lm.device)])
+                rollout_decode, rollout_prefill = llm_rollout_rows(lm, singles[b], ids, stored[b])
+            except CaptureError as e:
+                raise ModelError(f"model {lm.model_id!r}: language-model rollout failed ({e})") from e
+        samples.append(_sample(lm, singles[b]["input_ids"][0].cpu(), gen, layouts[b], images[b], question=questions[b],
+                               decode=decode, prefill=prefill, stored=stored[b], layers=layers, vision=visions[b],
+                               rollout=(rollout_decode, rollout_prefill), meta=None if metas is None else metas[b],
+                               settings={
+                                   "max_new_tokens": max_new_tokens,
+                                   "prefill_rows": prefill_rows,
+                                   "prefill_layers": "all" if prefill_layers is None else layers.tolist(),
+                                   "seed": seed,
+                                   "dtype": lm.dtype,
+                                   "vision_encoder": vision_encoder,
+                                   "vision_full": vision_full,
+                                   "vision_rollout": vision_rollout,
+                                   "llm_rollout": llm_rollout,
+                               }))
+    return samples
+
+
+def _sample(lm: LoadedModel, ids: torch.Tensor, gen: torch.Tensor, layout, image: Image.Image, *, question: str,
+            decode: torch.Tensor, prefill: torch.Tensor, stored: np.ndarray, layers: np.ndarray, vision, rollout,
+            meta: dict | None, settings: dict) -> AttentionSample:
+    """One sample's :class:`AttentionSample` from its captured arrays (decode ``[T, L, H, N + T − 1]``,
+    prefill ``[L', H, R, N]``) and provenance attributes."""
     tok = lm.processor.tokenizer
-    settings = {
-        "max_new_tokens": max_new_tokens,
-        "prefill_rows": prefill_rows,
-        "prefill_layers": "all" if prefill_layers is None else layers.tolist(),
-        "seed": seed,
-        "dtype": lm.dtype,
-        "vision_encoder": vision_encoder,
-        "vision_full": vision_full,
-        "vision_rollout": vision_rollout,
-        "llm_rollout": llm_rollout,
-    }
     attrs = {
         "model_id": lm.model_id,
         "model_path": lm.path,
         "family": lm.family,
         "dtype": lm.dtype,
-        "seed": seed,
+        "seed": settings["seed"],
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "vlmattn_version": __version__,
@@ -284,8 +359,9 @@ def capture_attention(
         "generated_text": tok.decode(gen, skip_special_tokens=True).strip(),
         **(meta or {}),
     }
+    rollout_decode, rollout_prefill = rollout
     return AttentionSample(
-        input_ids=ids.cpu().numpy(),
+        input_ids=ids.numpy(),
         input_tokens=tok.batch_decode([[i] for i in ids.tolist()]),
         generated_ids=gen.numpy(),
         generated_tokens=tok.batch_decode([[i] for i in gen.tolist()]),
@@ -295,8 +371,8 @@ def capture_attention(
         cls_positions=layout.cls_positions,
         image_size=np.array(image.size),
         decode=decode.numpy(),
-        decode_key_len=np.arange(n, n + n_steps),
-        prefill=pre[:, :, keep, :].numpy(),
+        decode_key_len=np.arange(len(ids), len(ids) + len(gen)),
+        prefill=prefill.numpy(),
         prefill_positions=stored,
         prefill_layers=layers,
         attrs=attrs,

@@ -191,25 +191,46 @@ def _place(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _run_sample(lm, sm: dict, settings: dict, seed: int):
-    """One :class:`~vlmattn.store.AttentionSample` for sample dict ``sm`` with its ground truth."""
+def _run_batch(lm, batch: list[dict], settings: dict, seed: int) -> list:
+    """One :class:`~vlmattn.store.AttentionSample` per sample dict of ``batch``, with its ground truth,
+    from one batched generation (:func:`vlmattn.inference.capture_batch`)."""
     import numpy as np
 
-    from .inference import capture_attention, open_image
+    from .inference import capture_batch, open_image
 
-    venc = settings.get("vision_encoder", {})
-    layers = settings.get("prefill_layers", "all")
-    objects = load_objects(sm.get("annotation"), sm.get("objects", []))
-    s = capture_attention(lm, open_image(sm["image"]), sm["question"], max_new_tokens=settings["max_new_tokens"],
-            prefill_rows=settings["prefill_rows"], prefill_layers=None if layers == "all" else layers, seed=seed,
-            vision_encoder=venc.get("enabled", True),
-            vision_full=venc.get("full", False), vision_rollout=venc.get("rollout", True),
-            llm_rollout=settings.get("llm_rollout", False),
-            meta={"image_id": sm["image_id"], "image_path": str(sm["image"]), "question_id": sm["question_id"]})
-    s.boxes = np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
-    s.labels = [o["label"] for o in objects]
-    s.colours = [o.get("colour", "") for o in objects]
-    return s
+    venc = settings["vision_encoder"]
+    layers = settings["prefill_layers"]
+    images = [open_image(sm["image"]) for sm in batch]
+    out = capture_batch(
+        lm, images, [sm["question"] for sm in batch], max_new_tokens=settings["max_new_tokens"],
+        prefill_rows=settings["prefill_rows"], prefill_layers=None if layers == "all" else layers, seed=seed,
+        vision_encoder=venc["enabled"], vision_full=venc["full"], vision_rollout=venc["rollout"],
+        llm_rollout=settings["llm_rollout"],
+        metas=[{"image_id": sm["image_id"], "image_path": str(sm["image"]), "question_id": sm["question_id"]}
+               for sm in batch])
+    for s, sm in zip(out, batch, strict=True):
+        objects = load_objects(sm.get("annotation"), sm.get("objects", []))
+        s.boxes = np.array([o["box"] for o in objects], np.float32).reshape(-1, 4)
+        s.labels = [o["label"] for o in objects]
+        s.colours = [o.get("colour", "") for o in objects]
+    return out
+
+
+def _sample_name(model: dict, sm: dict) -> str:
+    return f"{model['id']}/{sm['image_id']}__{sm['question_id']}"
+
+
+def _extract_batch(lm, model: dict, batch: list[dict], settings: dict, seed: int) -> list:
+    """:func:`_run_batch`, with a bad input reported as one line naming its sample (a failing batch is
+    run again sample by sample to find it)."""
+    from .errors import VlmattnError
+
+    try:
+        return _run_batch(lm, batch, settings, seed)
+    except VlmattnError as e:
+        if len(batch) == 1:
+            raise type(e)(f"sample {_sample_name(model, batch[0])}: {e}") from e
+    return [s for sm in batch for s in _extract_batch(lm, model, [sm], settings, seed)]
 
 
 INDEX_COLUMNS = ["model", "image", "question", "file", "cache_key", "prompt_tokens", "new_tokens", "answer"]
@@ -225,8 +246,10 @@ def extract_shard(model: dict, samples: list[dict], settings: dict, seed: int, a
     (:data:`INDEX_COLUMNS`: ids, file, cache key, prompt and generated token counts, answer). Each
     extracted file is first stored in ``cache_dir`` under :func:`sample_cache_key`; samples already
     there are linked from the cache without running the model, so a shard that gained a sample runs
-    the model on that sample alone. Returns ``{"loaded": 0|1, "extracted": n, "reused": n}``.
-    Bad input (unsupported family, unloadable checkpoint, rejected image, over-long prompt) stops
+    the model on that sample alone. ``settings`` is the ``extraction`` block (schema defaults filled in
+    for keys it leaves out); the samples to extract run ``generation_batch`` per ``generate`` call, in
+    order, and are written in the decode ``layout`` it names. Returns ``{"loaded": 0|1, "extracted": n,
+    "reused": n}``. Bad input (unsupported family, unloadable checkpoint, rejected image, over-long prompt) stops
     the job with one line naming the model or sample; the index is then not written.
     """
     import h5py
@@ -236,7 +259,10 @@ def extract_shard(model: dict, samples: list[dict], settings: dict, seed: int, a
     from .inference import load_model
     from .store import write_sample
 
+    from .config import extraction_settings
+
     torch.set_num_threads(threads)
+    settings = extraction_settings(settings)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     keys = [sample_cache_key(model, s, settings, seed) for s in samples]
@@ -249,17 +275,18 @@ def extract_shard(model: dict, samples: list[dict], settings: dict, seed: int, a
                             model.get("device", "cpu"))
             stats["loaded"] = 1
             log.info("loaded model %s for %d of %d samples", model["id"], len(todo), len(samples))
-        for i in progress(todo, desc=f"extract {model['id']}", unit="sample"):
-            sm = samples[i]
-            name = f"{model['id']}/{sm['image_id']}__{sm['question_id']}"
-            try:
-                s = _run_sample(lm, sm, settings, seed)
-            except VlmattnError as e:
-                raise type(e)(f"sample {name}: {e}") from e
-            write_sample(cache / f"{keys[i]}.h5", s, attention_dtype=settings["attention_dtype"],
-                         compression=settings.get("compression", 1))
-            stats["extracted"] += 1
-            log.info("%s: %d prompt tokens, %d generated: %r", name, len(s.input_ids), s.n_steps, s.attrs["generated_text"])
+        size = settings["generation_batch"]
+        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+        bar = progress(total=len(todo), desc=f"extract {model['id']}", unit="sample")
+        for batch in batches:
+            for i, s in zip(batch, _extract_batch(lm, model, [samples[i] for i in batch], settings, seed), strict=True):
+                write_sample(cache / f"{keys[i]}.h5", s, attention_dtype=settings["attention_dtype"],
+                             compression=settings["compression"], layout=settings["layout"])
+                stats["extracted"] += 1
+                log.info("%s: %d prompt tokens, %d generated: %r", _sample_name(model, samples[i]), len(s.input_ids),
+                         s.n_steps, s.attrs["generated_text"])
+            bar.update(len(batch))
+        bar.close()
         rows = []
         for sm, k, out in zip(samples, keys, outs, strict=True):
             _place(cache / f"{k}.h5", out)

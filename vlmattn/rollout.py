@@ -97,8 +97,8 @@ def encoder_token_importance(sample: AttentionSample, source: str) -> np.ndarray
 def seed_rollout_map(sample: AttentionSample, step: int, source: str) -> np.ndarray:
     """``[V]``: decode row ``step`` averaged over layers and heads, on the vision tokens, times
     :func:`encoder_token_importance` (``source``), renormalised."""
-    attention = np.asarray(sample.decode[_step(sample, step)], np.float64).mean(axis=(0, 1))
-    return _normalise(attention[sample.vision_index] * encoder_token_importance(sample, source))
+    attention = np.asarray(sample.decode_vision[_step(sample, step)], np.float64).mean(axis=(0, 1))
+    return _normalise(attention * encoder_token_importance(sample, source))
 
 
 def full_rollout_map(sample: AttentionSample, step: int, source: str) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The HDF5 attention cache, schema v1: one file per (model, image, question).
+"""The HDF5 attention cache, schema v2: one file per (model, image, question).
 
 Layout (documented field by field in ``docs/hdf5-schema.md``)::
 
@@ -17,9 +17,13 @@ Layout (documented field by field in ``docs/hdf5-schema.md``)::
     /image/size             [2]      int64      (width, height)
     /image/boxes            [O, 4]   float32    ground-truth object boxes (may be empty)
     /image/labels, /image/colours [O] str
-    /attention/decode       [T, L, H, K] f16|f32 row of the query predicting generated token t
-    /attention/decode_key_len [T]    int64      valid keys of row t (N + t); the rest is 0
+    /attention              attrs: layout ("full" or "compact", extraction.layout)
+    /attention/decode       [T, L, H, K] f16|f32 full layout: row of the query predicting generated token t
                             (rows on absolute key positions: keys outside a sliding window are 0)
+    /attention/decode_vision [T, L, H, V] f16|f32 compact layout: the rows' vision-token columns
+    /attention/decode_segments [T, L, H, S] float64 compact layout: the rows' sums over the other key
+                            segments (DECODE_SEGMENTS: cls, text_before, text_after, generated)
+    /attention/decode_key_len [T]    int64      valid keys of row t (N + t); the rest is 0
     /attention/prefill      [L', H, R, N] f16|f32 prefill rows for prompt positions below, at the layers
                             below (L' = L unless extraction.prefill_layers names fewer)
     /attention/prefill_positions [R] int64
@@ -48,7 +52,13 @@ import numpy as np
 
 from .errors import InputError, SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions :func:`read_sample` reads: 1 (full layout only, no ``layout`` attribute) and 2
+READ_VERSIONS = (1, 2)
+LAYOUTS = ("full", "compact")
+#: key segments of a decode row besides the vision tokens, summed in the compact layout (and what
+#: :func:`decode_segment_sums` computes from full rows), in the order of ``decode_segments``' last axis
+DECODE_SEGMENTS = ("cls", "text_before", "text_after", "generated")
 ROLLOUT_RESIDUAL = 0.5  # residual weight a of the vision-encoder rollout: 0.5·Ā + 0.5·I
 _STR = h5py.string_dtype("utf-8")
 
@@ -91,8 +101,12 @@ class AttentionSample:
 
     ``prefill [L', H, R, N]`` holds the rows at the decoder layers ``prefill_layers [L']`` (int64,
     ascending; :func:`prefill_at` picks one). None, for a sample built without it, means every layer:
-    ``arange(L)`` with ``L = decode.shape[1]`` (what :func:`read_sample` returns for files written
-    before the dataset existed).
+    ``arange(L)`` (what :func:`read_sample` returns for files written before the dataset existed).
+
+    Decode rows come in one of two layouts. Full: ``decode [T, L, H, N + T − 1]``, every key. Compact
+    (``decode`` None): ``compact_vision [T, L, H, V]``, the vision-token columns, and
+    ``compact_segments [T, L, H, S]`` (float64), the rows' sums over :data:`DECODE_SEGMENTS`. Readers
+    use :attr:`decode_vision` and :attr:`decode_segments`, which give the same arrays from either.
     """
 
     input_ids: np.ndarray
@@ -103,7 +117,7 @@ class AttentionSample:
     grid: np.ndarray
     token_boxes: np.ndarray
     image_size: np.ndarray
-    decode: np.ndarray
+    decode: np.ndarray | None
     decode_key_len: np.ndarray
     prefill: np.ndarray
     prefill_positions: np.ndarray
@@ -116,16 +130,52 @@ class AttentionSample:
     rollout_decode: np.ndarray | None = None
     rollout_prefill: np.ndarray | None = None
     prefill_layers: np.ndarray | None = None
+    compact_vision: np.ndarray | None = None
+    compact_segments: np.ndarray | None = None
 
     def __post_init__(self):
         if self.cls_positions is None:
             self.cls_positions = np.full(len(self.spans), -1, np.int64)
+        if (self.decode is None) == (self.compact_vision is None) or (
+                (self.compact_vision is None) != (self.compact_segments is None)):
+            raise ValueError("a sample holds its decode rows either in full (decode) or compact "
+                             "(compact_vision and compact_segments)")
+
+    @property
+    def layout(self) -> str:
+        """``"full"`` or ``"compact"``: how the decode rows are held."""
+        return "full" if self.decode is not None else "compact"
+
+    @property
+    def decode_vision(self) -> np.ndarray:
+        """``[T, L, H, V]``: the decode rows' columns of the vision tokens (:attr:`vision_index`)."""
+        if self.decode is None:
+            return self.compact_vision
+        # C order, as read from a compact file: reductions over it then add in the same order
+        return np.ascontiguousarray(self.decode[..., self.vision_index])
+
+    @property
+    def decode_segments(self) -> np.ndarray:
+        """``[T, L, H, S]`` float64: the decode rows' sums over the :data:`DECODE_SEGMENTS`
+        (:func:`decode_segment_sums`)."""
+        if self.decode is None:
+            return self.compact_segments
+        return decode_segment_sums(self.decode, len(self.input_ids), self.vision_index, self.cls_positions,
+                                   self.decode_key_len)
+
+    @property
+    def n_layers(self) -> int:
+        return int((self.decode if self.decode is not None else self.compact_vision).shape[1])
+
+    @property
+    def n_heads(self) -> int:
+        return int((self.decode if self.decode is not None else self.compact_vision).shape[2])
 
     @property
     def stored_prefill_layers(self) -> np.ndarray:
-        """``prefill_layers``, or ``arange(L)`` (``L = decode.shape[1]``) when it is None, ``[L']`` int64."""
+        """``prefill_layers``, or ``arange(L)`` when it is None, ``[L']`` int64."""
         if self.prefill_layers is None:
-            return np.arange(self.decode.shape[1], dtype=np.int64)
+            return np.arange(self.n_layers, dtype=np.int64)
         return np.asarray(self.prefill_layers, np.int64)
 
     @property
@@ -135,7 +185,7 @@ class AttentionSample:
 
     @property
     def n_steps(self) -> int:
-        return int(self.decode.shape[0])
+        return int(len(self.decode_key_len))
 
     @property
     def token_centres(self) -> np.ndarray:
@@ -143,6 +193,36 @@ class AttentionSample:
         b = self.token_boxes
         w, h = self.image_size
         return np.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h], axis=1)
+
+
+def decode_segment_sums(decode: np.ndarray, n_prompt: int, vision_index: np.ndarray, cls_positions: np.ndarray,
+                        key_len: np.ndarray) -> np.ndarray:
+    """Sums of decode rows ``decode [T, L, H, K]`` over the key segments :data:`DECODE_SEGMENTS`,
+    ``[T, L, H, S]`` float64. With ``N = n_prompt`` prompt tokens, image tokens = ``vision_index [V]`` ∪
+    the CLS positions ``cls_positions [I]`` (``-1``: none), ``f`` = the first image token (``N`` if none):
+
+        cls          Σ over the CLS positions
+        text_before  Σ over prompt keys k < f that are not image tokens (system prompt)
+        text_after   Σ over prompt keys f ≤ k < N that are not image tokens (the question)
+        generated    Σ over N ≤ k < key_len[t] (generated tokens; ``key_len [T]``)
+
+    With the vision tokens' sum these partition every row (keys past ``key_len[t]`` are 0).
+    """
+    a = np.asarray(decode, np.float64)
+    n_keys = a.shape[-1]
+    cls = np.asarray(cls_positions)
+    cls = cls[cls >= 0]
+    image = np.union1d(vision_index, cls)
+    pos = np.arange(n_keys)
+    is_image = np.isin(pos, image)
+    first = int(image.min()) if len(image) else n_prompt
+    gen = (pos[None, :] >= n_prompt) & (pos[None, :] < np.asarray(key_len)[:, None])  # [T, K]
+    return np.stack([
+        a[..., cls].sum(-1),
+        a[..., (pos < first) & ~is_image].sum(-1),
+        a[..., (pos >= first) & (pos < n_prompt) & ~is_image].sum(-1),
+        (a * gen[:, None, None, :]).sum(-1),
+    ], axis=-1)
 
 
 def prefill_at(sample: AttentionSample, layer: int) -> np.ndarray:
@@ -179,12 +259,19 @@ def _cast(a: np.ndarray, dtype: str) -> np.ndarray:
     return a.astype(dtype)
 
 
-def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "float16", compression: int = 1) -> None:
+def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "float16", compression: int = 1,
+                 layout: str = "full") -> None:
     """Write ``s`` to ``path`` atomically (temporary file, then rename).
 
     ``compression``: gzip level of the attention datasets, 0 for none (attention weights are
     high-entropy: level 1 already saves about as much as 9, and costs ~35 ms per MB written).
+    ``layout``: ``"full"`` stores every decode row whole (``decode``); ``"compact"`` its vision-token
+    columns (``decode_vision``) and its sums over the other key segments (``decode_segments``, float64,
+    summed from the rows as rounded to ``attention_dtype``, so every reader of the two sees the same
+    values from both layouts). A compact sample is written compact whatever ``layout`` says.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown decode layout {layout!r} (known: {', '.join(LAYOUTS)})")
     path = Path(path)
     tmp = atomic_target(path)
     if compression:
@@ -212,8 +299,21 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
             im.create_dataset("labels", data=np.array(s.labels, dtype=object), dtype=_STR, track_times=False)
             im.create_dataset("colours", data=np.array(s.colours, dtype=object), dtype=_STR, track_times=False)
             a = f.create_group("attention")
-            dec = _cast(s.decode, attention_dtype)
-            a.create_dataset("decode", data=dec, chunks=(1, *dec.shape[1:]) if dec.size else None, **(kw if dec.size else {}))
+            if s.decode is not None and layout == "full":
+                a.attrs["layout"] = "full"
+                _write_rows(a, "decode", _cast(s.decode, attention_dtype), kw)
+            else:
+                a.attrs["layout"] = "compact"
+                if s.decode is not None:
+                    dec = _cast(s.decode, attention_dtype)
+                    vision = dec[..., s.vision_index]
+                    segments = decode_segment_sums(dec, len(s.input_ids), s.vision_index, s.cls_positions,
+                                                   s.decode_key_len)
+                else:
+                    vision, segments = _cast(s.compact_vision, attention_dtype), s.compact_segments
+                _write_rows(a, "decode_vision", vision, kw)
+                a.create_dataset("decode_segments", data=np.asarray(segments, np.float64), **kw)
+                a["decode_segments"].attrs["segments"] = list(DECODE_SEGMENTS)
             a.create_dataset("decode_key_len", data=s.decode_key_len.astype(np.int64), track_times=False)
             pre = _cast(s.prefill, attention_dtype)
             a.create_dataset("prefill", data=pre, chunks=(1, *pre.shape[1:]) if pre.size else None, **(kw if pre.size else {}))
@@ -229,6 +329,12 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_rows(group, name: str, data: np.ndarray, kw: dict) -> None:
+    """Dataset ``name`` chunked one step (axis 0) per chunk, compressed with ``kw`` unless empty."""
+    group.create_dataset(name, data=data, chunks=(1, *data.shape[1:]) if data.size else None,
+                         **(kw if data.size else dict(track_times=False)))
 
 
 def _write_vision_encoder(f, ve: VisionEncoderAttention, attention_dtype: str, kw: dict) -> None:
@@ -291,13 +397,14 @@ def read_sample(path: str | Path) -> AttentionSample:
         what = "dataset missing" if isinstance(e, KeyError) else "truncated or not HDF5"
         raise InputError(f"{path}: not a readable attention cache file ({what}: {str(e).splitlines()[0][:120]})") from None
     layers = sample.prefill_layers
-    n_layers = sample.decode.shape[1]
+    n_layers = sample.n_layers
     if (layers.ndim != 1 or len(layers) != sample.prefill.shape[0] or (np.diff(layers) <= 0).any()
             or (len(layers) and not 0 <= layers[0] <= layers[-1] < n_layers)):
         raise InputError(f"{path}: attention/prefill_layers {layers.tolist()} does not name the "
                          f"{sample.prefill.shape[0]} layers of attention/prefill in ascending order within "
                          f"0 … {n_layers - 1}")
-    axes = {"decode": ("step", "layer", "head"), "prefill": ("layer", "head", "row"),
+    axes = {"decode": ("step", "layer", "head"), "compact_vision": ("step", "layer", "head"),
+            "compact_segments": ("step", "layer", "head"), "prefill": ("layer", "head", "row"),
             "rollout_decode": ("step", "key"), "rollout_prefill": ("row", "key")}
     for name, names in axes.items():
         a = getattr(sample, name)
@@ -309,6 +416,7 @@ def read_sample(path: str | Path) -> AttentionSample:
             if name == "prefill":  # the decoder layer, not the index into the stored layers
                 first[0] = layers[first[0]]
             where = ", ".join(f"{ax} {i}" for ax, i in zip(names, first))
+            name = {"compact_vision": "decode_vision", "compact_segments": "decode_segments"}.get(name, name)
             raise InputError(f"{path}: attention/{name} holds {int(bad.sum())} NaN or infinite values (first at {where})")
     return sample
 
@@ -321,10 +429,21 @@ def _optional(f, name: str) -> np.ndarray | None:
 def _read(f, path: Path) -> AttentionSample:
     version = f.attrs.get("schema_version")
     version = version.item() if isinstance(version, np.generic) else version
-    if version != SCHEMA_VERSION:
+    if version not in READ_VERSIONS:
         raise SchemaVersionError(
-            f"{path}: unsupported HDF5 schema version {version!r} (this vlmattn reads version {SCHEMA_VERSION})"
+            f"{path}: unsupported HDF5 schema version {version!r} (this vlmattn reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))})"
         )
+    layout = f["attention"].attrs.get("layout", "full")
+    if layout not in LAYOUTS:
+        raise InputError(f"{path}: unknown decode layout {layout!r} in attention (known: {', '.join(LAYOUTS)})")
+    compact = layout == "compact"
+    if compact:
+        names = list(f["attention/decode_segments"].attrs["segments"])
+        if names != list(DECODE_SEGMENTS):
+            raise InputError(f"{path}: attention/decode_segments holds segments {names}, expected "
+                             f"{list(DECODE_SEGMENTS)}")
+    rows = f["attention/decode_vision" if compact else "attention/decode"]
     attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
     return AttentionSample(
         input_ids=f["tokens/input_ids"][()],
@@ -339,12 +458,14 @@ def _read(f, path: Path) -> AttentionSample:
         boxes=f["image/boxes"][()],
         labels=_strs(f["image/labels"]),
         colours=_strs(f["image/colours"]),
-        decode=f["attention/decode"][()].astype(np.float32),
+        decode=None if compact else rows[()].astype(np.float32),
+        compact_vision=rows[()].astype(np.float32) if compact else None,
+        compact_segments=f["attention/decode_segments"][()] if compact else None,
         decode_key_len=f["attention/decode_key_len"][()],
         prefill=f["attention/prefill"][()].astype(np.float32),
         prefill_positions=f["attention/prefill_positions"][()],
         prefill_layers=(f["attention/prefill_layers"][()] if "attention/prefill_layers" in f
-                        else np.arange(f["attention/decode"].shape[1], dtype=np.int64)),
+                        else np.arange(rows.shape[1], dtype=np.int64)),
         attrs=attrs,
         vision_encoder=_read_vision_encoder(f),
         rollout_decode=_optional(f, "attention/rollout_decode"),

@@ -92,6 +92,51 @@ class PatchLayout:
         return np.concatenate([np.asarray(cls, np.int64), self.seq_index[a:b] - s0])
 
 
+def concat_layouts(layouts: list[PatchLayout]) -> PatchLayout:
+    """One layout for the images of several samples run through the tower in one call, sample after
+    sample (a generation batch): sequence positions and LLM vision-token indices of sample ``b``
+    shifted by those of the samples before it."""
+    grids, seq_index, image_seq, cls_seq, patch_token, boxes = [], [], [], [], [], []
+    seq_off = tok_off = 0
+    for lay in layouts:
+        grids.append(lay.grids)
+        seq_index.append(lay.seq_index + seq_off)
+        image_seq.append(lay.image_seq + seq_off)
+        cls_seq.append(np.where(lay.cls_seq >= 0, lay.cls_seq + seq_off, -1))
+        patch_token.append(np.where(lay.patch_token >= 0, lay.patch_token + tok_off, -1))
+        boxes.append(lay.patch_boxes)
+        seq_off += int(lay.image_seq[:, 1].max()) if len(lay.image_seq) else 0
+        tok_off += int(lay.patch_token.max()) + 1 if (lay.patch_token >= 0).any() else 0
+    return PatchLayout(grids=np.concatenate(grids), seq_index=np.concatenate(seq_index),
+                       image_seq=np.concatenate(image_seq), cls_seq=np.concatenate(cls_seq),
+                       patch_token=np.concatenate(patch_token), patch_boxes=np.concatenate(boxes))
+
+
+def split_by_sample(ve: VisionEncoderAttention, layouts: list[PatchLayout]) -> list[VisionEncoderAttention]:
+    """Per sample, what a :class:`VisionRecorder` over :func:`concat_layouts` ``(layouts)`` recorded for
+    that sample's images: the patch axis sliced, each layer's segment ids renumbered from 0 in order
+    (as a recording of the sample alone numbers them), the layout fields the sample's own."""
+    out, p0, i0 = [], 0, 0
+    for lay in layouts:
+        n_patches, n_images = int(lay.grids.prod(axis=1).sum()), len(lay.grids)
+        part = slice(p0, p0 + n_patches)
+        seg = np.stack([np.unique(row, return_inverse=True)[1].reshape(-1) for row in ve.segment[:, part]])
+        seg = seg.reshape(ve.segment[:, part].shape).astype(np.int32)
+        out.append(VisionEncoderAttention(
+            patch_grid=lay.grids.astype(np.int64), patch_spans=lay.patch_spans,
+            patch_boxes=lay.patch_boxes.astype(np.float32), patch_token=lay.patch_token.astype(np.int64),
+            received=ve.received[:, :, part],
+            cls_attention=ve.cls_attention[:, :, part] if ve.cls_attention.shape[-1] else ve.cls_attention,
+            rollout_received=ve.rollout_received[:, part] if ve.has_rollout else ve.rollout_received,
+            rollout_cls=ve.rollout_cls[:, part] if ve.rollout_cls.shape[-1] else ve.rollout_cls,
+            segment=seg, full=ve.full[i0 : i0 + n_images] if ve.full else [],
+            has_cls=ve.has_cls, rollout_residual=ve.rollout_residual,
+        ))
+        p0 += n_patches
+        i0 += n_images
+    return out
+
+
 def _blocks(heads: int, length: int, device: torch.device) -> tuple[int, int]:
     """(heads ``g``, query rows ``q``) per block of an ``S``-token segment: ``[g, q, S]`` float32 weights
     within :data:`_CHUNK_BYTES`, or :data:`_CPU_CHUNK_BYTES` on the CPU; more than 8 rows are rounded

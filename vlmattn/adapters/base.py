@@ -64,6 +64,18 @@ class Adapter:
         prompt = processor.apply_chat_template(self.messages(question), add_generation_prompt=True)
         return processor(images=image, text=prompt, return_tensors="pt")
 
+    def build_batch_inputs(self, processor, images: list[Image.Image], questions: list[str]):
+        """The prompts of ``images[b]`` + ``questions[b]`` as one batch, left-padded (padding first, the
+        attention mask 0 there), as batched generation expects."""
+        prompts = [processor.apply_chat_template(self.messages(q), add_generation_prompt=True) for q in questions]
+        tokenizer = processor.tokenizer
+        side = tokenizer.padding_side
+        tokenizer.padding_side = "left"
+        try:
+            return processor(images=list(images), text=prompts, padding=True, return_tensors="pt")
+        finally:
+            tokenizer.padding_side = side
+
     def vision_layout(self, model, processor, inputs, image_size: tuple[int, int]) -> VisionLayout:
         raise NotImplementedError
 

@@ -88,8 +88,8 @@ def pooled_maps(sample: AttentionSample, *, step_pool: str, renormalize: bool, m
 
 def same_tokens(a: AttentionSample, b: AttentionSample) -> None:
     """Raise ValueError unless ``a`` and ``b`` have the same layers, heads and vision-token grid."""
-    if a.decode.shape[1:3] != b.decode.shape[1:3]:
-        raise ValueError(f"samples differ in layers × heads: {a.decode.shape[1:3]} vs {b.decode.shape[1:3]}")
+    if (a.n_layers, a.n_heads) != (b.n_layers, b.n_heads):
+        raise ValueError(f"samples differ in layers × heads: {(a.n_layers, a.n_heads)} vs {(b.n_layers, b.n_heads)}")
     if np.asarray(a.grid).tolist() != np.asarray(b.grid).tolist():
         raise ValueError(f"samples differ in vision-token grid: {np.asarray(a.grid).tolist()} vs "
                          f"{np.asarray(b.grid).tolist()}")

@@ -60,7 +60,7 @@ def vision_attention(
     share`` (``renormalize``) or ``a``. A row with ``share < min_share`` or ``share = 0`` has an
     undefined map: ``p`` is NaN over its V tokens.
     """
-    raw = sample.decode[..., sample.vision_index].astype(np.float64)
+    raw = sample.decode_vision.astype(np.float64)
     if keep is not None:
         raw = raw * np.asarray(keep, bool)
     share = raw.sum(-1)

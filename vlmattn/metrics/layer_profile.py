@@ -1,7 +1,9 @@
 """Layer profile: per layer (and step), how focused the heads are on the image and where the whole
 attention row goes.
 
-Decode row t ``a [K]`` (``decode_key_len[t]`` valid keys) is split by key position, N = len(input_ids):
+Decode row t ``a [K]`` (``decode_key_len[t]`` valid keys) is split by key position, N = len(input_ids)
+(the sums besides the vision tokens' are :func:`vlmattn.store.decode_segment_sums`, read from either
+cache layout):
 
 * ``vision_share``       Σ over the vision tokens (the kept ones when sinks are excluded)
 * ``cls_share``          Σ over image CLS tokens fed to the LLM (``/vision/cls_positions``; LLaVA with
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..store import DECODE_SEGMENTS
 from . import plotting
 from .common import int_column, pool_heads, pool_share, select_steps, sink_variants, views
 from .concentration import entropy
@@ -38,32 +41,22 @@ PLOTS = ["layer_profile", "layer_profile_steps"]
 
 def segment_shares(sample, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Raw attention mass ``[T, L, H]`` of each segment in :data:`SEGMENTS` (``keep [V]``: non-sinks)."""
-    a = sample.decode.astype(np.float64)
-    n_keys = a.shape[-1]
-    n_prompt = len(sample.input_ids)
-    vis = sample.vision_index
-    cls = np.asarray(sample.cls_positions)
-    cls = cls[cls >= 0]
-    image = np.union1d(vis, cls)
-    pos = np.arange(n_keys)
-    is_image = np.isin(pos, image)
-    first = int(image.min()) if len(image) else n_prompt
-    kept = vis if keep is None else vis[np.asarray(keep, bool)]
-    sinks = np.setdiff1d(vis, kept)
-    gen = (pos[None, :] >= n_prompt) & (pos[None, :] < np.asarray(sample.decode_key_len)[:, None])  # [T, K]
+    vision = sample.decode_vision.astype(np.float64)  # [T, L, H, V]
+    kept = np.ones(vision.shape[-1], bool) if keep is None else np.asarray(keep, bool)
+    others = dict(zip(DECODE_SEGMENTS, np.moveaxis(sample.decode_segments, -1, 0)))
     return {
-        "vision": a[..., kept].sum(-1),
-        "cls": a[..., cls].sum(-1),
-        "sink": a[..., sinks].sum(-1),
-        "text_before": a[..., (pos < first) & ~is_image].sum(-1),
-        "text_after": a[..., (pos >= first) & (pos < n_prompt) & ~is_image].sum(-1),
-        "generated": (a * gen[:, None, None, :]).sum(-1),
+        "vision": vision[..., np.flatnonzero(kept)].sum(-1),
+        "cls": others["cls"],
+        "sink": vision[..., np.flatnonzero(~kept)].sum(-1),
+        "text_before": others["text_before"],
+        "text_after": others["text_after"],
+        "generated": others["generated"],
     }
 
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """Rows ``step_pool, step, sinks, layer, head`` (head = the pooling) with :data:`COLUMNS`."""
-    n_heads = sample.decode.shape[2]
+    n_heads = sample.n_heads
     renorm = cfg["renormalize"]
     pools = list(cfg["head_pooling"]) or ["mean"]
     variants = sink_variants(sample, cfg)

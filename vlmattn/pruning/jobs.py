@@ -45,7 +45,7 @@ def offline_shard(index: str, options: dict, out: str) -> None:
     frames = []
     for row in progress(idx.itertuples(index=False), total=len(idx), desc="pruning offline", unit="sample"):
         sample = read_sample(row.file)
-        check_prune_layer(options["scores"]["prune_layer"], sample.decode.shape[1], row.model)
+        check_prune_layer(options["scores"]["prune_layer"], sample.n_layers, row.model)
         try:
             scores = offline.sample_scores(sample, **options["scores"])
         except ValueError as e:

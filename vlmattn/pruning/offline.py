@@ -85,12 +85,12 @@ def object_recall(keep: np.ndarray, objects: np.ndarray) -> float:
 def reference_attention(sample: AttentionSample, *, prune_layer: int, step: int) -> np.ndarray:
     """``ref [V]``: decode row ``step``'s attention on the vision tokens, averaged over the heads and the
     layers K … L − 1 (K = ``prune_layer``, 0 ≤ K < L) — the layers that run without dropped tokens."""
-    n_steps, n_layers = sample.decode.shape[:2]
+    n_steps, n_layers = sample.n_steps, sample.n_layers
     if not 0 <= step < n_steps:
         raise ValueError(f"step must lie in 0 … {n_steps - 1} (the decode steps), got {step}")
     if not 0 <= prune_layer < n_layers:
         raise ValueError(f"prune_layer must lie in 0 … {n_layers - 1} (the decoder layers), got {prune_layer}")
-    rows = sample.decode[step, prune_layer:][..., sample.vision_index].astype(np.float64)
+    rows = sample.decode_vision[step, prune_layer:].astype(np.float64)
     return rows.mean((0, 1))
 
 
@@ -106,7 +106,7 @@ def scoring_prefill(sample: AttentionSample, *, layers: Iterable[int]) -> np.nda
     """The sample's prefill rows as ``[L, H, R, N]`` float32 for the scorers, whichever decoder layers
     the file stores (``extraction.prefill_layers``, ``sample.prefill_layers``): stored layers in place,
     NaN in the others. Raises ValueError naming the option when one of ``layers`` is not stored."""
-    n_layers = sample.decode.shape[1]
+    n_layers = sample.n_layers
     stored = np.asarray(sample.stored_prefill_layers, np.int64)
     missing = sorted(set(int(x) for x in layers) - set(stored.tolist()))
     if missing:
@@ -156,7 +156,7 @@ def sample_scores(sample: AttentionSample, *, prune_layer: int, head_strategies:
     layers are not stored.
     """
     pos, vis, img = sample.prefill_positions, sample.vision_index, image_positions(sample)
-    n_layers = sample.decode.shape[1]
+    n_layers = sample.n_layers
     prefill = scoring_prefill(sample, layers=[prune_layer - 1, *([prune_layer] if prune_layer < n_layers else [])])
     out = {"fastv": sc.fastv(prefill, pos, vis, prune_layer=prune_layer)}
     if prune_layer < n_layers:
