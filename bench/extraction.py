@@ -194,6 +194,19 @@ def batch_worker(variant: str, family: str, model_dir: str, size: tuple[int, int
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def run_worker(args, env: dict, label: str, *worker: str) -> dict:
+    """Run this script's worker mode ``worker`` (``--worker …`` or ``--batch-worker …``) in a fresh
+    subprocess with the run's steps, threads and repeats; returns its JSON result."""
+    cmd = [sys.executable, __file__, "--steps", str(args.steps), "--threads", str(args.threads),
+           "--repeat", str(args.repeat), *worker]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"bench {label} failed:\n{done.stderr[-2000:]}")
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  {label} {r}", file=sys.stderr, flush=True)
+    return r
+
+
 def batch_main(args, env: dict) -> None:
     batches = [int(b) for b in args.batches.split(",")]
     out = []
@@ -205,21 +218,11 @@ def batch_main(args, env: dict) -> None:
             for _ in range(args.rounds):
                 for b in batches:
                     for variant in ("plain", "capture"):
-                        cmd = [sys.executable, __file__, "--steps", str(args.steps), "--threads", str(args.threads),
-                               "--repeat", str(args.repeat), "--batch-worker", variant, family, str(model_dir),
-                               f"{size[0]}x{size[1]}", str(b)]
-                        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                        if done.returncode:
-                            sys.exit(f"bench {kind}/{variant}/batch {b} failed:\n{done.stderr[-2000:]}")
-                        r = json.loads(done.stdout.strip().splitlines()[-1])
-                        print(f"  {kind:5s} {variant:7s} batch {b:2d} {r}", file=sys.stderr, flush=True)
-                        old = res.get((variant, b))
-                        if old is None or r["wall_s"] < old["wall_s"]:
-                            if old is not None:
-                                r["peak_rss_mb"] = max(r["peak_rss_mb"], old["peak_rss_mb"])
-                            res[(variant, b)] = r
-                        else:
-                            old["peak_rss_mb"] = max(r["peak_rss_mb"], old["peak_rss_mb"])
+                        r = run_worker(args, env, f"{kind}/{variant}/batch {b}", "--batch-worker", variant, family,
+                                       str(model_dir), f"{size[0]}x{size[1]}", str(b))
+                        old = res.setdefault((variant, b), r)  # best time, largest peak RSS over rounds
+                        res[(variant, b)] = {**min(old, r, key=lambda x: x["wall_s"]),
+                                             "peak_rss_mb": max(old["peak_rss_mb"], r["peak_rss_mb"])}
             out.append((kind, res))
     names = {"llava": "LLaVA-shaped", "qwen": "Qwen-shaped"}
     print(f"\nbatched generation: {args.steps} new tokens, {args.threads} torch thread(s), {os.cpu_count()} CPUs "
@@ -354,14 +357,8 @@ def main() -> None:
             plan = [v for _ in range(args.rounds) for v in variants if v != "c"]
             plan += [v for v in variants if v == "c"]
             for variant in plan:
-                cmd = [sys.executable, __file__, "--steps", str(args.steps), "--threads", str(args.threads),
-                       "--repeat", str(args.repeat),
-                       "--worker", variant, family, str(model_dir), f"{size[0]}x{size[1]}", tmp]
-                done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                if done.returncode:
-                    sys.exit(f"bench {kind}/{variant} failed:\n{done.stderr[-2000:]}")
-                r = json.loads(done.stdout.strip().splitlines()[-1])
-                print(f"  {kind:5s} {variant:6s} {r}", file=sys.stderr, flush=True)
+                r = run_worker(args, env, f"{kind}/{variant}", "--worker", variant, family, str(model_dir),
+                               f"{size[0]}x{size[1]}", tmp)
                 if variant in res:
                     for t in ("wall", "cpu"):
                         r[f"{t}s_s"] = res[variant][f"{t}s_s"] + r[f"{t}s_s"]

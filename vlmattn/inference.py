@@ -152,6 +152,11 @@ def model_inputs(lm: LoadedModel, image: Image.Image, question: str):
         inputs = lm.adapter.build_inputs(lm.processor, image, question).to(lm.device)
     except Exception as e:  # noqa: BLE001
         raise InputError(f"model {lm.model_id!r}: the processor rejected the image or prompt ({_brief(e)})") from e
+    return _pixels_in_model_dtype(lm, inputs)
+
+
+def _pixels_in_model_dtype(lm: LoadedModel, inputs):
+    """``inputs`` with floating-point ``pixel_values`` cast to the model's dtype."""
     if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
         inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
     return inputs
@@ -166,16 +171,12 @@ def capture_attention(lm: LoadedModel, image: Image.Image, question: str, *, met
 def batch_inputs(lm: LoadedModel, images: Sequence[Image.Image], questions: Sequence[str]):
     """The model's inputs for a batch of (image, question): the adapter's prompts, left-padded, on the
     model's device, floating-point pixels in the model's dtype (:func:`model_inputs` for one)."""
-    if len(images) == 1:
-        return model_inputs(lm, images[0], questions[0])
     try:
         inputs = lm.adapter.build_batch_inputs(lm.processor, list(images), list(questions)).to(lm.device)
     except Exception as e:  # noqa: BLE001
         raise InputError(f"model {lm.model_id!r}: the processor rejected a batch of {len(images)} samples "
                          f"({_brief(e)})") from e
-    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-        inputs["pixel_values"] = inputs["pixel_values"].to(DTYPES[lm.dtype])
-    return inputs
+    return _pixels_in_model_dtype(lm, inputs)
 
 
 def _eos_ids(lm: LoadedModel) -> set[int]:
@@ -297,6 +298,17 @@ def capture_batch(
             "layers called the attention interface)"
         )
     eos = _eos_ids(lm)
+    settings = {
+        "max_new_tokens": max_new_tokens,
+        "prefill_rows": prefill_rows,
+        "prefill_layers": "all" if prefill_layers is None else layers.tolist(),
+        "seed": seed,
+        "dtype": lm.dtype,
+        "vision_encoder": vision_encoder,
+        "vision_full": vision_full,
+        "vision_rollout": vision_rollout,
+        "llm_rollout": llm_rollout,
+    }
     steps = [generated_length(out[b, width_in:].cpu().numpy(), eos) for b in range(n_batch)]
     # per layer [B, H, R | 1, N_pad], and [L, S, B, H, N_pad + S - 1], on the CPU
     pre = [recorder.prefill[layer].cpu() for layer in range(n_layers)]
@@ -324,17 +336,7 @@ def capture_batch(
         samples.append(_sample(lm, singles[b]["input_ids"][0].cpu(), gen, layouts[b], images[b], question=questions[b],
                                decode=decode, prefill=prefill, stored=stored[b], layers=layers, vision=visions[b],
                                rollout=(rollout_decode, rollout_prefill), meta=None if metas is None else metas[b],
-                               settings={
-                                   "max_new_tokens": max_new_tokens,
-                                   "prefill_rows": prefill_rows,
-                                   "prefill_layers": "all" if prefill_layers is None else layers.tolist(),
-                                   "seed": seed,
-                                   "dtype": lm.dtype,
-                                   "vision_encoder": vision_encoder,
-                                   "vision_full": vision_full,
-                                   "vision_rollout": vision_rollout,
-                                   "llm_rollout": llm_rollout,
-                               }))
+                               settings=settings))
     return samples
 
 

@@ -39,11 +39,11 @@ COLUMNS = ["entropy", "entropy_mean", "entropy_min", "entropy_min_head"] + [f"{s
 PLOTS = ["layer_profile", "layer_profile_steps"]
 
 
-def segment_shares(sample, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Raw attention mass ``[T, L, H]`` of each segment in :data:`SEGMENTS` (``keep [V]``: non-sinks)."""
-    vision = sample.decode_vision.astype(np.float64)  # [T, L, H, V]
+def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Raw attention mass ``[T, L, H]`` of each segment in :data:`SEGMENTS`, from a sample's
+    ``decode_vision [T, L, H, V]`` (float64) and ``decode_segments [T, L, H, S]`` (``keep [V]``: non-sinks)."""
     kept = np.ones(vision.shape[-1], bool) if keep is None else np.asarray(keep, bool)
-    others = dict(zip(DECODE_SEGMENTS, np.moveaxis(sample.decode_segments, -1, 0)))
+    others = dict(zip(DECODE_SEGMENTS, np.moveaxis(segments, -1, 0)))
     return {
         "vision": vision[..., np.flatnonzero(kept)].sum(-1),
         "cls": others["cls"],
@@ -60,7 +60,8 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     renorm = cfg["renormalize"]
     pools = list(cfg["head_pooling"]) or ["mean"]
     variants = sink_variants(sample, cfg)
-    segments = {label: segment_shares(sample, keep) for label, keep in variants}
+    vision, others = sample.decode_vision.astype(np.float64), sample.decode_segments  # once per sample
+    segments = {label: segment_shares(vision, others, keep) for label, keep in variants}
     frames = []
     for v in views(sample, cfg, variants):
         p = v.p[:, :n_heads]  # [L, H, V], single heads
