@@ -14,6 +14,7 @@ include: "rules/extract.smk"
 include: "rules/metrics.smk"
 include: "rules/contrasts.smk"
 include: "rules/pruning.smk"
+include: "rules/attribution.smk"
 include: "rules/validation.smk"
 include: "rules/report.smk"
 

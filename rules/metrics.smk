@@ -36,7 +36,7 @@ for _metric in METRICS:
             report(
                 f"{R}/tables/{_metric}.csv",
                 caption=f"../report/{_metric}.rst",
-                category="5. Metric tables",
+                category="6. Metric tables",
             ),
         log:
             f"{R}/logs/tables/{_metric}.log",
@@ -56,7 +56,7 @@ for _metric in METRICS:
                 report(
                     f"{R}/plots/{p}.png",
                     caption=f"../report/{_metric}.rst",
-                    category="6. Metric plots",
+                    category="7. Metric plots",
                     subcategory=_metric,
                 )
                 for p in get_metric(_metric).PLOTS
@@ -87,7 +87,7 @@ for _metric in METRICS:
                     report(
                         figure_file(s, p),
                         caption=f"../report/{_metric}.rst",
-                        category="7. Samples",
+                        category="8. Samples",
                         subcategory=f"{s.image} / {s.question}",
                         labels={"model": s.model, "figure": p},
                     )

@@ -102,7 +102,7 @@ def test_contrasts_of_the_default_run(default_run):
 
 
 def test_pruning_of_the_default_run(default_run):
-    """Offline scores for every model, online ablation tables for the trained model on the 256-question
+    """Offline scores for every model, online ablation tables for the trained model on the held-out
     evaluation set at the three scaled budgets; the trained model answers the held-out questions, its
     attention-based scores find the objects far above chance, and dropping tokens cuts the FLOPs."""
     cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
@@ -183,12 +183,14 @@ def test_report_renders_in_a_browser(default_run):
         assert results[key]["caption"].strip(), f"{key} has no caption"
     # the report's menu lists the categories sorted by name (snakemake's menu.js), hence the numbers
     assert sorted(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Contrasts", "4. Pruning",
-                                                     "5. Metric tables", "6. Metric plots", "7. Samples"]
+                                                     "5. Attribution", "6. Metric tables", "7. Metric plots",
+                                                     "8. Samples"]
 
     profile = default_run / "chromium-profile"
     dom = dump_dom(browser, page, profile)
     app = dom[dom.index('<div id="app">'):]
-    for text in ("What ran", "How to read it", "1. Overview", "3. Contrasts", "4. Pruning", "7. Samples", "toy_llava_untrained",
+    for text in ("What ran", "How to read it", "1. Overview", "3. Contrasts", "4. Pruning", "5. Attribution", "8. Samples",
+                 "toy_llava_untrained",
                  "Is there anything in the top left corner?"):
         assert text in app, f"the rendered report lacks {text!r}"
 
@@ -202,3 +204,35 @@ def test_report_renders_in_a_browser(default_run):
     assert f'data-decoded="{len(pngs)}"' in decoded, f"{len(pngs)} figures, not all decoded"
 
     screenshot(browser, page, profile, default_run / "report.png")
+
+
+def test_attribution_of_the_default_run(default_run):
+    """Every map of every attributed sample, integrated gradients complete, the ranking of every map by each
+    faithfulness score, and on the trained model the best map's deletion curve falls below the random
+    floor's with its interval clear of 0; the modality gap and alignment across every layer; the figures."""
+    from vlmattn.attribution.faithfulness import SCORES
+    from vlmattn.attribution.store import MAP_KINDS
+    from vlmattn.config import attribution_samples
+
+    cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    chosen = attribution_samples(cfg, samples(cfg))
+    tables = default_run / "results/tables"
+    s = pd.read_csv(tables / "attribution_samples.csv", keep_default_na=False)
+    assert set(zip(s["image"], s["question"], strict=True)) == {(x.image, x.question) for x in chosen}
+    assert (s["ig_relative_error"].astype(float) < 1e-2).all()
+    assert (s["ig_pixels_delta"].astype(float).abs() < 1e-2).all()
+    maps = pd.read_csv(tables / "attribution_maps.csv")
+    assert len(maps) == len(chosen) * len(MAP_KINDS)
+    rank = pd.read_csv(tables / "faithfulness.csv")
+    assert len(rank) == len(SCORES) * len(MAP_KINDS)
+    deletion = rank[rank["score"] == "deletion"].sort_values("rank")
+    best = deletion.iloc[0]
+    assert best["map"] != "random" and best["vs_random_high"] < 0
+    text = json.loads((default_run / "results/models/toy_llava/config.json").read_text())["text_config"]
+    gap = pd.read_csv(tables / "modality_gap.csv")
+    assert list(gap["layer"]) == list(range(text["num_hidden_layers"] + 1))
+    assert gap["centroid_distance"].between(0, 2).all() and gap["separability"].between(0, 1).all()
+    align = pd.read_csv(tables / "alignment.csv")
+    assert len(align) == len(chosen) * 2 * (text["num_hidden_layers"] + 1)
+    for f in ("faithfulness", "overlays", "modality_gap"):
+        assert (default_run / f"results/plots/attribution/toy_llava/{f}.png").stat().st_size > 10_000

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 ENVS = {"ENV_MODELS": "envs/extraction.yaml", "ENV_ANALYSIS": "envs/analysis.yaml"}
 CONDA_TO_PIP = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
 MODEL_RULES = {"extract", "build_model", "train_model", "contrast_causal", "pruning_online", "train_pruner",
-               "pruning_learned"}
+               "pruning_learned", "attribute"}
 
 
 def requirements() -> dict[str, str]:

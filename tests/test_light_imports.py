@@ -25,3 +25,14 @@ def test_pruning_analysis_jobs_do_not_import_torch():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_attribution_analysis_jobs_do_not_import_torch():
+    """The attribution tables and figures run in the analysis environment."""
+    code = (
+        "import sys, vlmattn.attribution.jobs as j, vlmattn.attribution.store, vlmattn.attribution.plots\n"
+        "import vlmattn.attribution.faithfulness, vlmattn.attribution.alignment, vlmattn.attribution.modality_gap\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -29,6 +29,8 @@ CONFIG["images"]["synthetic"]["scenes"] = ["triangle_topleft", "square_only", "g
 CONFIG["shards"] = 2
 CONFIG["extraction"].update(prefill_rows="all_text")
 CONFIG["pruning"] = {"prune_layer": 1, "online": {"models": ["tiny"], "n_items": 8, "chunks": 2}}
+CONFIG["attribution"] = {"models": ["tiny"], "integrated_gradients": {"n_steps": 8, "pixel_steps": 16},
+                         "faithfulness": {"fractions": [0.5], "n_resamples": 99}, "resources": {"threads": 1}}
 TIMEOUT = 1200  # seconds for the cluster run
 
 
@@ -67,7 +69,7 @@ def test_tables_on_slurm_equal_a_local_run(cluster, tmp_path):
 
     tables = sorted(p.name for p in (local / "results/tables").glob("*.csv"))
     assert "concentration.csv" in tables and "answers.csv" in tables
-    assert "pruning_study_a.csv" in tables
+    assert "pruning_study_a.csv" in tables and "faithfulness.csv" in tables
     for name in tables:
         if name == "pruning_speed.csv":  # measured wall times
             continue
@@ -80,7 +82,7 @@ def test_tables_on_slurm_equal_a_local_run(cluster, tmp_path):
     comments = " ".join(j.split("|")[2] for j in jobs)
     assert states == {"COMPLETED"}, jobs
     assert "rule_extract" in comments and "rule_metrics" in comments and "rule_table_concentration" in comments
-    assert "rule_pruning_online" in comments
+    assert "rule_pruning_online" in comments and "rule_attribute" in comments
     submitted = len(jobs)
     log = (cluster.log / "slurmctld.log").read_text()
     assert len(re.findall(r"_job_complete: JobId=\d+ done", log)) == submitted

@@ -89,6 +89,7 @@ _ABLATION: contextvars.ContextVar[_ActiveAblation | None] = contextvars.ContextV
 )
 _OBSERVER: contextvars.ContextVar = contextvars.ContextVar("vlmattn_attention_observer", default=None)
 _KEY_BIAS: contextvars.ContextVar = contextvars.ContextVar("vlmattn_key_bias", default=None)
+_KEPT: contextvars.ContextVar[dict | None] = contextvars.ContextVar("vlmattn_kept_attention", default=None)
 
 
 class CaptureError(RuntimeError):
@@ -415,7 +416,6 @@ def key_biased_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     if bias.shape != (query.shape[0], kv_len):
         raise CaptureError(f"key biases of shape {tuple(bias.shape)}, expected ({query.shape[0]}, {kv_len})")
     k = key.float().repeat_interleave(n_kv_groups, dim=1)
-    v = value.float().repeat_interleave(n_kv_groups, dim=1)
     scores = torch.matmul(query.float(), k.transpose(-1, -2)) * scaling  # [B, H, Q, K]
     keys = torch.arange(kv_len, device=scores.device)[None, :]
     last = torch.arange(q_len, device=scores.device)[:, None] + (kv_len - q_len)  # each row's own key
@@ -427,7 +427,26 @@ def key_biased_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Te
         scores = scores + attention_mask.float()
     per_row = torch.where(keys == last, torch.zeros((), device=scores.device), bias.float()[:, None, :])  # [B, Q, K]
     attn = torch.softmax(scores + per_row[:, None], dim=-1)
-    return torch.matmul(attn, v).transpose(1, 2).to(query.dtype).contiguous()
+    return attention_output(attn, value, n_kv_groups, query.dtype)
+
+
+def attention_output(attn: torch.Tensor, value: torch.Tensor, n_kv_groups: int, dtype: torch.dtype) -> torch.Tensor:
+    """``A · V`` as the attention module expects it: ``[B, Q, H, D]`` in ``dtype``, from weights
+    ``attn [B, H, Q, K]`` and values ``[B, H_kv, K, D]`` (query head ``h`` reads KV head ``h // n_kv_groups``),
+    computed in float32."""
+    v = value.float().repeat_interleave(n_kv_groups, dim=1)
+    return torch.matmul(attn, v).transpose(1, 2).to(dtype).contiguous()
+
+
+@contextlib.contextmanager
+def keeping_attention(store: dict):
+    """Inside the ``with`` block, every language-model attention call keeps its full weights as
+    ``store[layer] = A [B, H, Q, K]`` (float32) and returns ``A · V`` (module docstring), differentiably."""
+    token = _KEPT.set(store)
+    try:
+        yield store
+    finally:
+        _KEPT.reset(token)
 
 
 @contextlib.contextmanager
@@ -453,19 +472,27 @@ def biasing_keys(fn):
 
 
 def capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """``AttentionInterface`` function: SDPA output ``[B, Q, H, D]`` (the key-biased attention where an active
-    key bias gives biases), with the heads of an active :class:`HeadAblation` replaced; an active observer
+    """``AttentionInterface`` function: SDPA output ``[B, Q, H, D]`` (``A · V`` of the kept weights inside
+    :func:`keeping_attention`; the key-biased attention where an active key bias gives biases), with the heads of an active :class:`HeadAblation` replaced; an active observer
     sees the call's inputs, a recorder records rows, an accumulator updates the rollout."""
-    bias_of, observe = _KEY_BIAS.get(), _OBSERVER.get()
+    bias_of, observe, kept = _KEY_BIAS.get(), _OBSERVER.get(), _KEPT.get()
     recorder, accumulator = _ACTIVE.get(), _ROLLOUT.get()
-    if bias_of is not None or observe is not None or recorder is not None or accumulator is not None:
+    if (bias_of is not None or observe is not None or recorder is not None or accumulator is not None
+            or kept is not None):
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
         window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
     if observe is not None:
         observe(module.layer_idx, query, key, attention_mask, scale, groups, window)
     bias = bias_of(module.layer_idx, key.shape[2]) if bias_of is not None else None
-    if bias is not None:
+    if kept is not None:
+        if bias is not None:
+            raise CaptureError("kept attention and key biases cannot be active together")
+        attn = batched_attention_rows(query, key, attention_mask, scale,
+                                      torch.arange(query.shape[2], device=query.device), groups, window)
+        kept[module.layer_idx] = attn
+        out = attention_output(attn, value, groups, query.dtype)
+    elif bias is not None:
         out = key_biased_attention(query, key, value, attention_mask, scale, groups, bias)
     else:
         out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,

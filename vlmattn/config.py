@@ -393,6 +393,48 @@ def check_pruning(cfg: dict) -> None:
                           f"extraction.prefill_layers stores {list(layers)}; add them")
 
 
+def attribution_options(cfg: dict) -> dict:
+    """Keyword arguments of the attribution jobs, from the ``attribution`` block (schema defaults filled):
+    ``maps`` (:func:`vlmattn.attribution.sample.attribute`'s ``attention_layers``, ``ig_steps``,
+    ``ig_baseline``, ``pixel_steps``, ``ig_batch``, ``tokens_per_sample``), ``seed``, ``folds``, ``fractions``, ``statistics``
+    (``n_resamples``, ``confidence``) and ``overlays``. Raises ConfigError without the block."""
+    ac = cfg.get("attribution")
+    if not ac:
+        raise ConfigError("config attribution: no attribution block")
+    ig, mg, fa = ac["integrated_gradients"], ac["modality_gap"], ac["faithfulness"]
+    return {"maps": {"attention_layers": ac["attention_layers"], "ig_steps": ig["n_steps"],
+                     "ig_baseline": ig["baseline"], "pixel_steps": ig["pixel_steps"], "ig_batch": ig["batch"],
+                     "tokens_per_sample": mg["tokens_per_sample"]},
+            "seed": cfg["seed"], "folds": mg["folds"], "fractions": list(fa["fractions"]),
+            "statistics": {"n_resamples": fa["n_resamples"], "confidence": fa["confidence"]},
+            "overlays": ac["overlays"]}
+
+
+def attribution_samples(cfg: dict, samples: list[Sample]) -> list[Sample]:
+    """The samples the attribution block covers: its models' samples of its questions (all with null)."""
+    ac = cfg["attribution"]
+    qs = ac["questions"]
+    return [s for s in samples if s.model in ac["models"] and (qs is None or s.question in qs)]
+
+
+def check_attribution(cfg: dict) -> None:
+    """The attribution block's models exist and are of the llava family (the faithfulness curves drop
+    tokens through the pruning harness), and its questions exist."""
+    ac = cfg.get("attribution")
+    if not ac:
+        return
+    for m in ac["models"]:
+        if m not in cfg["models"]:
+            raise ConfigError(f"config attribution.models: unknown model {m!r}")
+        if cfg["models"][m]["family"] != "llava":
+            raise ConfigError(f"config attribution.models: model {m!r} is of family {cfg['models'][m]['family']!r}; "
+                              "the faithfulness curves drop tokens through the pruning harness, which runs the "
+                              "llava family")
+    for q in ac["questions"] or []:
+        if q not in cfg["questions"]:
+            raise ConfigError(f"config attribution.questions: unknown question {q!r}")
+
+
 def check(cfg: dict, base_dir: Path) -> None:
     """Cross-reference checks the schema cannot express; raises on the first problem."""
     unknown = [s for s in cfg["images"]["synthetic"]["scenes"] if s not in DEFAULT_SCENES]
@@ -446,6 +488,7 @@ def check(cfg: dict, base_dir: Path) -> None:
                 raise ConfigError(f"config samples[{k}].{key}: unknown {key} {s[key]!r}")
     check_contrasts(cfg)
     check_pruning(cfg)
+    check_attribution(cfg)
 
 
 def load_config(config: dict | str | Path, base_dir: str | Path = ".") -> dict:

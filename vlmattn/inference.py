@@ -384,6 +384,23 @@ def _sample(lm: LoadedModel, ids: torch.Tensor, gen: torch.Tensor, layout, image
     )
 
 
+def extended_inputs(inputs, ids: torch.Tensor) -> dict:
+    """The processor's tensors of an ``N``-token prompt (batch of 1) extended to the ``M ≥ N`` token ids
+    ``ids [M]`` (the prompt followed by tokens it generated): the same image inputs, an attention mask of
+    ones, and every other per-token input (such as Qwen's ``mm_token_type_ids``) extended with 0 = text."""
+    n, m = int(inputs["input_ids"].shape[1]), int(ids.shape[0])
+    run = {}
+    for k, v in inputs.items():
+        if k == "input_ids":
+            v = ids[None].to(v.device)
+        elif k == "attention_mask":
+            v = torch.ones(1, m, dtype=v.dtype, device=v.device)
+        elif torch.is_tensor(v) and v.dim() == 2 and v.shape == (1, n):
+            v = torch.cat([v, v.new_zeros(1, m - n)], dim=1)
+        run[k] = v
+    return run
+
+
 @torch.no_grad()
 def llm_rollout_rows(lm: LoadedModel, inputs, ids: torch.Tensor, prefill_positions: np.ndarray
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -401,15 +418,7 @@ def llm_rollout_rows(lm: LoadedModel, inputs, ids: torch.Tensor, prefill_positio
     ``R_L[prefill_positions, :N]``.
     """
     n, m = int(inputs["input_ids"].shape[1]), int(ids.shape[0])
-    run = {}
-    for k, v in inputs.items():
-        if k == "input_ids":
-            v = ids[None].to(v.device)
-        elif k == "attention_mask":
-            v = torch.ones(1, m, dtype=v.dtype, device=v.device)
-        elif torch.is_tensor(v) and v.dim() == 2 and v.shape == (1, n):
-            v = torch.cat([v, v.new_zeros(1, m - n)], dim=1)
-        run[k] = v
+    run = extended_inputs(inputs, ids)
     n_layers = lm.model.config.get_text_config().num_hidden_layers
     acc = RolloutAccumulator(n_layers, m, lm.device)
     with rolling_out(acc), vision_recording(None):
