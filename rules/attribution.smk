@@ -66,7 +66,7 @@ rule table_attribution:
         ENV_ANALYSIS
     params:
         statistics=lambda w: attribution_options(config)["statistics"],
-        seed=config["seed"],
+        seed=lambda w: attribution_options(config)["seed"],
     script:
         "../workflow_scripts/attribution_tables.py"
 

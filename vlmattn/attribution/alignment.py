@@ -17,17 +17,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..metrics.grounding import energy, pointing
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
+from .modality_gap import unit_rows
 
 
 def cosine_map(hidden: np.ndarray, vision_positions: np.ndarray, reference) -> np.ndarray:
     """``[L + 1, V]``: the cosine of every vision token's hidden state with that of position ``reference``
     (an int), or the mean cosine over the positions ``reference [P]``, per layer; ``hidden [L + 1, M, D]``."""
-    h = _unit(np.asarray(hidden, np.float64))
+    h = unit_rows(hidden)
     v = h[:, np.asarray(vision_positions, np.int64)]  # [L+1, V, D]
     ref = np.atleast_1d(np.asarray(reference, np.int64))
     return np.einsum("lvd,lpd->lvp", v, h[:, ref]).mean(-1)

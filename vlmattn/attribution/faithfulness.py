@@ -129,11 +129,11 @@ def ranking(sample_areas: pd.DataFrame, *, n_resamples: int, confidence: float, 
     ``floor`` map on the same samples, with its bootstrap interval (NaN without that map).
     """
     keys = [c for c in sample_areas.columns if c not in ("map", *SCORES)]
+    if not keys:
+        raise ValueError("sample_areas needs the sample columns besides map and the scores")
     rows = []
     for score, better in SCORES.items():
-        wide = sample_areas.pivot_table(index=keys, columns="map", values=score, sort=True) if keys else None
-        if wide is None:
-            raise ValueError("sample_areas needs the sample columns besides map and the scores")
+        wide = sample_areas.pivot_table(index=keys, columns="map", values=score, sort=True)
         means = wide.mean()
         order = means.sort_values(ascending=better == "lower", kind="stable")
         for rank, name in enumerate(order.index, start=1):
