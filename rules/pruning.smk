@@ -103,6 +103,7 @@ rule table_pruning:
         ENV_ANALYSIS
     params:
         statistics=lambda w: pruning_options(config)["statistics"],
+        convention=lambda w: pruning_options(config)["budgets"]["convention"],
     script:
         "../workflow_scripts/pruning_tables.py"
 

@@ -86,7 +86,8 @@ def test_concentration_runs_with_sinks_and_each():
     exc = df[(df["sinks"] == "excluded") & (df["head"] == "3")]
     # head 3 (no sink) is uniform; without token 5 it is uniform over the other 15 of 16 tokens
     np.testing.assert_allclose(exc["entropy"], np.log(15), atol=1e-12)
-    np.testing.assert_allclose(exc["norm_entropy"], np.log(15) / np.log(16), atol=1e-12)
+    np.testing.assert_allclose(exc["norm_entropy"], 1.0, atol=1e-12)  # log 15 / log N, N = 15 kept tokens
+    assert (exc["n_vision"] == 15).all()
     inc = df[(df["sinks"] == "included") & (df["head"] == "0")]
     h = -(0.5 * np.log(0.5) + 15 * (0.5 / 15) * np.log(0.5 / 15))
     np.testing.assert_allclose(inc["entropy"], h, atol=1e-12)

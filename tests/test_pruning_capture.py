@@ -33,13 +33,14 @@ def test_captured_scores_match_eager_attention(loaded, checkpoint):
     # FastV: last prompt row of layer K − 1, mean over heads
     np.testing.assert_allclose(sc.fastv(s.prefill, s.prefill_positions, vis, prune_layer=k),
                                lm_att[k - 1][:, -1, vis].mean(0), atol=1e-5)
-    # instruction rows (after the image), equal weights; then the lowest-entropy head
+    # instruction rows (after the image), equal weights; then the lowest-entropy head of the
+    # renormalised image attention (vlmattn)
     instr = np.arange(vis.max() + 1, lm_att[0].shape[-1])
-    a = lm_att[k - 1][:, instr][:, :, vis].mean(1)  # [H, V]
+    a = lm_att[k - 1][:, instr][:, :, vis].mean(1).astype(np.float64)  # [H, V]
     q = a / a.sum(1, keepdims=True)
     best = int(np.argmin(-(q * np.log(q)).sum(1)))
     got = sc.attention_scores(s.prefill, s.prefill_positions, vis, offline.image_positions(s), prune_layer=k,
-                              query="text_tokens_only", head="entropy", n_heads=1, top_k=1)
+                              query="text_tokens_only", head="renormalised_entropy", n_heads=1, top_k=1)
     np.testing.assert_allclose(got, a[best], atol=1e-5)
     # FasterVLM: CLS row of the penultimate encoder layer, mean over heads, patch p feeds vision token p
     ve = s.vision_encoder

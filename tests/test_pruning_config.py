@@ -39,7 +39,7 @@ def test_schema_defaults_and_job_options():
                            "query_strategies": list(QUERY_STRATEGIES), "fixed_query": "last_token",
                            "fixed_head": "variance", "n_heads": 4, "top_k": 10, "seed": 7, "n_draws": 5,
                            "encoder_layer": -2}
-    assert o["budgets"] == {"budgets": [192, 128, 64], "keep_ratios": []}
+    assert o["budgets"] == {"budgets": [192, 128, 64], "keep_ratios": [], "convention": "kept"}
     assert o["statistics"] == {"confidence": 0.95, "alpha": 0.05}
     assert o["online"]["positions"] == "keep" and o["offline"] == {"step": 0}
 

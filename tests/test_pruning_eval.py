@@ -14,6 +14,7 @@ from vlmattn.inference import model_inputs
 from vlmattn.jobs import normalise_answer
 from vlmattn.models import shapes_task as task
 from vlmattn.pruning import evalset
+from vlmattn.pruning import scorers as sc
 from vlmattn.pruning.evaluate import STUDIES, capture_item, evaluate
 from vlmattn.pruning.stats import (ablation_tables, accuracy_table, best_scorers, mcnemar_exact, rank_table,
                                    speed_table, wilson_interval, worst_scorers)
@@ -105,7 +106,7 @@ def planted_rows(n_items: int, lost: int, gained: int) -> pd.DataFrame:
     def add(study, scorer, correct):
         for i in range(n_items):
             rows.append(dict(item=i, mode="none" if study == "unpruned" else "drop", study=study, scorer=scorer,
-                             budget=5, kept=0.5, correct=bool(correct[i]), answer="yes" if correct[i] else "no",
+                             budget=5, kept=0.5, average_tokens=7.5, correct=bool(correct[i]), answer="yes" if correct[i] else "no",
                              recall=0.5, flops_fraction=0.6, prefill_s=0.4 if study == "unpruned" else 0.1,
                              decode_s=0.2, peak_memory_bytes=1000))
 
@@ -196,7 +197,8 @@ def test_evaluate_end_to_end_on_the_tiny_llava(lm):
                     show_progress=False)
     assert set(rows["study"]) == set(STUDIES)
     per_item = rows.groupby("item").size()
-    n_scorers = 5 + 9 + 9 + 2 + 1  # published (fastv, pyramiddrop, sparsevlm, 2 encoder), heads, queries, baselines
+    # published (fastv, pyramiddrop, sparsevlm, 2 encoder), heads, queries, baselines
+    n_scorers = 5 + len(sc.HEAD_STRATEGIES) + len(sc.QUERY_STRATEGIES) + 2 + 1
     assert per_item.tolist() == [1 + n_scorers * len(budgets)] * 2
     assert {"fastv", "pyramiddrop", "sparsevlm", "fastervlm", "visionzip_dominant", "pooling", "random:0",
             "random:1", "head:variance", "query:system_and_text"} <= set(rows["scorer"])
@@ -211,6 +213,12 @@ def test_evaluate_end_to_end_on_the_tiny_llava(lm):
     full = rows[(rows["budget"] == n_vis) & (rows["study"] != "unpruned")]
     assert full["agrees_with_unpruned"].all() and not full["reused"].any()
     assert np.allclose(full["flops_fraction"], 1.0) and (full["kept"] == 1.0).all()
+    assert (full["average_tokens"] == n_vis).all()
+    # (ℓ·V + (L − ℓ)·k) / L: the in-LLM scorers keep V at layer 0 of the tiny model's L layers
+    n_layers = lm.model.config.text_config.num_hidden_layers
+    part = rows[(rows["budget"] == n_vis // 3) & (rows["study"] != "unpruned")]
+    np.testing.assert_allclose(part["average_tokens"],
+                               (part["layer"] * n_vis + (n_layers - part["layer"]) * (n_vis // 3)) / n_layers)
     small = rows[rows["budget"] == n_vis // 3]
     assert (small["flops_fraction"] < 1).all()
     before_llm = small.loc[small["layer"] == 0, "flops_fraction"]

@@ -17,6 +17,7 @@ from vlmattn.inference import capture_attention, load_model
 from vlmattn.jobs import INDEX_COLUMNS
 from vlmattn.pruning import evalset, offline
 from vlmattn.pruning import jobs as pj
+from vlmattn.pruning.scorers import HEAD_STRATEGIES
 from vlmattn.store import write_sample
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -47,7 +48,8 @@ def test_offline_shard_reads_only_the_scoring_layers(tmp_path):
         write_sample(path, part, attention_dtype="float32")
         rows.append(["tiny3", f"img{it.index}", it.qtype, str(path), "", "0", "2", ""])
         table = offline.offline_table(full, offline.sample_scores(full, **o["scores"]),
-                                      offline.model_budgets(len(full.vision_index), **o["budgets"]),
+                                      offline.model_budgets(len(full.vision_index), **o["budgets"],
+                                                            n_layers=full.n_layers, prune_layer=2),
                                       prune_layer=2, step=0, pooling=True)
         expected.append(table.assign(model="tiny3", image=f"img{it.index}", question=it.qtype))
     index = tmp_path / "index.csv"
@@ -82,14 +84,16 @@ def test_online_chunks_tables_and_figures(checkpoint, tmp_path):
     assert (rows["model"] == "tiny").all() and set(rows["mode"]) == {"none", "drop", "mask"}
     assert sorted(rows["budget"].unique()) == [2, 4, 5, 16]  # 64 / 128 / 192 of 576 scaled to 16 tokens, and all
     outs = [str(tmp_path / f"{t}.csv") for t in pj.ONLINE_TABLES]
-    pj.online_tables(chunks, o["statistics"], outs)
+    pj.online_tables(chunks, o["statistics"], "kept", outs)
     first = [open(p, "rb").read() for p in outs]
-    pj.online_tables(chunks, o["statistics"], outs)
+    pj.online_tables(chunks, o["statistics"], "kept", outs)
     assert [open(p, "rb").read() for p in outs] == first
     a = pd.read_csv(outs[0])
     assert (a["n_items"] == 6).all() and set(a["mode"]) == {"drop", "mask"}
-    assert len(a) == (9 + 2 + 1) * 3 * 2  # head strategies and baselines × budgets × modes
+    assert len(a) == (len(HEAD_STRATEGIES) + 2 + 1) * 3 * 2  # head strategies and baselines × budgets × modes
+    assert (a["budget_convention"] == "kept").all()
     ranks = pd.read_csv(outs[3])
+    assert (ranks["budget_convention"] == "kept").all()
     assert len(ranks) == 3 * 2 * 3 * 2  # studies × modes × budgets × (accuracy, recall)
     speed = pd.read_csv(outs[4])
     assert speed["mode"].iloc[0] == "none" and (speed.loc[speed["mode"] == "mask", "flops_fraction"] == 1).all()
@@ -106,3 +110,15 @@ def test_online_chunks_tables_and_figures(checkpoint, tmp_path):
     with pytest.raises(SystemExit, match=r"config pruning.prune_layer: 2 needs 1 <= K < 2, the decoder layers of "
                                          r"model 'tiny'"):
         pj.online_chunk(model, options({"prune_layer": 2, "online": {"n_items": 2}}), 0, str(tmp_path / "x.csv"))
+
+
+def test_layer_averaged_budgets_in_the_jobs():
+    from vlmattn.errors import InputError
+
+    o = options({"prune_layer": 2, "budget_convention": "layer_averaged"})
+    assert pj.model_budgets(576, o, 32, "llava_7b").tolist() == [166, 98, 30]
+    assert options({"prune_layer": 2})["budgets"]["convention"] == "kept"
+    assert pj.model_budgets(576, options({"prune_layer": 2}), 32, "llava_7b").tolist() == [192, 128, 64]
+    # the toy model: 2 layers, K = 1 → R = 2T − V; 7 of 64 tokens cannot be a layer average
+    with pytest.raises(InputError, match=r"pruning.budget_convention: layer_averaged on model 'toy'.*needs at least 33"):
+        pj.model_budgets(64, options({"prune_layer": 1, "budget_convention": "layer_averaged"}), 2, "toy")

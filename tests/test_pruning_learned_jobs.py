@@ -49,7 +49,8 @@ def test_config_block():
 def rows_of(study, scorer, correct, answers=None, budget=2):
     n = len(correct)
     return pd.DataFrame({"item": range(n), "mode": "none" if study == "unpruned" else "drop", "study": study,
-                         "scorer": scorer, "budget": budget, "kept": 0.5, "correct": correct,
+                         "scorer": scorer, "budget": budget, "kept": 0.5, "average_tokens": 3.0,
+                         "correct": correct,
                          "answer": answers if answers is not None else np.where(correct, "yes", "no"),
                          "recall": 0.5, "flops_fraction": 0.7})
 

@@ -25,41 +25,83 @@ def _pairwise_gini(x):
     return np.abs(x[:, None] - x[None, :]).sum() / (2 * len(x) * x.sum())
 
 
-def test_head_statistics_match_independent_formulas():
+def _softmax(a):
+    e = np.exp(a - a.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_own_head_statistics_match_independent_formulas():
     a = HEADS
-    np.testing.assert_allclose(sc.head_statistic(a, "variance", top_k=2), [np.var(h) for h in a])
-    np.testing.assert_allclose(sc.head_statistic(a, "entropy", top_k=2), [scipy_entropy(h) for h in a])
-    np.testing.assert_allclose(sc.head_statistic(a, "entropy", top_k=2)[:3], [math.log(4), 0.0, scipy_entropy([3, 1])])
-    np.testing.assert_allclose(sc.head_statistic(a, "gini_coefficient", top_k=2), [_pairwise_gini(h) for h in a])
-    np.testing.assert_allclose(sc.head_statistic(a, "gini_coefficient", top_k=2)[:3], [0.0, 0.75, 0.625])
-    np.testing.assert_allclose(sc.head_statistic(a, "sparsity", top_k=2), np.linalg.norm(a, axis=1))
-    np.testing.assert_allclose(sc.head_statistic(a, "top_k_sum", top_k=2), [0.5, 0.3, 0.8, 0.81])
-    np.testing.assert_allclose(sc.head_statistic(a, "attention_range", top_k=2), [0.0, 0.3, 0.6, 0.57])
+    np.testing.assert_allclose(sc.head_statistic(a, "renormalised_entropy", top_k=2), [scipy_entropy(h) for h in a])
+    np.testing.assert_allclose(sc.head_statistic(a, "renormalised_entropy", top_k=2)[:3],
+                               [math.log(4), 0.0, scipy_entropy([3, 1])])
+    np.testing.assert_allclose(sc.head_statistic(a, "renormalised_gini", top_k=2), [_pairwise_gini(h) for h in a])
+    np.testing.assert_allclose(sc.head_statistic(a, "renormalised_gini", top_k=2)[:3], [0.0, 0.75, 0.625])
+    np.testing.assert_allclose(sc.head_statistic(a, "l2_norm", top_k=2), np.linalg.norm(a, axis=1))
     conc = 1 - np.array([scipy_entropy(h) for h in a]) / math.log(4)
     peak = a.max(1) / a.sum(1)
-    np.testing.assert_allclose(sc.head_statistic(a, "weighted_quality", top_k=2), (conc + peak + a.sum(1)) / 3)
+    np.testing.assert_allclose(sc.head_statistic(a, "entropy_peak_mass", top_k=2), (conc + peak + a.sum(1)) / 3)
+
+
+def test_finepruner_head_statistics_apply_the_second_softmax():
+    a = HEADS
+    p = _softmax(a)  # FinePruner softmaxes the (already softmaxed) image slice again
+    np.testing.assert_allclose(sc.head_statistic(a, "variance", top_k=2), [np.var(h, ddof=1) for h in a])
+    np.testing.assert_allclose(sc.head_statistic(a, "sum", top_k=2), a.sum(1))
+    np.testing.assert_allclose(sc.head_statistic(a, "entropy", top_k=2), [scipy_entropy(h) for h in p], rtol=1e-6)
+    np.testing.assert_allclose(sc.head_statistic(a, "sparsity", top_k=2), (p ** 2).sum(1))
+    np.testing.assert_allclose(sc.head_statistic(a, "gini_coefficient", top_k=2), [_pairwise_gini(h) for h in p])
+    significant = (p > 0.01).sum(1)  # every softmaxed weight of a 4-token slice exceeds 0.01
+    assert significant.tolist() == [4, 4, 4, 4]
+    np.testing.assert_allclose(sc.head_statistic(a, "weighted_quality", top_k=2),
+                               0.4 * p.max(1) + 0.4 * (p ** 2).sum(1) + 0.2 / 4)
+    np.testing.assert_allclose(sc.head_statistic(a, "top_k_sum", top_k=2), [0.5, 0.3, 0.8, 0.81])
+    np.testing.assert_allclose(sc.head_statistic(a, "attention_range", top_k=2), [0.0, 0.3, 0.6, 0.57])
 
 
 @pytest.mark.parametrize("strategy, winner", [
-    ("variance", 2),           # 0.06 > 0.0566 (h3) > 0.0169 (h1) > 0
-    ("entropy", 1),            # a one-hot head has entropy 0 (the lowest is chosen)
-    ("max_attention", 3),      # 0.66
-    ("attention_range", 2),    # 0.60 > 0.57 (h3's floor is 0.09)
-    ("sparsity", 3),           # ‖h3‖ = 0.690 > ‖h2‖ = 0.632
-    ("top_k_sum", 3),          # 0.81 > 0.80 (k = 2)
-    ("weighted_quality", 1),   # (1 + 1 + 0.3) / 3 = 0.767 > 0.715 (h2)
-    ("gini_coefficient", 1),   # 3/4 > 0.625
+    ("sum", 0),                    # mass 1.0 (h0, h3: the tie goes to the lower index) > 0.8 (h2)
+    ("variance", 2),               # 0.08 > 0.0754 (h3) > 0.0225 (h1) > 0 (ddof 1)
+    ("entropy", 2),                # after the second softmax: H(p) 1.35290 (h2) < 1.35346 (h3)
+    ("max_attention", 3),          # 0.66
+    ("attention_range", 2),        # 0.60 > 0.57 (h3's floor is 0.09)
+    ("sparsity", 3),               # Σ p² = 0.267830 (h3) > 0.267795 (h2)
+    ("top_k_sum", 3),              # 0.81 > 0.80 (k = 2)
+    ("weighted_quality", 3),       # 0.4 max p + 0.4 Σ p² + 0.2 / 4: 0.3033 (h3) > 0.3016 (h2)
+    ("gini_coefficient", 2),       # Gini of p: 0.1332 (h2) > 0.1217 (h3)
+    ("renormalised_entropy", 1),   # a one-hot head has entropy 0 (the lowest is chosen)
+    ("l2_norm", 3),                # ‖h3‖ = 0.690 > ‖h2‖ = 0.632
+    ("entropy_peak_mass", 1),      # (1 + 1 + 0.3) / 3 = 0.767 > 0.715 (h2)
+    ("renormalised_gini", 1),      # 3/4 > 0.625
 ])
 def test_each_head_strategy_selects_its_closed_form_winner(strategy, winner):
     assert sc.select_heads(HEADS, strategy, n_heads=1, top_k=2).tolist() == [winner]
     np.testing.assert_allclose(sc.head_score(HEADS, strategy, n_heads=1, top_k=2), HEADS[winner])
 
 
-def test_selected_heads_are_averaged_and_sum_takes_every_head():
-    # the two lowest-entropy heads: h1 (0) and h2 (0.562)
-    assert sc.select_heads(HEADS, "entropy", n_heads=2, top_k=2).tolist() == [1, 2]
-    np.testing.assert_allclose(sc.head_score(HEADS, "entropy", n_heads=2, top_k=2), (HEADS[1] + HEADS[2]) / 2)
-    np.testing.assert_allclose(sc.head_score(HEADS, "sum", n_heads=1, top_k=2), HEADS.sum(0))
+def test_the_second_softmax_changes_the_chosen_head():
+    # FinePruner's entropy and Gini (of softmax(a)) and vlmattn's renormalised ones (of a / Σ a) differ
+    # here: the one-hot head with little mass is the most concentrated renormalised, the least after softmax
+    assert sc.select_heads(HEADS, "entropy", n_heads=1, top_k=2).tolist() == [2]
+    assert sc.select_heads(HEADS, "renormalised_entropy", n_heads=1, top_k=2).tolist() == [1]
+    assert sc.select_heads(HEADS, "gini_coefficient", n_heads=1, top_k=2).tolist() == [2]
+    assert sc.select_heads(HEADS, "renormalised_gini", n_heads=1, top_k=2).tolist() == [1]
+
+
+def test_finepruner_sum_keeps_the_top_heads_and_all_heads_is_fastv():
+    # sum: the n heads with the most image attention, averaged; all_heads: every head, averaged (FastV)
+    assert sc.select_heads(HEADS, "sum", n_heads=2, top_k=2).tolist() == [0, 3]  # masses 1, 0.3, 0.8, 1
+    np.testing.assert_allclose(sc.head_score(HEADS, "sum", n_heads=2, top_k=2), (HEADS[0] + HEADS[3]) / 2)
+    np.testing.assert_allclose(sc.head_score(HEADS, "all_heads", n_heads=1, top_k=2), HEADS.mean(0))
+    assert not np.allclose(sc.head_score(HEADS, "sum", n_heads=2, top_k=2),
+                           sc.head_score(HEADS, "all_heads", n_heads=1, top_k=2))
+
+
+def test_selected_heads_are_averaged():
+    # the two lowest renormalised entropies: h1 (0) and h2 (0.562)
+    assert sc.select_heads(HEADS, "renormalised_entropy", n_heads=2, top_k=2).tolist() == [1, 2]
+    np.testing.assert_allclose(sc.head_score(HEADS, "renormalised_entropy", n_heads=2, top_k=2),
+                               (HEADS[1] + HEADS[2]) / 2)
     with pytest.raises(ValueError, match="n_heads"):
         sc.select_heads(HEADS, "variance", n_heads=5, top_k=2)
     with pytest.raises(ValueError, match="unknown head strategy"):
@@ -85,45 +127,151 @@ def _all_text_sample(seed=0):
     return _prompt_sample(vis, positions), vis
 
 
+def _mass(vis, layer=1):
+    """M_r: each row's image attention summed over heads at the scoring layer."""
+    return vis[layer].sum(-1).sum(0)
+
+
 def test_planted_row_wins_max_attention_token():
     s, vis = _all_text_sample()
     planted = 2  # instruction position 9
     r = N_BEFORE + planted
-    vis[:, :, r] = [0.3, 0.3, 0.2, 0.19]  # share 0.99 beats any other row's mean share at every layer
+    vis[:, :, r] = [0.3, 0.3, 0.2, 0.19]  # mass 0.99 per head beats any other row at every layer
     s = _prompt_sample(vis, s.prefill_positions)
-    w = sc.query_weights("max_attention_token", s.prefill_positions, s.vision_index, s.prefill.shape[-1],
-                         vision_share=vis[1].sum(-1).mean(0))
-    assert w.tolist() == [1.0 if i == r else 0.0 for i in range(len(w))]
+    for q in ("max_attention_token", "max_share_instruction"):
+        w = sc.query_weights(q, s.prefill_positions, s.vision_index, s.prefill.shape[-1], row_mass=_mass(vis))
+        assert w.tolist() == [1.0 if i == r else 0.0 for i in range(len(w))]
     score = sc.attention_scores(s.prefill, s.prefill_positions, s.vision_index, s.vision_index,
-                                prune_layer=2, query="max_attention_token", head="sum", n_heads=1, top_k=1)
-    np.testing.assert_allclose(score, vis[1, :, r].sum(0))
+                                prune_layer=2, query="max_attention_token", head="all_heads", n_heads=1, top_k=1)
+    np.testing.assert_allclose(score, vis[1, :, r].mean(0))
 
 
 def test_query_weights_closed_forms():
     s, vis = _all_text_sample()
     pos, n = s.prefill_positions, s.prefill.shape[-1]
     idx = {int(p): i for i, p in enumerate(pos)}
-    share = vis[1].sum(-1).mean(0)
+    mass = _mass(vis)
 
     def weights(q):
-        w = sc.query_weights(q, pos, s.vision_index, n, vision_share=share)
+        w = sc.query_weights(q, pos, s.vision_index, n, row_mass=mass)
         assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
         return {int(p): w[idx[int(p)]] for p in pos if w[idx[int(p)]] > 0}
 
+    ramp = np.linspace(0.5, 1.0, 5) / 3.75  # FinePruner's recent-token weights
     assert weights("last_token") == {11: 1.0}
     assert weights("last_n_tokens") == pytest.approx({9: 1 / 3, 10: 1 / 3, 11: 1 / 3})
     assert weights("last_5_tokens") == pytest.approx({p: 0.2 for p in INSTR})
     assert weights("text_tokens_only") == pytest.approx({p: 0.2 for p in INSTR})
-    assert weights("weighted_recent") == pytest.approx({p: (j + 1) / 15 for j, p in enumerate(INSTR)})
+    assert weights("weighted_recent") == pytest.approx({p: ramp[j] for j, p in enumerate(INSTR)})
     assert weights("system_and_text") == pytest.approx({int(p): 1 / 8 for p in pos})
-    sh = share[[idx[p] for p in INSTR]]
-    assert weights("attention_weighted") == pytest.approx({p: sh[j] / sh.sum() for j, p in enumerate(INSTR)})
-    assert weights("adaptive_by_length") == pytest.approx({10: 0.5, 11: 0.5})  # m = 5 → ⌈5/4⌉ = 2 rows
+    soft = np.exp(mass) / np.exp(mass).sum()  # softmax over every text row (system rows have M = 0)
+    assert weights("attention_weighted") == pytest.approx({int(p): soft[i] for i, p in enumerate(pos)})
+    assert weights("adaptive_by_length") == pytest.approx(weights("weighted_recent"))  # m = 5: 4 ≤ m ≤ 10
+    # vlmattn's own rules
+    assert weights("recent_mean") == pytest.approx({10: 0.5, 11: 0.5})  # m = 5 → ⌈5/4⌉ = 2 rows
+    assert weights("instruction_ramp") == pytest.approx({p: (j + 1) / 15 for j, p in enumerate(INSTR)})
+    sh = mass[[idx[p] for p in INSTR]]
+    assert weights("share_weighted") == pytest.approx({p: sh[j] / sh.sum() for j, p in enumerate(INSTR)})
     # the combined image slice is the weighted sum of the rows at layer K − 1
     a = sc.query_attention(sc.image_slice(s.prefill, s.vision_index, layer=1), pos, s.vision_index, n,
-                           "weighted_recent")
+                           "instruction_ramp")
     expected = sum((j + 1) / 15 * vis[1, :, idx[p]] for j, p in enumerate(INSTR))
     np.testing.assert_allclose(a, expected)
+
+
+@pytest.mark.parametrize("m, rule", [(0, "last_token"), (2, "text_tokens_only"), (3, "text_tokens_only"),
+                                     (4, "weighted_recent:4"), (10, "weighted_recent:5"), (11, "attention_weighted")])
+def test_adaptive_by_length_switches_on_the_instruction_length(m, rule):
+    # FinePruner: m = 0 → last token; m ≤ 3 → the instruction; m ≤ 10 → the last min(5, m) positions
+    # ramped 0.5 … 1; longer → the softmax-weighted text rows
+    n_sys = 3
+    n = n_sys + V + m
+    positions = np.setdiff1d(np.arange(n), np.arange(n_sys, n_sys + V))
+    if m == 0:
+        positions = np.append(positions, n - 1)  # the last image token's row
+    rng = np.random.default_rng(m)
+    mass = rng.random(len(positions))
+    image = np.arange(n_sys, n_sys + V)
+    w = sc.query_weights("adaptive_by_length", positions, image, n, row_mass=mass)
+    name, _, window = rule.partition(":")
+    if name == "weighted_recent":
+        expected = np.zeros(len(positions))
+        ramp = np.linspace(0.5, 1.0, int(window))
+        expected[-int(window):] = ramp / ramp.sum()
+    elif name == "attention_weighted":
+        expected = np.exp(mass) / np.exp(mass).sum()
+    else:
+        expected = sc.query_weights(name, positions, image, n, row_mass=mass)
+    np.testing.assert_allclose(w, expected)
+    if m == 11:  # vlmattn's recent_mean reads 3 rows of the instruction with equal weights instead
+        own = sc.query_weights("recent_mean", positions, image, n, row_mass=mass)
+        np.testing.assert_allclose(own[-3:], 1 / 3)
+
+
+def _published_rule(attn, n_sys, n_vis, query, n_heads):
+    """An independent torch transcription of LLaVA-FinePruner-Head's study B on one layer's full
+    attention ``attn [H, N, N]`` (system prompt 0 … n_sys − 1, image n_sys … n_sys + n_vis − 1, then the
+    instruction), with its fixed head selection ``variance``: the token scores ``[V]``."""
+    import torch
+
+    t = torch.as_tensor(attn)
+    img = slice(n_sys, n_sys + n_vis)
+    n = t.shape[1]
+    start = n_sys + n_vis
+    text = torch.cat([torch.arange(n_sys), torch.arange(start, n)])
+    m = n - start
+
+    def recent(window):
+        rows = t[:, max(0, n - window):, img]
+        w = torch.linspace(0.5, 1.0, rows.shape[1], dtype=t.dtype)
+        return (rows * (w / w.sum()).view(1, -1, 1)).sum(1)
+
+    if query == "adaptive_by_length":
+        query = ("last_token" if m == 0 else "text_tokens_only" if m <= 3 else
+                 f"recent:{min(5, m)}" if m <= 10 else "attention_weighted")
+    if query == "last_token":
+        a = t[:, -1, img]
+    elif query == "last_n_tokens":
+        a = t[:, -3:, img].mean(1)
+    elif query == "last_5_tokens":
+        a = t[:, -5:, img].mean(1)
+    elif query == "text_tokens_only":
+        a = t[:, start:, img].mean(1) if m else t[:, -1, img]
+    elif query == "weighted_recent":
+        a = recent(5)
+    elif query.startswith("recent:"):
+        a = recent(int(query.split(":")[1]))
+    elif query == "system_and_text":
+        a = t[:, text, img].mean(1)
+    elif query == "attention_weighted":
+        rows = t[:, text, img]
+        w = torch.softmax(rows.sum(dim=(0, 2)), dim=0)
+        a = (rows * w.view(1, -1, 1)).sum(1)
+    elif query == "max_attention_token":
+        rows = t[:, text, img]
+        a = rows[:, rows.sum(dim=(0, 2)).argmax()]
+    heads = a.var(dim=-1).topk(k=n_heads).indices
+    return a[heads].mean(0).numpy()
+
+
+@pytest.mark.parametrize("m", [2, 5, 14])
+@pytest.mark.parametrize("query", sc.FINEPRUNER_QUERY_STRATEGIES)
+def test_finepruner_query_rules_match_a_transcription_of_the_published_code(query, m):
+    n_sys, n_vis, n_layers, n_heads = 5, 16, 2, 6
+    n = n_sys + n_vis + m
+    rng = np.random.default_rng([m, len(query)])
+    logits = rng.normal(size=(n_layers, n_heads, n, n)) * 2
+    logits[..., n_sys:n_sys + n_vis] += 1.0  # image keys a little more attended, as in a VLM
+    causal = np.tril(np.ones((n, n), bool))
+    logits = np.where(causal, logits, -np.inf)
+    attn = np.exp(logits - logits.max(-1, keepdims=True))
+    attn /= attn.sum(-1, keepdims=True)
+    image = np.arange(n_sys, n_sys + n_vis)
+    ours = sc.attention_scores(attn, np.arange(n), image, image, prune_layer=2, query=query, head="variance",
+                               n_heads=3, top_k=10)
+    theirs = _published_rule(attn[1], n_sys, n_vis, query, n_heads=3)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-14)
+    assert np.array_equal(sc.keep_indices(ours, 5), np.sort(np.argsort(-theirs)[:5]))
 
 
 def test_missing_rows_name_the_prefill_rows_option():
@@ -131,7 +279,7 @@ def test_missing_rows_name_the_prefill_rows_option():
     after = np.isin(s.prefill_positions, INSTR)
     only_after = _prompt_sample(vis[:, :, after], s.prefill_positions[after])
     last = _prompt_sample(vis[:, :, -1:], s.prefill_positions[-1:])
-    kw = dict(prune_layer=1, head="sum", n_heads=1, top_k=1)
+    kw = dict(prune_layer=1, head="all_heads", n_heads=1, top_k=1)
     with pytest.raises(ValueError, match="prefill_rows: all_text"):
         sc.attention_scores(only_after.prefill, only_after.prefill_positions, only_after.vision_index,
                             only_after.vision_index, query="system_and_text", **kw)
@@ -139,6 +287,10 @@ def test_missing_rows_name_the_prefill_rows_option():
         sc.attention_scores(last.prefill, last.prefill_positions, last.vision_index, last.vision_index,
                             query="last_n_tokens", **kw)
     assert offline.available_queries(last) == ["last_token"]
+    # with 2 instruction tokens the last 3 positions include an image token's row
+    short = np.array([0, 1, 2, 7, 8])
+    with pytest.raises(ValueError, match="prefill_rows: all"):
+        sc.query_weights("last_n_tokens", short, np.arange(3, 7), 9, row_mass=np.zeros(5))
     assert "system_and_text" not in offline.available_queries(only_after)
     assert offline.available_queries(s) == list(sc.QUERY_STRATEGIES)
 
@@ -243,3 +395,30 @@ def test_offline_recall_and_retained_mass_on_a_planted_object():
         assert table.loc[(f"random:{d}", 8), "recall"] == np.isin(obj, keep).mean()
     assert offline.scaled_budgets(576).tolist() == [192, 128, 64]
     assert offline.scaled_budgets(16).tolist() == [5, 4, 2]  # 5.33, 3.56, 1.78
+
+
+@pytest.mark.parametrize("n_layers, k, expected", [
+    (32, 2, {192: 166, 128: 98, 64: 30}),   # LLaVA-FinePruner-Head's kept counts for LLaVA-1.5-7B
+    (32, 3, {192: 152, 128: 82, 64: 11}),
+    (40, 2, {192: 172, 128: 104, 64: 37}),  # and for 13B
+    (40, 3, {192: 161, 128: 92, 64: 22}),
+])
+def test_layer_averaged_budgets_reproduce_the_published_kept_counts(n_layers, k, expected):
+    for target, kept in expected.items():
+        got = offline.kept_count(target, 576, convention="layer_averaged", n_layers=n_layers, prune_layer=k)
+        assert got == kept
+        # averaged over the layers, R kept from layer K on is within half a token of the budget
+        assert abs(offline.average_tokens(got, 576, n_layers=n_layers, prune_layer=k) - target) <= 0.5
+        assert offline.kept_count(target, 576, convention="kept", n_layers=n_layers, prune_layer=k) == target
+    counts = offline.model_budgets(576, budgets=[192, 128, 64], keep_ratios=[], convention="layer_averaged",
+                                   n_layers=n_layers, prune_layer=k)
+    assert counts.tolist() == sorted(expected.values(), reverse=True)
+
+
+def test_layer_averaged_budget_below_the_first_layers_share_is_refused():
+    # the toy model: L = 2, K = 1, V = 64 → R = 2T − 64, so T = 21 keeps nothing
+    with pytest.raises(ValueError, match="layer-averaged budget of 21 .* needs at least 33"):
+        offline.kept_count(21, 64, convention="layer_averaged", n_layers=2, prune_layer=1)
+    assert offline.kept_count(33, 64, convention="layer_averaged", n_layers=2, prune_layer=1) == 2
+    with pytest.raises(ValueError, match="unknown budget convention"):
+        offline.kept_count(21, 64, convention="averaged", n_layers=2, prune_layer=1)

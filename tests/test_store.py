@@ -17,6 +17,22 @@ def sample(gqa_checkpoint):
                    meta={"image_id": "two_shapes", "question_id": "count"})
 
 
+def lm_special(sample) -> set[int]:
+    """The special ids of the toy tokenizer: those whose decoded text is one of its special tokens."""
+    from vlmattn.models.toy import SPECIAL_TOKENS, build_tokenizer
+
+    tok = build_tokenizer()
+    return set(tok.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
+
+
+def test_files_without_the_special_marks_read_as_none(sample, tmp_path):
+    path = tmp_path / "s.h5"
+    write_sample(path, sample)
+    with h5py.File(path, "a") as f:
+        del f["tokens/generated_special"]
+    assert read_sample(path).generated_special is None
+
+
 def test_round_trip_float32(sample, tmp_path):
     path = tmp_path / "s.h5"
     write_sample(path, sample, attention_dtype="float32")
@@ -25,6 +41,9 @@ def test_round_trip_float32(sample, tmp_path):
     np.testing.assert_array_equal(back.prefill, sample.prefill)
     assert back.input_tokens == sample.input_tokens
     assert back.generated_tokens == sample.generated_tokens
+    # the capture marks the special generated ids (EOS) and the file keeps the marks
+    assert sample.generated_special.tolist() == [i in lm_special(sample) for i in sample.generated_ids.tolist()]
+    np.testing.assert_array_equal(back.generated_special, sample.generated_special)
     np.testing.assert_array_equal(back.spans, sample.spans)
     np.testing.assert_array_equal(back.token_boxes, sample.token_boxes)
     assert back.attrs["image_id"] == "two_shapes"

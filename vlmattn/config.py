@@ -316,7 +316,8 @@ def pruning_options(cfg: dict) -> dict:
     * ``scores``: :func:`vlmattn.pruning.offline.sample_scores`'s (``prune_layer``, ``head_strategies``,
       ``query_strategies``, ``fixed_query``, ``fixed_head``, ``n_heads``, ``top_k``, ``seed``,
       ``n_draws``, ``encoder_layer``);
-    * ``budgets``: ``{"budgets": [...], "keep_ratios": [...]}`` (:func:`vlmattn.pruning.offline.model_budgets`);
+    * ``budgets``: ``{"budgets": [...], "keep_ratios": [...], "convention"}``
+      (:func:`vlmattn.pruning.offline.model_budgets`, given the model's layers and ``prune_layer``);
     * ``offline``: ``{"step"}``; ``online``: ``{"n_items", "seed", "chunks", "max_new_tokens", "modes",
       "positions"}``; ``statistics``: ``{"confidence", "alpha"}``.
 
@@ -330,7 +331,8 @@ def pruning_options(cfg: dict) -> dict:
                        "fixed_head": pc["fixed_head"], "n_heads": pc["n_heads"], "top_k": pc["top_k"],
                        "seed": pc["random"]["seed"], "n_draws": pc["random"]["draws"],
                        "encoder_layer": pc["encoder_layer"]},
-            "budgets": {"budgets": list(pc["budgets"]), "keep_ratios": list(pc["keep_ratios"])},
+            "budgets": {"budgets": list(pc["budgets"]), "keep_ratios": list(pc["keep_ratios"]),
+                        "convention": pc["budget_convention"]},
             "offline": {"step": pc["offline"]["step"]}, "online": online,
             "statistics": dict(pc["statistics"]), "learned": learned_options(pc)}
 

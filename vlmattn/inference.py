@@ -340,6 +340,18 @@ def capture_batch(
     return samples
 
 
+def generated_token_fields(tokenizer, ids: np.ndarray) -> dict:
+    """The :class:`AttentionSample` fields of the generated ids ``ids [T]`` (int): ``generated_ids [T]``
+    int64, ``generated_tokens`` (each id decoded on its own, special tokens kept as their text) and
+    ``generated_special [T]`` bool (the id is one of the tokenizer's ``all_special_ids``)."""
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    return {
+        "generated_ids": ids,
+        "generated_tokens": tokenizer.batch_decode([[i] for i in ids.tolist()]),
+        "generated_special": np.isin(ids, np.asarray(tokenizer.all_special_ids, np.int64)),
+    }
+
+
 def _sample(lm: LoadedModel, ids: torch.Tensor, gen: torch.Tensor, layout, image: Image.Image, *, question: str,
             decode: torch.Tensor, prefill: torch.Tensor, stored: np.ndarray, layers: np.ndarray, vision, rollout,
             meta: dict | None, settings: dict) -> AttentionSample:
@@ -365,8 +377,7 @@ def _sample(lm: LoadedModel, ids: torch.Tensor, gen: torch.Tensor, layout, image
     return AttentionSample(
         input_ids=ids.numpy(),
         input_tokens=tok.batch_decode([[i] for i in ids.tolist()]),
-        generated_ids=gen.numpy(),
-        generated_tokens=tok.batch_decode([[i] for i in gen.tolist()]),
+        **generated_token_fields(tok, gen.numpy()),
         spans=layout.spans,
         grid=layout.grids,
         token_boxes=layout.token_boxes,

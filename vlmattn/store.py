@@ -9,6 +9,7 @@ Layout (documented field by field in ``docs/hdf5-schema.md``)::
     /tokens/input_tokens    [N]      str        their token strings
     /tokens/generated_ids   [T]      int64
     /tokens/generated_tokens[T]      str
+    /tokens/generated_special[T]     bool       (optional) the generated id is a special token of the tokenizer
     /vision/spans           [I, 2]   int64      (start, end) of each image's grid tokens in the prompt
     /vision/grid            [I, 2]   int64      (rows, cols) per image, tokens row-major
     /vision/token_boxes     [V, 4]   float32    pixel box of each vision token in the original image
@@ -99,6 +100,9 @@ class AttentionSample:
     ``rollout_decode [T, N + T − 1]`` and ``rollout_prefill [R, N]`` (float32) are None unless the
     language-model rollout was extracted (``extraction.llm_rollout``).
 
+    ``generated_special [T]`` (bool) marks the generated ids that are special tokens of the tokenizer
+    (``all_special_ids``); None, for files written before the dataset existed, marks none.
+
     ``prefill [L', H, R, N]`` holds the rows at the decoder layers ``prefill_layers [L']`` (int64,
     ascending; :func:`prefill_at` picks one). None, for a sample built without it, means every layer:
     ``arange(L)`` (what :func:`read_sample` returns for files written before the dataset existed).
@@ -132,6 +136,7 @@ class AttentionSample:
     prefill_layers: np.ndarray | None = None
     compact_vision: np.ndarray | None = None
     compact_segments: np.ndarray | None = None
+    generated_special: np.ndarray | None = None
 
     def __post_init__(self):
         if self.cls_positions is None:
@@ -288,6 +293,8 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
             t.create_dataset("input_tokens", data=np.array(s.input_tokens, dtype=object), dtype=_STR, track_times=False)
             t.create_dataset("generated_ids", data=s.generated_ids.astype(np.int64), track_times=False)
             t.create_dataset("generated_tokens", data=np.array(s.generated_tokens, dtype=object), dtype=_STR, track_times=False)
+            if s.generated_special is not None:
+                t.create_dataset("generated_special", data=np.asarray(s.generated_special, bool), track_times=False)
             v = f.create_group("vision")
             v.create_dataset("spans", data=s.spans.astype(np.int64), track_times=False)
             v.create_dataset("grid", data=s.grid.astype(np.int64), track_times=False)
@@ -450,6 +457,8 @@ def _read(f, path: Path) -> AttentionSample:
         input_tokens=_strs(f["tokens/input_tokens"]),
         generated_ids=f["tokens/generated_ids"][()],
         generated_tokens=_strs(f["tokens/generated_tokens"]),
+        generated_special=(f["tokens/generated_special"][()].astype(bool) if "tokens/generated_special" in f
+                           else None),
         spans=f["vision/spans"][()].reshape(-1, 2),
         grid=f["vision/grid"][()].reshape(-1, 2),
         token_boxes=f["vision/token_boxes"][()],

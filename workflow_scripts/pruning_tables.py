@@ -2,4 +2,6 @@ from vlmattn import jobs
 from vlmattn.pruning import jobs as pruning
 
 jobs.log_to(snakemake.log[0])
-pruning.online_tables(list(snakemake.input.chunks), snakemake.params.statistics, list(snakemake.output))
+pruning.online_tables(
+    list(snakemake.input.chunks), snakemake.params.statistics, snakemake.params.convention, list(snakemake.output)
+)

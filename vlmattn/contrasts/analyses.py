@@ -70,11 +70,11 @@ def _summary_options(statistics: dict) -> dict:
     return {**{k: statistics[k] for k in ("confidence", "n_resamples", "seed", "method")}, "alternative": "greater"}
 
 
-def _step(step_pool: str) -> int:
-    """Decode step of a rollout map: ``first`` → 0 (the answer's step), ``last`` → −1."""
+def _step(step_pool: str) -> int | None:
+    """Decode step of a rollout map: ``first`` → None (each sample's answer step t*), ``last`` → −1."""
     if step_pool == "mean":
         raise ValueError("the rollout contrast takes one decode step: step_pooling first or last, not mean")
-    return 0 if step_pool == "first" else -1
+    return None if step_pool == "first" else -1
 
 
 def run(analysis: str, files_a: Sequence[str], files_b: Sequence[str], options: dict) -> dict[str, pd.DataFrame]:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from ..metrics.common import QUADRANTS, find_sinks, pool_step_maps, vision_attention
+from ..metrics.common import QUADRANTS, find_sinks, pool_step_maps, sample_answer_step, vision_attention
 from ..store import AttentionSample
 
 STEP_POOLS = ("first", "last", "mean")
@@ -79,10 +79,13 @@ def pooled_maps(sample: AttentionSample, *, step_pool: str, renormalize: bool, m
                 keep: np.ndarray | None = None) -> np.ndarray:
     """``p [L, H, V]`` (float64): the step-pooled map of every (layer, head); NaN where undefined.
 
-    ``keep [V]`` zeroes the other vision tokens before renormalising (None: keep all)."""
+    ``first`` is the answer's row t* (:func:`vlmattn.metrics.common.sample_answer_step`), as in the
+    metric tables; ``keep [V]`` zeroes the other vision tokens before renormalising (None: keep all)."""
     if step_pool not in STEP_POOLS:
         raise ValueError(f"step_pool must be one of {', '.join(STEP_POOLS)}; got {step_pool!r}")
     p, _ = vision_attention(sample, renormalize, min_vision_share, keep)
+    if step_pool == "first":
+        return p[sample_answer_step(sample)]
     return pool_step_maps(p, step_pool, renormalize)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..metrics.common import box_mask
+from ..metrics.common import box_mask, sample_answer_step
 from ..rollout import full_rollout_map, llm_rollout_map, seed_rollout_map
 from ..store import AttentionSample
 from .maps import pair_roi, paired, roi_box
@@ -36,8 +36,11 @@ COLUMNS = ["form", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "
            "significant", "rank"]
 
 
-def rollout_map(sample: AttentionSample, form: str, *, step: int, source: str) -> np.ndarray:
-    """``[V]``: the map of ``form`` (:data:`FORMS`) of decode step ``step`` with encoder ``source``."""
+def rollout_map(sample: AttentionSample, form: str, *, step: int | None, source: str) -> np.ndarray:
+    """``[V]``: the map of ``form`` (:data:`FORMS`) of decode step ``step`` with encoder ``source``;
+    ``step=None`` is the sample's answer step t* (:func:`vlmattn.metrics.common.sample_answer_step`)."""
+    if step is None:
+        step = sample_answer_step(sample)
     if form == "seed":
         return seed_rollout_map(sample, step, source)
     if form == "llm":
@@ -47,7 +50,7 @@ def rollout_map(sample: AttentionSample, form: str, *, step: int, source: str) -
     raise ValueError(f"form must be one of {', '.join(FORMS)}; got {form!r}")
 
 
-def rollout_roi_mass(sample: AttentionSample, roi, *, step: int, source: str,
+def rollout_roi_mass(sample: AttentionSample, roi, *, step: int | None, source: str,
                      forms: Sequence[str] = FORMS) -> np.ndarray:
     """``m [F]``: ROI mass of each form's map (NaN where the map is undefined).
 
@@ -74,7 +77,8 @@ def rollout_contrast(samples_a: Iterable[AttentionSample], samples_b: Iterable[A
         pair, :func:`vlmattn.contrasts.maps.paired`)
     roi : quadrant name, box ``[x0, y0, x1, y1]`` in image fractions, or ``"object"`` (per pair,
         :func:`vlmattn.contrasts.maps.pair_roi`)
-    step : decode step of the maps (0 = the row predicting the answer's first token; negative from the end)
+    step : decode step of the maps (negative from the end; None: each sample's answer step t*, the row of
+        the first generated token that carries text, :func:`vlmattn.metrics.common.answer_step`)
     source : ``"cls"`` or ``"received"``, the encoder rollout row (:func:`vlmattn.rollout.encoder_token_importance`)
     confidence, n_resamples, seed, alpha, method, alternative
         Of :func:`vlmattn.contrasts.stats.contrast_table`.

@@ -3,13 +3,35 @@
 Notation: T decode steps, L layers, H heads, V vision tokens, K = H + len(head_pooling) head labels.
 ``a[t, l, h, v]`` is the raw attention of decode row t on vision token v; ``share = Σ_v a`` is the raw
 share of the row landing on vision tokens; ``p = a / share`` (renormalised, the default) or ``p = a``
-(raw). A map is **undefined** when its row puts (almost) nothing on the kept vision tokens,
-``share < min_vision_share`` (or ``share = 0``): its ``p`` is all NaN and every figure computed from
-it is NaN (``vision_share`` itself is still reported). Pooled maps (over heads, steps or layers) are
-nan-aware: the mean / max of the defined members, renormalised to Σ_v = 1 (with ``renormalize``); a
-pooled map with no defined member is NaN. The vision tokens are those of ``/vision/spans``, each
-with a pixel box; a CLS token fed to the LLM (``/vision/cls_positions``, LLaVA's ``"full"``
-strategy) has none and is not among them.
+(raw). The vision tokens are those of ``/vision/spans``, each with a pixel box; a CLS token fed to
+the LLM (``/vision/cls_positions``, LLaVA's ``"full"`` strategy) has none and is not among them.
+
+Undefined maps. A map is **undefined** when its row puts (almost) nothing on the kept vision tokens,
+``share < min_vision_share`` (or ``share = 0``): its ``p`` is all NaN. The rule for every metric
+table: a column computed from the map is NaN (missing for integer columns) on the rows of an
+undefined map; a column that does not depend on the map stays filled. Those are the ids, what
+describes the tokens, region or box a row is about (``n_vision``, ``region``, ``region_kind``,
+``n_tokens`` and ``area_share`` in spatial, ``object``, ``label``, ``box_area``, ``size_class``,
+``n_box_tokens`` and ``box_token_share`` in grounding, ``level`` in geometry, ``token`` in dynamics),
+and the raw shares of the row (``vision_share``, layer_profile's ``*_share``).
+
+Pooling. Pooled maps (over heads, steps or layers) are nan-aware: the mean / max of the defined
+members, renormalised to Σ_v = 1 (with ``renormalize``); a pooled map with no defined member is NaN.
+A pooled ``vision_share`` pools the raw shares of **all** members, undefined ones included (mean /
+max over the H heads, mean over the T steps): the share is defined for every row, and leaving out
+the rows that look away from the image would raise it, so the mean-pooled share stays the vision
+share of the head-mean (step-mean) row, ``Σ_v mean_h a[h, v] = mean_h share[h]``.
+
+Sinks excluded. The s sink tokens are zeroed before renormalising, so the map is a distribution over
+the N = V − s kept tokens (``View.keep``); figures that depend on the number of tokens (the
+normalised entropy H / log N, Gini, peak / mean, concentration's ``n_vision``) count those N tokens,
+not the V tokens with zeros at the sinks.
+
+The answer's step. ``step_pooling: first`` takes decode row t* = :func:`answer_step`: the first
+generated token that carries text (not a special token, and its decoded text holds a letter or a
+digit), so a leading space, punctuation or special token (Llama's ``"▁"`` before a digit, a
+``"<|box_start|>"``) is passed over; t* = 0 when no token carries text. The rows' ``step`` column
+gives t*.
 
 Options every metric block shares (see ``vlmattn/schemas/config.schema.yaml``, the one source of
 their defaults; the functions here read them as ``cfg[key]``):
@@ -17,8 +39,8 @@ their defaults; the functions here read them as ``cfg[key]``):
 * ``min_vision_share`` below this raw vision share a (step, layer, head) map is undefined (NaN);
 * ``renormalize``   renormalise each row over the kept vision tokens (default) or keep raw weights;
 * ``head_pooling``  pooled head maps appended to the H individual heads: ``mean`` or ``max``;
-* ``step_pooling``  ``first`` (row of the step that produces the first answer token), ``last`` (row
-  of the final step), ``mean`` (mean over steps) or ``each`` (every step, labelled by its index);
+* ``step_pooling``  ``first`` (row t* of the answer's first text token, :func:`answer_step`), ``last``
+  (row of the final step), ``mean`` (mean over steps) or ``each`` (every step, labelled by its index);
 * ``exclude_sinks`` ``false`` / ``true`` / ``both``: rows computed with all vision tokens
   (``sinks = included``) and/or with sink tokens (:func:`find_sinks`) zeroed before renormalising
   (``sinks = excluded``).
@@ -31,7 +53,7 @@ centre, so small objects are never empty.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +128,8 @@ def pool_maps(p: np.ndarray, how: str, axis: int, renormalize: bool) -> np.ndarr
 
 def pool_steps(x: np.ndarray, how: str) -> np.ndarray:
     """Pool axis 0 (steps) of per-row values (shares; maps: :func:`pool_step_maps`): ``first`` → x[0];
-    ``last`` → x[T-1]; ``mean`` → mean over t."""
+    ``last`` → x[T-1]; ``mean`` → mean over all t (undefined rows included, see the module docstring).
+    :func:`views` takes the answer's row t* (:func:`answer_step`) for ``first`` instead of x[0]."""
     if how == "first":
         return x[0]
     if how == "last":
@@ -117,15 +140,46 @@ def pool_steps(x: np.ndarray, how: str) -> np.ndarray:
 
 
 def pool_step_maps(p: np.ndarray, how: str, renormalize: bool) -> np.ndarray:
-    """Pool axis 0 (steps) of maps ``p [T, ..., V]`` with :func:`pool_maps` (``first``, ``last``, ``mean``)."""
+    """Pool axis 0 (steps) of maps ``p [T, ..., V]`` with :func:`pool_maps` (``first`` → p[0], ``last``,
+    ``mean``); :func:`views` takes the answer's row t* (:func:`answer_step`) for ``first``."""
     if how not in ("first", "last", "mean"):
         raise ValueError(f"unknown step pooling {how!r} (known: {STEP_POOLS})")
     return pool_maps(p, how, 0, renormalize)
 
 
 def select_steps(x: np.ndarray, step_pool: str, step: int | None) -> np.ndarray:
-    """Axis 0 of per-row values ``x`` as a view selects it: ``each`` → ``x[step]``, else :func:`pool_steps`."""
-    return x[step] if step_pool == "each" else pool_steps(x, step_pool)
+    """Axis 0 of per-row values ``x`` as a :class:`View` selects it: ``x[step]`` for a view of one row
+    (``first``, ``last``, ``each``), else (``mean``) :func:`pool_steps`."""
+    return pool_steps(x, step_pool) if step is None else x[step]
+
+
+def carries_text(tokens: Sequence[str], special: np.ndarray | None) -> np.ndarray:
+    """``[T]`` (bool): generated token t carries text: it is not special (``special [T]`` bool, None:
+    none is) and its decoded text ``tokens[t]`` holds a letter or a digit (``str.isalnum`` of some
+    character). Whitespace, punctuation and special tokens do not."""
+    text = np.array([any(ch.isalnum() for ch in tok) for tok in tokens], bool)
+    return text if special is None else text & ~np.asarray(special, bool)[: len(text)]
+
+
+def answer_step(tokens: Sequence[str], special: np.ndarray | None) -> int:
+    """t* = the first t with :func:`carries_text`, the decode row ``step_pooling: first`` takes; 0 when
+    no generated token carries text."""
+    hit = np.flatnonzero(carries_text(tokens, special))
+    return int(hit[0]) if len(hit) else 0
+
+
+def sample_answer_step(sample: AttentionSample) -> int:
+    """:func:`answer_step` of the sample's ``generated_tokens`` / ``generated_special``, within its T
+    decode rows."""
+    n = sample.n_steps
+    special = None if sample.generated_special is None else np.asarray(sample.generated_special)[:n]
+    return answer_step(list(sample.generated_tokens)[:n], special)
+
+
+def measured(p: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """The tokens a map is a distribution over: ``p [..., V]`` → ``p[..., keep]`` (``[..., N]``, N =
+    Σ keep; ``keep [V]`` bool, None: all V tokens)."""
+    return p if keep is None else p[..., np.asarray(keep, bool)]
 
 
 def pool_heads(p: np.ndarray, how: str, renormalize: bool) -> np.ndarray:
@@ -202,8 +256,9 @@ def sink_variants(sample: AttentionSample, cfg: dict) -> list[tuple[str, np.ndar
 class View:
     """One pooled slice: ``p [L, K, V]`` for K head labels, with matching ``share [L, K]``.
 
-    ``step`` is the decode step of an ``each`` or ``last`` view (None for ``mean``); ``sinks`` is
-    ``included`` or ``excluded``.
+    ``step`` is the decode row of a ``first`` (t*, :func:`answer_step`), ``last`` or ``each`` view
+    (None for ``mean``); ``sinks`` is ``included`` or ``excluded``; ``keep [V]`` (bool) the tokens the
+    maps are over (the non-sinks; None: all V).
     """
 
     step_pool: str
@@ -212,6 +267,7 @@ class View:
     share: np.ndarray
     step: int | None = None
     sinks: str = "included"
+    keep: np.ndarray | None = None
 
     def index(self) -> dict:
         """Id columns ``step_pool, step, sinks, layer, head`` of the L·K rows (layer-major)."""
@@ -229,7 +285,8 @@ def views(sample: AttentionSample, cfg: dict,
           variants: list[tuple[str, np.ndarray | None]] | None = None) -> Iterator[View]:
     """Per sink variant, per step pooling in ``cfg['step_pooling']`` (each step for ``each``): every
     head, then each head pooling in ``cfg['head_pooling']`` (steps are pooled before heads; both
-    nan-aware, see :func:`pool_maps`). ``variants``: :func:`sink_variants` when the caller has them."""
+    nan-aware, see :func:`pool_maps`). ``first`` is row t* (:func:`sample_answer_step`), ``last`` row
+    T − 1. ``variants``: :func:`sink_variants` when the caller has them."""
     renorm = cfg["renormalize"]
     for label, keep in variants if variants is not None else sink_variants(sample, cfg):
         p, share = vision_attention(sample, renorm, cfg["min_vision_share"], keep)
@@ -237,21 +294,28 @@ def views(sample: AttentionSample, cfg: dict,
             if sp == "each":
                 for t in range(p.shape[0]):
                     pk, sk, heads = with_pooled_heads(p[t], share[t], cfg)
-                    yield View(sp, heads, pk, sk, step=t, sinks=label)
-            else:
+                    yield View(sp, heads, pk, sk, step=t, sinks=label, keep=keep)
+            elif sp == "mean":
                 pk, sk, heads = with_pooled_heads(pool_step_maps(p, sp, renorm), pool_steps(share, sp), cfg)
-                step = {"first": 0, "last": p.shape[0] - 1}.get(sp)
-                yield View(sp, heads, pk, sk, step=step, sinks=label)
+                yield View(sp, heads, pk, sk, step=None, sinks=label, keep=keep)
+            elif sp in ("first", "last"):
+                t = sample_answer_step(sample) if sp == "first" else p.shape[0] - 1
+                pk, sk, heads = with_pooled_heads(p[t], share[t], cfg)
+                yield View(sp, heads, pk, sk, step=t, sinks=label, keep=keep)
+            else:
+                raise ValueError(f"unknown step pooling {sp!r} (known: {STEP_POOLS})")
 
 
 @dataclass
 class Steps:
-    """Every decode step, heads pooled: ``p [T, L, K, V]``, ``share [T, L, K]``."""
+    """Every decode step, heads pooled: ``p [T, L, K, V]``, ``share [T, L, K]``; ``keep [V]`` as in
+    :class:`View`."""
 
     sinks: str
     heads: list[str]
     p: np.ndarray
     share: np.ndarray
+    keep: np.ndarray | None = None
 
 
 def step_views(sample: AttentionSample, cfg: dict) -> Iterator[Steps]:
@@ -259,7 +323,7 @@ def step_views(sample: AttentionSample, cfg: dict) -> Iterator[Steps]:
     for label, keep in sink_variants(sample, cfg):
         p, share = vision_attention(sample, cfg["renormalize"], cfg["min_vision_share"], keep)
         pk, sk, heads = with_pooled_heads(p, share, cfg)
-        yield Steps(label, heads, pk, sk)
+        yield Steps(label, heads, pk, sk, keep=keep)
 
 
 # ------------------------------------------------------------------------------------------ regions

@@ -1,18 +1,27 @@
 """Concentration of attention over the vision tokens (one row per step pooling × layer × head).
 
-For a vector ``p [..., N]`` (renormalised to Σp = 1 by default):
+For a map ``p [..., N]`` over the N measured vision tokens (renormalised to Σp = 1 by default):
 
+* ``n_vision``      N: all V vision tokens, or the V − s kept ones with sinks excluded
 * ``entropy``       H = −Σ pᵢ log pᵢ (nats, 0·log 0 = 0)
-* ``norm_entropy``  H / log N
+* ``norm_entropy``  H / log N (NaN for N = 1)
 * ``gini``          G = Σᵢ (2i − N − 1)·p₍ᵢ₎ / (N Σp), p₍ᵢ₎ sorted ascending, i = 1..N
 * ``effective_span`` fewest tokens whose largest weights reach ``span_threshold``·Σp
-* ``peak_to_mean``  max p / mean p
-* ``vision_share``  raw Σ of the row's attention on vision tokens (before renormalisation)
+* ``peak_to_mean``  max p / mean p = N · max p / Σp
+* ``vision_share``  raw Σ of the row's attention on the (kept) vision tokens (before renormalisation)
+
+With sinks excluded (``sinks = excluded``) the map is renormalised over the V − s non-sink tokens
+(:mod:`.common`), so every figure is that of the distribution actually measured: N = V − s, and
+a map uniform over the kept tokens has ``norm_entropy`` 1, Gini 0 and peak / mean 1 (the zeroed
+sinks are not counted as tokens without attention). A pooled head's ``vision_share`` is the mean /
+max over all H heads, undefined ones included, while its map pools the defined heads only (see
+:mod:`.common`).
 
 Closed forms: uniform → H = log N, G = 0, span = ⌈0.9N⌉; one-hot → H = 0, G = (N−1)/N, span = 1.
 An undefined map (vision share below ``min_vision_share``, see :mod:`.common`) is all NaN and gives
-NaN in every column but ``vision_share``; pooled maps are renormalised, so H is the Shannon entropy
-of a distribution (``scipy.stats.entropy`` of the same map).
+NaN in every column but ``n_vision`` and ``vision_share`` (the rule of :mod:`.common`); pooled maps
+are renormalised, so H is the Shannon entropy of a distribution (``scipy.stats.entropy`` of the same
+map).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import defined, int_column, views
+from .common import defined, int_column, measured, views
 
 COLUMNS = ["entropy", "norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]
 PLOTS = ["concentration_by_layer"]
@@ -34,6 +43,12 @@ def entropy(p: np.ndarray) -> np.ndarray:
     from scipy.special import entr
 
     return entr(p).sum(-1)
+
+
+def norm_entropy(h: np.ndarray, n: int) -> np.ndarray:
+    """H / log N for entropies ``h [...]`` of maps over ``n`` tokens; NaN for n < 2 (log 1 = 0)."""
+    h = np.asarray(h, np.float64)
+    return h / np.log(n) if n > 1 else np.full(h.shape, np.nan)
 
 
 def gini(p: np.ndarray) -> np.ndarray:
@@ -56,6 +71,7 @@ def effective_span(p: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def peak_to_mean(p: np.ndarray) -> np.ndarray:
+    """N · max p / Σp over the last axis (N = its length; 1 = uniform, N = one-hot)."""
     total = p.sum(-1)
     return p.max(-1) * p.shape[-1] / np.where(total > 0, total, 1.0)
 
@@ -64,18 +80,19 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     """Tidy rows ``step_pool, step, sinks, layer, head, n_vision`` + :data:`COLUMNS` for one sample."""
     frames = []
     for v in views(sample, cfg):
-        n = v.p.shape[-1]
-        h = entropy(v.p)
+        p = measured(v.p, v.keep)  # [L, K, N]: the kept tokens only
+        n = p.shape[-1]
+        h = entropy(p)
         frames.append(
             pd.DataFrame(
                 {
                     **v.index(),
                     "n_vision": n,
                     "entropy": h.ravel(),
-                    "norm_entropy": (h / np.log(n)).ravel(),
-                    "gini": gini(v.p).ravel(),
-                    "effective_span": int_column(effective_span(v.p, cfg["span_threshold"]), defined(v.p)),
-                    "peak_to_mean": peak_to_mean(v.p).ravel(),
+                    "norm_entropy": norm_entropy(h, n).ravel(),
+                    "gini": gini(p).ravel(),
+                    "effective_span": int_column(effective_span(p, cfg["span_threshold"]), defined(p)),
+                    "peak_to_mean": peak_to_mean(p).ravel(),
                     "vision_share": v.share.ravel(),
                 }
             )

@@ -2,7 +2,8 @@
 
 Decode row t is the query that predicts generated token t (``token``). For its map ``p [V]``:
 
-* ``entropy``       H = −Σ pᵥ log pᵥ (nats); ``norm_entropy`` H / log V
+* ``entropy``       H = −Σ pᵥ log pᵥ (nats); ``norm_entropy`` H / log N, N the measured tokens (V, or
+  the V − s non-sinks with sinks excluded, as in :mod:`.concentration`; NaN for N = 1)
 * ``peak``          max_v pᵥ
 * ``vision_share``  raw Σ of the row's attention on the (kept) vision tokens
 * ``mass_<region>`` Σ_{v∈R} pᵥ for each quadrant, each ROI of ``regions``, and ``mass_objects`` for
@@ -21,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from . import plotting
-from .common import box_mask, object_boxes, regions, step_views
-from .concentration import entropy
+from .common import box_mask, measured, object_boxes, regions, step_views
+from .concentration import entropy, norm_entropy
 
 COLUMNS = ["token", "entropy", "norm_entropy", "peak", "vision_share"]
 PLOTS = ["dynamics_tokens"]
@@ -44,8 +45,9 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     """Rows ``step_pool, step, sinks, layer, head`` (every step) with :data:`COLUMNS` + ``mass_*``."""
     frames = []
     for s in step_views(sample, cfg):
-        n_steps, n_layers, n_heads, n = s.p.shape
-        h = entropy(s.p)
+        n_steps, n_layers, n_heads, _ = s.p.shape
+        h = entropy(measured(s.p, s.keep))
+        n = measured(s.p, s.keep).shape[-1]
         masses = mass_columns(sample, cfg, s.p)
         frames.append(
             pd.DataFrame(
@@ -57,7 +59,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                     "head": np.tile(s.heads, n_steps * n_layers),
                     "token": np.repeat(np.asarray(sample.generated_tokens[:n_steps], dtype=object), n_layers * n_heads),
                     "entropy": h.ravel(),
-                    "norm_entropy": (h / np.log(n)).ravel() if n > 1 else np.zeros(h.size),
+                    "norm_entropy": norm_entropy(h, n).ravel(),
                     "peak": s.p.max(-1).ravel(),
                     "vision_share": s.share.ravel(),
                     **{k: m.ravel() for k, m in masses.items()},

@@ -11,7 +11,9 @@ mask, see :func:`common.regions`: the whole image, the four quadrants, the ROIs 
 * ``var_x/var_y`` σ²_R = Σ_{v∈R} pᵥ (xᵥ − x̄_R)² / m_R
 
 The ``image`` region gives the centre of mass and variance of the whole map. Moments are NaN where
-m_R = 0, lift where a_R = 0; every column of an undefined (NaN) map is NaN (see :mod:`.common`). Closed forms: uniform p on an n×n grid → com (½, ½),
+m_R = 0, lift where a_R = 0; every column computed from an undefined (NaN) map is NaN, while
+``region``, ``region_kind``, ``n_tokens`` and ``area_share``, which describe the region, stay filled
+(see :mod:`.common`). Closed forms: uniform p on an n×n grid → com (½, ½),
 σ² = (1 − 1/n²)/12, quadrant mass ¼, lift 1; one-hot p → com = the token's centre, σ² = 0.
 """
 

@@ -23,13 +23,15 @@ answer, qtype, boxes``):
 
 Rows (one per item × scorer × budget, plus one ``study == "unpruned"`` row per item):
 
-    item, qtype, corner, mode, study, scorer, layer, budget, n_vision, n_tokens, kept, recall, answer,
+    item, qtype, corner, mode, study, scorer, layer, budget, n_vision, n_tokens, kept, average_tokens, recall, answer,
     expected, correct, agrees_with_unpruned, prefill_s, decode_s, peak_memory_bytes, flops_fraction, reused
 
 ``mode`` ∈ ``modes`` (``drop``: the other tokens leave the sequence and the KV cache; ``mask``: they stay,
 unattended from the layer on), ``none`` for the unpruned row;
 ``study`` ∈ {``study_a``, ``study_b``, ``published``, ``baseline``, ``unpruned``}; ``budget`` k = the number
-of vision tokens kept (V for the unpruned row), ``kept`` = k / V; ``recall`` = |kept ∩ objects| / |objects|
+of vision tokens kept (V for the unpruned row), ``kept`` = k / V, ``average_tokens`` = the vision tokens per
+decoder layer averaged over the L layers, (ℓ·V + (L − ℓ)·k) / L for ``layer`` ℓ
+(:func:`vlmattn.pruning.offline.average_tokens`, the count in-LLM methods report); ``recall`` = |kept ∩ objects| / |objects|
 (:func:`vlmattn.pruning.offline.object_recall`; objects = tokens under the item's boxes; NaN without an
 object); ``answer`` = the normalised first word of the generated text (:func:`vlmattn.jobs.normalise_answer`),
 ``correct`` = ``answer == expected``, ``agrees_with_unpruned`` = ``answer`` equals the unpruned row's;
@@ -63,7 +65,7 @@ STUDIES = ("study_a", "study_b", "published", "baseline", "unpruned")
 #: published signals pruned before the language model (layer 0)
 ENCODER_SIGNALS = ("fastervlm", "visionzip_dominant")
 COLUMNS = ["item", "qtype", "corner", "mode", "study", "scorer", "layer", "budget", "n_vision", "n_tokens", "kept",
-           "recall", "answer", "expected", "correct", "agrees_with_unpruned", "prefill_s", "decode_s",
+           "average_tokens", "recall", "answer", "expected", "correct", "agrees_with_unpruned", "prefill_s", "decode_s",
            "peak_memory_bytes", "flops_fraction", "reused"]
 
 
@@ -111,7 +113,7 @@ def _unpruned_row(head: dict, layer: int, n_vis: int, n_tok: int, objects: np.nd
                   prefill_s: float, decode_s: float, peak: int) -> dict:
     """The ``study == "unpruned"`` row of one item (every vision token kept)."""
     return {**head, "mode": "none", "study": "unpruned", "scorer": "unpruned", "layer": layer, "budget": n_vis,
-            "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0, "recall": 1.0 if objects.any() else np.nan,
+            "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0, "average_tokens": float(n_vis), "recall": 1.0 if objects.any() else np.nan,
             "answer": answer, "expected": expected, "correct": answer == expected, "agrees_with_unpruned": True,
             "prefill_s": prefill_s, "decode_s": decode_s, "peak_memory_bytes": peak, "flops_fraction": 1.0,
             "reused": False}
@@ -202,6 +204,7 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
                         kept_fraction(n_tok, n_tok - (n_vis - k), prune_layer=layer, **size))
                     rows.append({**head, "mode": mode, "study": scorer_study(name), "scorer": name, "layer": layer,
                                  "budget": k, "n_vision": n_vis, "n_tokens": n_tok, "kept": k / n_vis,
+                                 "average_tokens": offline.average_tokens(k, n_vis, n_layers=n_layers, prune_layer=layer),
                                  "recall": offline.object_recall(keep, objects), "answer": ans, "expected": expected,
                                  "correct": ans == expected, "agrees_with_unpruned": ans == plain,
                                  "prefill_s": pre_s, "decode_s": dec_s, "peak_memory_bytes": peak,
@@ -255,6 +258,8 @@ def evaluate_learned(lm: LoadedModel, pruners: dict, items: Sequence, *, budgets
                 ans = normalise_answer(res.generated_text)
                 rows.append({**head, "mode": "drop", "study": LEARNED_STUDY, "scorer": f"learned:{name}",
                              "layer": layer, "budget": k, "n_vision": n_vis, "n_tokens": n_tok, "kept": k / n_vis,
+                             "average_tokens": offline.average_tokens(k, n_vis, n_layers=size["n_layers"],
+                                                                      prune_layer=layer),
                              "recall": offline.object_recall(keep, objects), "answer": ans, "expected": expected,
                              "correct": ans == expected, "agrees_with_unpruned": ans == plain,
                              "prefill_s": res.prefill_seconds, "decode_s": res.decode_seconds,

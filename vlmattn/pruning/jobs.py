@@ -33,6 +33,19 @@ def check_prune_layer(prune_layer: int, n_layers: int, model: str) -> None:
                          f"layers of model {model!r}")
 
 
+def model_budgets(n_vision: int, options: dict, n_layers: int, model: str) -> np.ndarray:
+    """The kept counts of :func:`.offline.model_budgets` for a model with ``n_vision`` vision tokens and
+    ``n_layers`` decoder layers; InputError naming ``pruning.budget_convention`` when a budget keeps nothing."""
+    from . import offline
+
+    try:
+        return offline.model_budgets(n_vision, **options["budgets"], n_layers=n_layers,
+                                     prune_layer=options["scores"]["prune_layer"])
+    except ValueError as e:
+        raise InputError(f"config pruning.budget_convention: {options['budgets']['convention']} on model "
+                         f"{model!r}: {e}") from e
+
+
 @one_line_errors()
 def offline_shard(index: str, options: dict, out: str) -> None:
     """Per sample of the shard ``index`` (rows in index order), the offline table of every scorer
@@ -50,7 +63,7 @@ def offline_shard(index: str, options: dict, out: str) -> None:
             scores = offline.sample_scores(sample, **options["scores"])
         except ValueError as e:
             raise InputError(f"pruning offline, sample {row.image}__{row.question} of model {row.model}: {e}") from e
-        budgets = offline.model_budgets(len(sample.vision_index), **options["budgets"])
+        budgets = model_budgets(len(sample.vision_index), options, sample.n_layers, row.model)
         table = offline.offline_table(sample, scores, budgets, prune_layer=options["scores"]["prune_layer"],
                                       step=options["offline"]["step"], pooling=True)
         frames.append(table.assign(model=row.model, image=row.image, question=row.question)
@@ -94,7 +107,8 @@ def _model_and_budgets(model: dict, options: dict, items: list):
                       model["id"])
     ids = model_inputs(lm, items[0].image, items[0].question)["input_ids"][0]
     n_vision = int((ids == lm.model.config.image_token_id).sum())
-    return lm, offline.model_budgets(n_vision, **options["budgets"])
+    return lm, model_budgets(n_vision, options, int(lm.model.config.get_text_config().num_hidden_layers),
+                             model["id"])
 
 
 @one_line_errors()
@@ -136,13 +150,15 @@ def _tables(rows: pd.DataFrame, confidence: float, alpha: float) -> dict[str, pd
 
 
 @one_line_errors()
-def online_tables(inputs: list[str], statistics: dict, outputs: list[str]) -> None:
+def online_tables(inputs: list[str], statistics: dict, convention: str, outputs: list[str]) -> None:
     """The chunks ``inputs`` of every online model → ``outputs``: the ablation tables of study A, study B
     and the published signals (:func:`.stats.ablation_tables`, baselines in each), their ranking
-    (:func:`.stats.rank_table`) and the measured cost (:func:`.stats.speed_table`), ``model`` first."""
+    (:func:`.stats.rank_table`) and the measured cost (:func:`.stats.speed_table`), ``model`` first;
+    every table but the speed table names the ``budget_convention`` its budgets were read under
+    (:func:`.offline.kept_count`)."""
     tables = _tables(_rows(inputs), statistics["confidence"], statistics["alpha"])
     for name, out in zip(ONLINE_TABLES, outputs, strict=True):
-        t = tables[name]
+        t = tables[name] if name == "speed" else tables[name].assign(budget_convention=convention)
         write_table(t[["model", *[c for c in t.columns if c != "model"]]], out)
 
 

@@ -19,12 +19,14 @@ language model):
 
 — the share of the full model's attention on the image that the kept tokens would still receive.
 
-Budgets: ``scaled_budgets`` turns the standard LLaVA-1.5 budgets (192 / 128 / 64 kept of 576) into
-counts for the model's V; ``ratio_budgets`` turns kept fractions into counts.
+Budgets: ``scaled_budgets`` turns the standard LLaVA-1.5 budgets (192 / 128 / 64 of 576) into counts
+for the model's V; ``ratio_budgets`` turns kept fractions into counts; ``kept_count`` reads a count
+as the tokens kept from layer K on (``kept``) or as the layer-averaged count (``layer_averaged``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -50,12 +52,46 @@ def scaled_budgets(n_vision: int, *, budgets: Iterable[int] = LLAVA_BUDGETS,
     return np.clip(np.floor(n_vision * b / reference_tokens + 0.5), 1, n_vision).astype(np.int64)
 
 
-def model_budgets(n_vision: int, *, budgets: Iterable[int], keep_ratios: Iterable[float]) -> np.ndarray:
-    """The kept counts ``[B]`` of one model, largest first, without repeats: :func:`scaled_budgets` of
-    ``budgets`` (counts of LLaVA-1.5's 576) and :func:`ratio_budgets` of ``keep_ratios``, each at least 1."""
-    counts = np.concatenate([scaled_budgets(n_vision, budgets=budgets),
-                             np.maximum(ratio_budgets(n_vision, keep_ratios=keep_ratios), 1)])
-    return np.unique(counts)[::-1].copy()
+def model_budgets(n_vision: int, *, budgets: Iterable[int], keep_ratios: Iterable[float], convention: str,
+                  n_layers: int, prune_layer: int) -> np.ndarray:
+    """The kept counts ``[B]`` of one model, largest first, without repeats: the budgets T of
+    :func:`scaled_budgets` (``budgets``, counts of LLaVA-1.5's 576) and :func:`ratio_budgets`
+    (``keep_ratios``), each at least 1, read under ``convention`` (:func:`kept_count`) for a model of
+    ``n_layers`` decoder layers pruned at ``prune_layer``."""
+    targets = np.concatenate([scaled_budgets(n_vision, budgets=budgets),
+                              np.maximum(ratio_budgets(n_vision, keep_ratios=keep_ratios), 1)])
+    counts = [kept_count(int(t), n_vision, convention=convention, n_layers=n_layers, prune_layer=prune_layer)
+              for t in targets]
+    return np.unique(np.asarray(counts, np.int64))[::-1].copy()
+
+
+BUDGET_CONVENTIONS = ("kept", "layer_averaged")
+
+
+def kept_count(target: int, n_vision: int, *, convention: str, n_layers: int, prune_layer: int) -> int:
+    """The vision tokens R kept from layer K = ``prune_layer`` on for a budget T = ``target``:
+    ``kept``: R = T; ``layer_averaged``: T is the vision-token count averaged over the L = ``n_layers``
+    decoder layers, K layers with all V and L − K with R, so R = round((L·T − K·V) / (L − K)) (half
+    up; LLaVA-FinePruner-Head's 166 / 98 / 30 for 192 / 128 / 64 on LLaVA-1.5-7B, L = 32, K = 2,
+    V = 576). Raises ValueError when that R is below 1 (T < (K·V + (L − K)/2) / L) or K is not in 0 … L − 1."""
+    if convention not in BUDGET_CONVENTIONS:
+        raise ValueError(f"unknown budget convention {convention!r} (known: {', '.join(BUDGET_CONVENTIONS)})")
+    if convention == "kept":
+        return int(target)
+    if not 0 <= prune_layer < n_layers:
+        raise ValueError(f"prune_layer must lie in 0 … {n_layers - 1} (the decoder layers), got {prune_layer}")
+    kept = math.floor((n_layers * target - prune_layer * n_vision) / (n_layers - prune_layer) + 0.5)
+    if kept < 1:
+        raise ValueError(f"a layer-averaged budget of {target} of {n_vision} vision tokens keeps {kept} from layer "
+                         f"{prune_layer} of {n_layers} on: it needs at least "
+                         f"{math.ceil((prune_layer * n_vision + (n_layers - prune_layer) / 2) / n_layers)}")
+    return int(min(kept, n_vision))
+
+
+def average_tokens(kept: int, n_vision: int, *, n_layers: int, prune_layer: int) -> float:
+    """The vision tokens per decoder layer averaged over the L layers when R = ``kept`` are kept from
+    layer K on: (K·V + (L − K)·R) / L — the count in-LLM pruning methods report as their budget."""
+    return (prune_layer * n_vision + (n_layers - prune_layer) * kept) / n_layers
 
 
 def ratio_budgets(n_vision: int, *, keep_ratios: Iterable[float]) -> np.ndarray:
@@ -131,7 +167,7 @@ def available_queries(sample: AttentionSample) -> list[str]:
     for q in sc.QUERY_STRATEGIES:
         try:
             sc.query_weights(q, sample.prefill_positions, image_positions(sample), sample.prefill.shape[-1],
-                             vision_share=np.zeros(len(sample.prefill_positions)))
+                             row_mass=np.zeros(len(sample.prefill_positions)))
         except ValueError:
             continue
         out.append(q)

@@ -14,45 +14,71 @@ missing from layer K on. A score built from the query rows ``w [R]`` (weights, �
 heads ``S`` is
 
     a[h, v]   = Σ_r w_r · prefill[K−1, h, r, vision_index[v]]        image slice of the chosen rows [H, V]
-    score[v]  = Σ_{h ∈ S} a[h, v]   (head strategy ``sum``, S = all heads: FastV up to the factor 1/H)
-    score[v]  = (1/|S|) Σ_{h ∈ S} a[h, v]   (every other head strategy, |S| = ``n_heads``)
+    score[v]  = (1/|S|) Σ_{h ∈ S} a[h, v]   (|S| = ``n_heads``; S = every head for ``all_heads``: FastV)
 
-Query strategies (:func:`query_weights`, the rows ``w`` puts weight on; m instruction positions
-``p_1 < … < p_m``; ``s_r = (1/H) Σ_h Σ_v prefill[K−1, h, r, vision_index[v]]`` the head-mean vision share
-of row r at the scoring layer):
+Query strategies (:func:`query_weights`, the rows ``w`` puts weight on). The prompt's N positions split
+into image positions, the **system** text before the first image and the **instruction** after the last
+image (m positions ``p_1 < … < p_m``); ``text`` = every non-image position. ``M_r = Σ_h Σ_v
+prefill[K−1, h, r, vision_index[v]]`` is row r's image attention summed over heads (``row_mass``).
+The first nine are the query rules of LLaVA-FinePruner-Head (``modeling_llama_fastv_ablation_b.py``),
+with its fall-backs:
 
-* ``last_token``       the last prompt position N − 1, w = 1 (FastV);
-* ``last_n_tokens``    the last 3 text positions, w = 1/3 each;
-* ``last_5_tokens``    the last 5 text positions, w = 1/5 each;
-* ``text_tokens_only`` every instruction position p_1 … p_m, w = 1/m each;
-* ``weighted_recent``  the instruction positions with a linear ramp, w_j = j / Σ_{i=1}^m i (the last the largest);
-* ``system_and_text``  every text position, before the image (system prompt) and after it, equal weights;
-* ``attention_weighted`` the instruction positions weighted by their vision share, w_j = s_j / Σ_i s_i
-  (equal weights when every share is 0);
-* ``max_attention_token`` the one instruction position with the largest s_j (ties: the later position), w = 1;
-* ``adaptive_by_length`` the last ``n = min(5, max(1, ⌈m / 4⌉))`` instruction positions, equal weights: one
-  row for instructions of up to 4 tokens, growing with the instruction to 5 rows from 17 tokens on.
+* ``last_token``          the last prompt position N − 1, w = 1 (FastV);
+* ``last_n_tokens``       the last 3 prompt positions (image positions too when m < 3), w = 1/3 each;
+* ``last_5_tokens``       the last 5 prompt positions, w = 1/5 each;
+* ``text_tokens_only``    the instruction p_1 … p_m, w = 1/m each (m = 0: ``last_token``);
+* ``weighted_recent``     the last n = min(5, N) prompt positions with weights ``linspace(0.5, 1, n)``
+  normalised to sum 1 (n = 5: 0.5, 0.625, 0.75, 0.875, 1 over 3.75; the last the largest);
+* ``system_and_text``     every text position (system and instruction), equal weights (m = 0: the last
+  3 system positions);
+* ``attention_weighted``  every text position, w = softmax_r(M_r) over those rows;
+* ``max_attention_token`` the one text position with the largest M_r (ties: the earlier, as
+  ``torch.argmax``), w = 1;
+* ``adaptive_by_length``  by m: m = 0 → ``last_token``; m ≤ 3 → ``text_tokens_only``; m ≤ 10 →
+  ``weighted_recent`` over the last min(5, m) positions; m > 10 → ``attention_weighted``.
+
+vlmattn's own query rules (earlier readings of those names, kept in the study under their own names):
+
+* ``recent_mean``         the last ``n = min(5, max(1, ⌈m / 4⌉))`` instruction positions, equal weights;
+* ``instruction_ramp``    the instruction with a linear ramp, w_j = j / Σ_{i=1}^m i;
+* ``share_weighted``      the instruction weighted linearly by image attention, w_j = M_j / Σ_i M_i
+  (equal weights when every M_j is 0);
+* ``max_share_instruction`` the one instruction position with the largest M_j (ties: the later), w = 1.
 
 Which rows are stored depends on ``extraction.prefill_rows``: ``last`` holds only N − 1 (enough for
-``last_token``, :func:`fastv`, :func:`pyramiddrop`), ``text_after_image`` the instruction (every strategy
-but ``system_and_text``), ``all_text`` / ``all`` every text row. A strategy whose rows are missing raises
-ValueError naming the option it needs.
+``last_token``, :func:`fastv`, :func:`pyramiddrop`), ``text_after_image`` the instruction, ``all_text``
+every text row (``system_and_text``, ``attention_weighted``, ``max_attention_token`` and, for m > 10,
+``adaptive_by_length`` read the system rows too), ``all`` every row (``last_n_tokens``,
+``last_5_tokens`` and ``weighted_recent`` read image rows when fewer tokens follow the image). A
+strategy whose rows are missing raises ValueError naming the option it needs.
 
-Head strategies (:func:`head_statistic`, on the image slice ``a [H, V]``; ``q[h, v] = a[h, v] / Σ_v a[h, v]``
-the head's image attention renormalised, used where a distribution is needed; the ``n_heads`` heads with
-the highest statistic are selected, the lowest for ``entropy``, ties broken by the lower head index):
+Head strategies (:func:`head_statistic`, on the image slice ``a [H, V]``; the ``n_heads`` heads with the
+highest statistic are selected, the lowest for the entropies, ties broken by the lower head index; the
+token score is the mean of the selected heads' rows). The first nine are LLaVA-FinePruner-Head's
+(``modeling_llama_fastv_ablation_a.py``), including its second softmax ``p[h] = softmax_v(a[h])`` over
+rows that are already softmax outputs (entropy, sparsity, weighted quality, Gini): at V = 576 that
+softmax is nearly uniform, p ≈ (1 + a − ā)/V, so those four rank heads almost as ``variance`` does.
 
-* ``sum``              all heads, summed (no selection);
-* ``variance``         Var_v a[h, v] (population variance, ddof 0);
-* ``entropy``          −Σ_v q log q (0 log 0 = 0; +∞ for a head with no image attention, never chosen);
-* ``max_attention``    max_v a[h, v];
-* ``attention_range``  max_v a[h, v] − min_v a[h, v];
-* ``sparsity``         ‖a[h]‖₂ = (Σ_v a[h, v]²)^½ (at a fixed mass, larger means more concentrated);
-* ``top_k_sum``        the sum of the ``top_k`` largest a[h, v];
-* ``weighted_quality`` (concentration + peak + coverage) / 3 with concentration = 1 − entropy / log V,
-  peak = max_v q[h, v], coverage = Σ_v a[h, v] (the head's share of the row on the image); each term
-  lies in [0, 1] (a head with no image attention scores 0);
-* ``gini_coefficient`` Gini of a[h]: Σ_i Σ_j |a_i − a_j| / (2 V Σ_v a_v) (0 for a uniform or empty head).
+* ``sum``                 Σ_v a[h, v] (FinePruner's base method: the heads with the most image attention);
+* ``variance``            Var_v a[h, v] (unbiased, as ``torch.var``; the same ranking as ddof 0);
+* ``entropy``             −Σ_v p log(p + 1e−8), the lowest;
+* ``max_attention``       max_v a[h, v];
+* ``attention_range``     max_v a[h, v] − min_v a[h, v];
+* ``sparsity``            Σ_v p[h, v]²;
+* ``top_k_sum``           the sum of the ``top_k`` largest a[h, v] (FinePruner: 10);
+* ``weighted_quality``    0.4 · max_v p + 0.4 · Σ_v p² + 0.2 / (#{v: p > 0.01} + 1e−8);
+* ``gini_coefficient``    Σ_i (2i − V − 1) p_(i) / (V Σ_v p) over p sorted ascending.
+
+vlmattn's own head rules (no second softmax; ``q[h] = a[h] / Σ_v a[h, v]`` the head's image attention
+renormalised):
+
+* ``all_heads``           no selection: every head, averaged (FastV's reduction; with ``last_token`` the
+  same kept set as :func:`fastv`);
+* ``renormalised_entropy`` −Σ_v q log q (0 log 0 = 0; +∞ for a head without image attention), the lowest;
+* ``l2_norm``             ‖a[h]‖₂ (at a fixed mass, larger means more concentrated);
+* ``renormalised_gini``   Gini of a[h]: Σ_i Σ_j |a_i − a_j| / (2 V Σ_v a_v) (0 for a uniform or empty head);
+* ``entropy_peak_mass``   (1 − H(q) / log V + max_v q + Σ_v a) / 3, each term in [0, 1] (0 without image
+  attention).
 
 Published signals: :func:`fastv`, :func:`pyramiddrop`, :func:`sparsevlm` (language-model attention),
 :func:`fastervlm`, :func:`visionzip_dominant` (vision-encoder CLS attention); baselines :func:`random_scores`
@@ -62,16 +88,28 @@ and :func:`pooling_scores`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
-HEAD_STRATEGIES = ("sum", "variance", "entropy", "max_attention", "attention_range", "sparsity", "top_k_sum",
-                   "weighted_quality", "gini_coefficient")
-QUERY_STRATEGIES = ("last_token", "last_n_tokens", "last_5_tokens", "text_tokens_only", "weighted_recent",
-                    "system_and_text", "attention_weighted", "max_attention_token", "adaptive_by_length")
-#: the prefill_rows option that stores the rows each query strategy reads
-ROWS_NEEDED = {"last_token": "last", "system_and_text": "all_text"} | {
-    q: "text_after_image" for q in QUERY_STRATEGIES if q not in ("last_token", "system_and_text")}
+#: head strategies of LLaVA-FinePruner-Head (study A), then vlmattn's own
+FINEPRUNER_HEAD_STRATEGIES = ("sum", "variance", "entropy", "max_attention", "attention_range", "sparsity",
+                              "top_k_sum", "weighted_quality", "gini_coefficient")
+OWN_HEAD_STRATEGIES = ("all_heads", "renormalised_entropy", "l2_norm", "renormalised_gini", "entropy_peak_mass")
+HEAD_STRATEGIES = FINEPRUNER_HEAD_STRATEGIES + OWN_HEAD_STRATEGIES
+#: query strategies of LLaVA-FinePruner-Head (study B), then vlmattn's own
+FINEPRUNER_QUERY_STRATEGIES = ("last_token", "last_n_tokens", "last_5_tokens", "text_tokens_only", "weighted_recent",
+                               "system_and_text", "attention_weighted", "max_attention_token", "adaptive_by_length")
+OWN_QUERY_STRATEGIES = ("recent_mean", "instruction_ramp", "share_weighted", "max_share_instruction")
+QUERY_STRATEGIES = FINEPRUNER_QUERY_STRATEGIES + OWN_QUERY_STRATEGIES
+#: the narrowest extraction.prefill_rows mode that stores the rows a query strategy reads on a prompt
+#: whose instruction (the text after the image) has more than 10 tokens
+ROWS_NEEDED = {"last_token": "last", "system_and_text": "all_text", "attention_weighted": "all_text",
+               "max_attention_token": "all_text", "adaptive_by_length": "all_text"} | {
+    q: "text_after_image" for q in QUERY_STRATEGIES
+    if q not in ("last_token", "system_and_text", "attention_weighted", "max_attention_token", "adaptive_by_length")}
+#: the prefill_rows modes from narrowest to widest
+ROW_MODES = ("last", "text_after_image", "all_text", "all")
 
 
 # ------------------------------------------------------------------------------------------ layers
@@ -114,53 +152,102 @@ def text_layout(n_tokens: int, image_positions: np.ndarray) -> tuple[np.ndarray,
     return text, text[text > last_image]
 
 
+def rows_mode(wanted: np.ndarray, n_tokens: int, image_positions: np.ndarray) -> str:
+    """The narrowest ``extraction.prefill_rows`` mode (:data:`ROW_MODES`) that stores the rows of the
+    prompt positions ``wanted``: ``last`` for N − 1 alone, ``text_after_image`` for instruction rows,
+    ``all_text`` for system rows, ``all`` for image rows."""
+    text, instr = text_layout(n_tokens, image_positions)
+    wanted = np.asarray(wanted, np.int64)
+    if np.isin(wanted, text, invert=True).any():
+        return "all"
+    if np.isin(wanted, instr, invert=True).any():
+        return "all_text"
+    return "last" if set(wanted.tolist()) <= {n_tokens - 1} else "text_after_image"
+
+
+def _chosen_rows(strategy: str, n_tokens: int, text: np.ndarray, instr: np.ndarray,
+                 mass: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions [n], weights [n])`` of a query strategy (module docstring); ``mass(p)`` gives M_r of
+    the prompt positions ``p``."""
+    m = len(instr)
+    if strategy == "adaptive_by_length":
+        if m == 0:
+            return _chosen_rows("last_token", n_tokens, text, instr, mass)
+        if m <= 3:
+            return _chosen_rows("text_tokens_only", n_tokens, text, instr, mass)
+        if m <= 10:
+            return _recent(n_tokens, min(5, m))
+        return _chosen_rows("attention_weighted", n_tokens, text, instr, mass)
+    if strategy == "last_token":
+        return np.array([n_tokens - 1]), np.ones(1)
+    if strategy in ("last_n_tokens", "last_5_tokens"):
+        chosen = np.arange(max(0, n_tokens - (3 if strategy == "last_n_tokens" else 5)), n_tokens)
+        return chosen, np.full(len(chosen), 1.0 / len(chosen))
+    if strategy == "text_tokens_only":
+        if m == 0:
+            return _chosen_rows("last_token", n_tokens, text, instr, mass)
+        return instr, np.full(m, 1.0 / m)
+    if strategy == "weighted_recent":
+        return _recent(n_tokens, 5)
+    if strategy == "system_and_text":
+        chosen = text if m else text[-3:]
+        return chosen, np.full(len(chosen), 1.0 / max(len(chosen), 1))
+    if strategy == "attention_weighted":
+        s = mass(text)
+        w = np.exp(s - s.max()) if len(s) else s
+        return text, w / w.sum() if len(s) else w
+    if strategy == "max_attention_token":
+        s = mass(text)
+        return text[int(np.argmax(s)):][:1], np.ones(min(len(text), 1))  # the earlier position on ties
+    if strategy == "recent_mean":
+        chosen = instr[-min(5, max(1, math.ceil(m / 4))):] if m else instr
+        return chosen, np.full(len(chosen), 1.0 / max(len(chosen), 1))
+    if strategy == "instruction_ramp":
+        return instr, np.arange(1, m + 1, dtype=np.float64) / (m * (m + 1) / 2) if m else np.zeros(0)
+    if strategy == "share_weighted":
+        s = mass(instr)
+        return instr, s / s.sum() if s.sum() > 0 else np.full(m, 1.0 / max(m, 1))
+    if strategy == "max_share_instruction":
+        s = mass(instr)
+        j = m - 1 - int(np.argmax(s[::-1])) if m else 0  # the later position on ties
+        return instr[j:j + 1], np.ones(min(m, 1))
+    raise ValueError(f"unknown query strategy {strategy!r} (known: {', '.join(QUERY_STRATEGIES)})")
+
+
+def _recent(n_tokens: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """FinePruner's ``weighted_recent``: the last ``window`` positions, ``linspace(0.5, 1, n)`` normalised."""
+    chosen = np.arange(max(0, n_tokens - window), n_tokens)
+    w = np.linspace(0.5, 1.0, len(chosen))
+    return chosen, w / w.sum()
+
+
 def query_weights(strategy: str, positions: np.ndarray, image_positions: np.ndarray, n_tokens: int, *,
-                  vision_share: np.ndarray | None = None) -> np.ndarray:
+                  row_mass: np.ndarray | None = None) -> np.ndarray:
     """Weights ``w [R]`` (Σ w = 1) over the stored prefill rows for a query strategy (module docstring).
 
-    ``positions [R]``: prompt positions of the stored rows; ``vision_share [R]``: the head-mean share
-    of each row on the vision tokens at the scoring layer, needed by ``attention_weighted`` and
-    ``max_attention_token``. Raises ValueError for an unknown strategy, a prompt without the text the
-    strategy reads, or rows that are not stored (naming the ``extraction.prefill_rows`` mode needed).
+    ``positions [R]``: prompt positions of the stored rows; ``row_mass [R]``: M_r, each row's attention
+    on the vision tokens at the scoring layer summed over heads, needed by ``attention_weighted``,
+    ``max_attention_token``, ``adaptive_by_length``, ``share_weighted`` and ``max_share_instruction``.
+    Raises ValueError for an unknown strategy, a prompt without the text the strategy reads, or rows
+    that are not stored (naming the ``extraction.prefill_rows`` mode needed).
     """
     if strategy not in QUERY_STRATEGIES:
         raise ValueError(f"unknown query strategy {strategy!r} (known: {', '.join(QUERY_STRATEGIES)})")
     text, instr = text_layout(n_tokens, image_positions)
-    option = ROWS_NEEDED[strategy]
-    if strategy == "last_token":
-        chosen, w = np.array([n_tokens - 1]), np.ones(1)
-    elif strategy in ("last_n_tokens", "last_5_tokens"):
-        n = 3 if strategy == "last_n_tokens" else 5
-        chosen = text[-n:]
-        w = np.full(len(chosen), 1.0 / max(len(chosen), 1))
-    elif strategy == "system_and_text":
-        chosen = text
-        w = np.full(len(chosen), 1.0 / max(len(chosen), 1))
-    else:
-        chosen = instr
-        m = len(instr)
-        if strategy == "text_tokens_only":
-            w = np.full(m, 1.0 / max(m, 1))
-        elif strategy == "weighted_recent":
-            w = np.arange(1, m + 1, dtype=np.float64) / (m * (m + 1) / 2) if m else np.zeros(0)
-        elif strategy == "adaptive_by_length":
-            n = min(5, max(1, math.ceil(m / 4)))
-            chosen = instr[-n:]
-            w = np.full(len(chosen), 1.0 / max(len(chosen), 1))
-        else:  # attention_weighted, max_attention_token
-            if vision_share is None:
-                raise ValueError(f"query strategy {strategy!r} needs vision_share (each row's share on the image)")
-            s = np.asarray(vision_share, np.float64)[_rows(positions, instr, f"query strategy {strategy!r}", option)]
-            if strategy == "attention_weighted":
-                w = s / s.sum() if s.sum() > 0 else np.full(m, 1.0 / max(m, 1))
-            else:
-                j = m - 1 - int(np.argmax(s[::-1])) if m else 0  # the later position on ties
-                chosen, w = instr[j:j + 1], np.ones(min(m, 1))
+    what = f"query strategy {strategy!r}"
+
+    def mass(wanted: np.ndarray) -> np.ndarray:
+        if row_mass is None:
+            raise ValueError(f"{what} needs row_mass (each row's attention on the image)")
+        return np.asarray(row_mass, np.float64)[_rows(positions, wanted, what,
+                                                      rows_mode(wanted, n_tokens, image_positions))]
+
+    chosen, w = _chosen_rows(strategy, n_tokens, text, instr, mass)
     if len(chosen) == 0:
-        raise ValueError(f"query strategy {strategy!r} finds no text position to read "
+        raise ValueError(f"{what} finds no text position to read "
                          f"(prompt of {n_tokens} tokens, {len(text)} text, {len(instr)} after the image)")
     out = np.zeros(len(positions))
-    out[_rows(positions, chosen, f"query strategy {strategy!r}", option)] = w
+    out[_rows(positions, chosen, what, rows_mode(chosen, n_tokens, image_positions))] = w
     return out
 
 
@@ -170,8 +257,7 @@ def query_attention(image_rows: np.ndarray, positions: np.ndarray, image_positio
     [H, R, V]`` is the scoring layer's attention of the stored rows on the vision tokens
     (:func:`image_slice`)."""
     image_rows = np.asarray(image_rows, np.float64)
-    share = image_rows.sum(-1).mean(0)  # [R]
-    w = query_weights(strategy, positions, image_positions, n_tokens, vision_share=share)
+    w = query_weights(strategy, positions, image_positions, n_tokens, row_mass=image_rows.sum((0, 2)))
     return np.einsum("r,hrv->hv", w, image_rows)
 
 
@@ -189,74 +275,92 @@ def _entropy(a: np.ndarray) -> np.ndarray:
     return np.where(mass > 0, -(q * logq).sum(-1), np.inf)
 
 
+def second_softmax(a: np.ndarray) -> np.ndarray:
+    """``p [H, V] = softmax_v(a[h])``: FinePruner's softmax over each head's image attention (which is
+    already a slice of softmax outputs)."""
+    e = np.exp(a - a.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def gini(a: np.ndarray) -> np.ndarray:
     """Gini coefficient of each row of ``a [..., V]`` (non-negative): ``Σ_i Σ_j |a_i − a_j| / (2 V Σ a)``,
-    evaluated on the sorted values as ``(2 Σ_i i·a_(i)) / (V Σ a) − (V + 1) / V`` (i = 1 … V ascending);
+    evaluated on the sorted values as ``Σ_i (2i − V − 1) a_(i) / (V Σ a)`` (i = 1 … V ascending);
     0 for a row without mass."""
     a = np.sort(np.asarray(a, np.float64), axis=-1)
     v = a.shape[-1]
     total = a.sum(-1)
-    g = 2 * (a * np.arange(1, v + 1)).sum(-1) / np.where(total > 0, v * total, 1.0) - (v + 1) / v
+    g = ((2 * np.arange(1, v + 1) - v - 1) * a).sum(-1) / np.where(total > 0, v * total, 1.0)
     return np.where(total > 0, g, 0.0)
+
+
+#: head strategies that select the heads with the lowest statistic
+LOWEST_FIRST = ("entropy", "renormalised_entropy")
 
 
 def head_statistic(image_attention: np.ndarray, strategy: str, *, top_k: int) -> np.ndarray:
     """The per-head statistic ``[H]`` a head strategy ranks heads by (module docstring), from the image
-    slice ``image_attention [H, V]``; ``top_k`` is used by ``top_k_sum`` only (capped at V). ``sum``
-    ranks nothing: its statistic is the head's image mass."""
+    slice ``image_attention [H, V]``; ``top_k`` is used by ``top_k_sum`` only (capped at V).
+    ``all_heads`` ranks nothing: its statistic is the head's image mass."""
     a = np.asarray(image_attention, np.float64)
     if a.ndim != 2:
         raise ValueError(f"image_attention must be [H, V], got shape {a.shape}")
-    if strategy == "sum":
+    if strategy in ("sum", "all_heads"):
         return a.sum(-1)
     if strategy == "variance":
-        return a.var(-1)
-    if strategy == "entropy":
-        return _entropy(a)
+        return a.var(-1, ddof=1) if a.shape[-1] > 1 else np.zeros(len(a))
     if strategy == "max_attention":
         return a.max(-1)
     if strategy == "attention_range":
         return a.max(-1) - a.min(-1)
-    if strategy == "sparsity":
-        return np.sqrt((a ** 2).sum(-1))
     if strategy == "top_k_sum":
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         k = min(top_k, a.shape[-1])
         return np.sort(a, axis=-1)[:, -k:].sum(-1)
-    if strategy == "weighted_quality":
+    if strategy in ("entropy", "sparsity", "weighted_quality", "gini_coefficient"):
+        p = second_softmax(a)
+        if strategy == "entropy":
+            return -(p * np.log(p + 1e-8)).sum(-1)
+        if strategy == "sparsity":
+            return (p ** 2).sum(-1)
+        if strategy == "weighted_quality":
+            return 0.4 * p.max(-1) + 0.4 * (p ** 2).sum(-1) + 0.2 / ((p > 0.01).sum(-1) + 1e-8)
+        return gini(p)
+    if strategy == "renormalised_entropy":
+        return _entropy(a)
+    if strategy == "l2_norm":
+        return np.sqrt((a ** 2).sum(-1))
+    if strategy == "renormalised_gini":
+        return gini(a)
+    if strategy == "entropy_peak_mass":
         q, mass = _distribution(a)
         v = a.shape[-1]
         ent = _entropy(a)
         concentration = np.where(mass > 0, 1 - np.divide(ent, np.log(v), out=np.zeros_like(mass),
                                                           where=np.isfinite(ent) & (v > 1)), 0.0)
         return (concentration + q.max(-1) + mass) / 3
-    if strategy == "gini_coefficient":
-        return gini(a)
     raise ValueError(f"unknown head strategy {strategy!r} (known: {', '.join(HEAD_STRATEGIES)})")
 
 
 def select_heads(image_attention: np.ndarray, strategy: str, *, n_heads: int, top_k: int) -> np.ndarray:
-    """Sorted indices ``[n]`` of the heads a strategy selects: every head for ``sum``; otherwise the
-    ``n_heads`` heads with the highest :func:`head_statistic` (the lowest for ``entropy``), ties broken
-    by the lower head index. Raises ValueError unless 1 ≤ n_heads ≤ H."""
+    """Sorted indices ``[n]`` of the heads a strategy selects: every head for ``all_heads``; otherwise
+    the ``n_heads`` heads with the highest :func:`head_statistic` (the lowest for :data:`LOWEST_FIRST`),
+    ties broken by the lower head index. Raises ValueError unless 1 ≤ n_heads ≤ H."""
     a = np.asarray(image_attention, np.float64)
     stat = head_statistic(a, strategy, top_k=top_k)
     n_all = a.shape[0]
-    if strategy == "sum":
+    if strategy == "all_heads":
         return np.arange(n_all)
     if not 1 <= n_heads <= n_all:
         raise ValueError(f"n_heads must lie in 1 … {n_all} (the number of heads), got {n_heads}")
-    key = stat if strategy == "entropy" else -stat
+    key = stat if strategy in LOWEST_FIRST else -stat
     return np.sort(np.argsort(key, kind="stable")[:n_heads])
 
 
 def head_score(image_attention: np.ndarray, strategy: str, *, n_heads: int, top_k: int) -> np.ndarray:
-    """Token score ``[V]`` from the image slice ``[H, V]``: the sum over all heads (``sum``) or the mean
-    over the heads of :func:`select_heads`."""
+    """Token score ``[V]`` from the image slice ``[H, V]``: the mean over the heads of :func:`select_heads`."""
     a = np.asarray(image_attention, np.float64)
-    heads = select_heads(a, strategy, n_heads=n_heads, top_k=top_k)
-    return a.sum(0) if strategy == "sum" else a[heads].mean(0)
+    return a[select_heads(a, strategy, n_heads=n_heads, top_k=top_k)].mean(0)
 
 
 def attention_scores(prefill: np.ndarray, positions: np.ndarray, vision_index: np.ndarray,

@@ -24,7 +24,7 @@ from scipy import stats
 
 from ..contrasts.stats import bh_adjust
 
-TABLE_COLUMNS = ["mode", "study", "scorer", "budget", "kept", "n_items", "n_correct", "accuracy", "ci_low", "ci_high",
+TABLE_COLUMNS = ["mode", "study", "scorer", "budget", "kept", "average_tokens", "n_items", "n_correct", "accuracy", "ci_low", "ci_high",
                  "unpruned_accuracy", "agreement", "n_gained", "n_lost", "p", "p_adj", "significant", "recall",
                  "flops_fraction"]
 #: the studies of :func:`ablation_tables`, each shown beside the baselines (random draws, pooling)
@@ -69,7 +69,7 @@ def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float
     :func:`speed_table`, so that the same rows give the same table on every machine. Sorted by mode, budget (descending), study, accuracy (descending), scorer.
     Raises ValueError when an item lacks its unpruned row or a scorer has two rows for one item, mode
     and budget."""
-    need = {"item", "mode", "study", "scorer", "budget", "kept", "correct", "answer", "recall", "flops_fraction"}
+    need = {"item", "mode", "study", "scorer", "budget", "kept", "average_tokens", "correct", "answer", "recall", "flops_fraction"}
     missing = need - set(rows.columns)
     if missing:
         raise ValueError(f"rows lack the columns {sorted(missing)}")
@@ -90,7 +90,7 @@ def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float
         low, high = wilson_interval(x, n, confidence=confidence)
         gained, lost = int((ok & ~ref_ok).sum()), int((~ok & ref_ok).sum())
         out.append({"mode": mode, "study": study, "scorer": scorer, "budget": int(budget), "kept": float(g["kept"].mean()),
-                    "n_items": n, "n_correct": x, "accuracy": x / n, "ci_low": float(low), "ci_high": float(high),
+                    "average_tokens": float(g["average_tokens"].mean()), "n_items": n, "n_correct": x, "accuracy": x / n, "ci_low": float(low), "ci_high": float(high),
                     "unpruned_accuracy": float(ref_ok.mean()),
                     "agreement": float((g["answer"].to_numpy() == ref["answer"].to_numpy()).mean()),
                     "n_gained": gained, "n_lost": lost, "p": mcnemar_exact(gained, lost),
