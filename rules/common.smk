@@ -146,7 +146,7 @@ from vlmattn.contrasts.analyses import TABLES as CONTRAST_TABLES, analysis_optio
 
 CONTRASTS = list(config["contrasts"])
 CAUSAL = [c for c in CONTRASTS if config["contrasts"][c]["causal"]["enabled"]]
-CAUSAL_TABLES = ("causal", "causal_draws")
+CAUSAL_TABLES = ("causal", "causal_draws", "causal_heads")
 CONTRAST_PLOTS = ("top_heads", "head_heatmap", "encoder_divergence", "overlay")
 
 

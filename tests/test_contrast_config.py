@@ -37,7 +37,8 @@ def test_defaults_and_seed_pair():
     assert contrast_pairs(cfg, "topleft", model="toy_llava") == pairs[:1]
     assert cc["encoder"] == {"sources": ["received", "cls"], "head_pooling": "mean"}
     assert cc["rollout"] == {"source": "cls"}
-    assert cc["causal"] == {"enabled": True, "ks": [1, 3, 5], "n_random": 100, "mode": "zero", "seed": 0}
+    assert cc["causal"] == {"enabled": True, "ks": [1, 3, 5], "n_random": 200, "draw": "ranked", "mode": "zero",
+                            "seed": 0}
     assert load_config(config({}))["contrasts"] == {}
     default = load_config(BASE)
     assert list(default["contrasts"]) == ["triangle_topleft", "corner"]

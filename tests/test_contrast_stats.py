@@ -109,21 +109,59 @@ def test_sign_flip_exact_matches_enumeration():
     np.testing.assert_array_equal(p, S.sign_flip_pvalue(d, n_resamples=999, seed=123))
 
 
-def test_sign_flip_monte_carlo_close_to_exact_and_per_cell():
+def test_sign_flip_is_exact_up_to_twenty_pairs_whatever_n_resamples():
+    rng = np.random.default_rng(10)
+    d = rng.normal(0.4, 1.0, size=(12, 3))  # 2^12 = 4096 > n_resamples = 99: still enumerated
+    d[:, 2] = np.abs(d[:, 2])
+    p = S.sign_flip_pvalue(d, n_resamples=99, seed=0)
+    ref = np.array([_exact_sign_flip(d[:, c])[0] for c in range(3)])
+    np.testing.assert_allclose(p, ref, rtol=0, atol=1e-12)
+    assert p[2] == 2 / 4096 < 1 / 100  # below the Monte-Carlo floor 1 / (n_resamples + 1)
+    assert S.sign_flip_exact(np.array([1, 2, 12, 20, 21]), 99).tolist() == [False, True, True, True, False]
+    assert S.sign_flip_exact(21, 2 ** 21).item()
+
+
+def test_sign_flip_monte_carlo_beyond_twenty_pairs_is_scipys_per_cell():
     rng = np.random.default_rng(9)
-    d = rng.normal(0.3, 1.0, size=(12, 4))  # 2^12 = 4096 > 1999: random sign flips
-    d[3, 1] = np.nan  # cell 1 has its own complete pairs (11), drawn with a fresh generator
+    d = rng.normal(0.3, 1.0, size=(22, 3))  # 22 pairs: random sign flips
+    d[3, 1] = np.nan  # cell 1 has its own complete pairs (21), drawn with a fresh generator
     p = S.sign_flip_pvalue(d, n_resamples=1999, seed=4)
-    for c in range(4):
+    for c in range(3):
         x = d[:, c][~np.isnan(d[:, c])]
-        assert abs(p[c] - _exact_sign_flip(x)[0]) < 0.04
         alone = S.sign_flip_pvalue(x, n_resamples=1999, seed=4)  # the cell alone: same p
         assert alone == p[c]
-        # ... which is scipy's own answer for that cell
+        # ... which is scipy's own Monte-Carlo answer for that cell
         ref = sps.permutation_test((x,), np.mean, permutation_type="samples", n_resamples=1999,
                                    **{RNG_KW: np.random.default_rng(4)}).pvalue
         assert p[c] == pytest.approx(ref, abs=1e-15)
         assert p[c] >= 1 / 2000
+    a = rng.normal(size=(22, 1, 2))
+    table = S.contrast_table(a, np.zeros_like(a), confidence=0.95, n_resamples=99, seed=0, alpha=0.05,
+                             method="percentile")
+    assert not table["p_exact"].any()
+    table = S.contrast_table(a[:14], np.zeros_like(a[:14]), confidence=0.95, n_resamples=99, seed=0, alpha=0.05,
+                             method="percentile")
+    assert table["p_exact"].all()
+
+
+def test_bootstrap_interval_of_a_cell_does_not_depend_on_the_others():
+    """Tied values (distances on a token grid) make BCa sensitive to the rounding of the resample
+    means: a cell's interval must be scipy's for it alone, however many cells share the call."""
+    rng = np.random.default_rng(12)
+    grid = np.array([1.0, np.sqrt(2), 2.0, np.sqrt(5), np.sqrt(8), 3.0])
+    d = rng.choice(grid, size=(16, 40))
+    for method in ("bca", "percentile"):
+        low, high = S.bootstrap_ci(d, confidence=0.95, n_resamples=999, seed=0, method=method)
+        for c in (0, 17, 39):
+            ref = _scipy_ci(d[:, c], 0, method)
+            assert (low[c], high[c]) == ref  # exactly
+            alone = S.bootstrap_ci(d[:, c], confidence=0.95, n_resamples=999, seed=0, method=method)
+            assert (float(alone[0]), float(alone[1])) == ref
+        # adding cells changes nothing
+        more = np.concatenate([d, rng.choice(grid, size=(16, 25))], axis=1)
+        low2, high2 = S.bootstrap_ci(more, confidence=0.95, n_resamples=999, seed=0, method=method)
+        np.testing.assert_array_equal(low2[:40], low)
+        np.testing.assert_array_equal(high2[:40], high)
 
 
 # ----------------------------------------------------------------------------------------- (3) BH
@@ -188,14 +226,12 @@ def test_planted_effect_ranks_first_and_is_the_only_discovery():
     assert (df.ci_low <= df["diff"]).all() and (df["diff"] <= df.ci_high).all()
 
 
-def test_null_calibration():
+@pytest.mark.parametrize("n_pairs", [12, 22])  # exact, Monte Carlo
+def test_null_calibration(n_pairs):
     """No effect: the fraction of p < 0.05 over 400 datasets is not above nominal."""
-    rng = np.random.default_rng(2024)
-    n, hits = 400, 0
-    for i in range(n):
-        d = rng.normal(size=16)
-        hits += S.sign_flip_pvalue(d, n_resamples=199, seed=i) < 0.05
-    assert sps.binomtest(int(hits), n, 0.05, alternative="greater").pvalue > 0.001, hits
+    d = np.random.default_rng(2024).normal(size=(n_pairs, 400))
+    hits = int((S.sign_flip_pvalue(d, n_resamples=199, seed=0) < 0.05).sum())
+    assert sps.binomtest(hits, 400, 0.05, alternative="greater").pvalue > 0.001, hits
 
 
 def test_table_is_deterministic():
@@ -264,5 +300,6 @@ def test_chunking_changes_no_result(monkeypatch):
     a, b = _planted(seed=6, P=12, L=2, H=3)
     a[1, 1, 1] = np.nan
     whole = _table(a, b, n_resamples=499)
-    monkeypatch.setattr(S, "_MAX_ELEMENTS", 1)  # one cell per scipy call
+    monkeypatch.setattr(S, "_MAX_ELEMENTS", 1)  # one resample per batch
+    monkeypatch.setattr(S, "_MAX_NULL", 1)  # one cell per scipy call
     pd.testing.assert_frame_equal(_table(a, b, n_resamples=499), whole, rtol=1e-12)

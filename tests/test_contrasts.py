@@ -257,3 +257,27 @@ def test_object_roi_is_the_box_of_what_a_has_and_b_lacks():
     assert by_object.equals(by_quadrant)
     with pytest.raises(ValueError, match="roi 'object': image .* holds no object that .* lacks"):
         maps.object_box(b[0], b[1])
+
+
+def test_quadrant_bh_runs_over_two_families(tmp_path):
+    """``quadrants.csv`` holds two BH families: the four pooled ``all`` rows, and the per-layer rows."""
+    from vlmattn.contrasts import analyses
+    from vlmattn.contrasts.stats import bh_adjust
+    from vlmattn.store import write_sample
+
+    a, b = planted_pairs()
+    files = {}
+    for name, samples in (("a", a), ("b", b)):
+        files[name] = []
+        for i, s in enumerate(samples):
+            path = tmp_path / f"{name}{i}.h5"
+            write_sample(path, s, attention_dtype="float32")
+            files[name].append(str(path))
+    options = {"maps": MAPS, "head_pool": "mean", "statistics": STATS}
+    t = analyses.run("quadrants", files["a"], files["b"], options)["quadrants"]
+    pooled, per_layer = t[t["layer"].astype(str) == "all"], t[t["layer"].astype(str) != "all"]
+    assert len(pooled) == 4 and len(per_layer) == 8
+    for family in (pooled, per_layer):
+        np.testing.assert_allclose(family["p_adj"], bh_adjust(family["p"].to_numpy()), rtol=1e-12)
+    # one family of twelve would give other adjusted p-values
+    assert not np.allclose(t["p_adj"], bh_adjust(t["p"].to_numpy()), rtol=1e-9)

@@ -78,7 +78,7 @@ def test_contrasts_of_the_default_run(default_run):
     tables = default_run / "results/tables"
     cells = {(c, m) for c in cfg["contrasts"] for m in cfg["models"]}
     for name in ("heads", "quadrants", "divergence", "divergence_summary", "encoder", "encoder_divergence",
-                 "encoder_divergence_summary", "rollout", "causal", "causal_draws"):
+                 "encoder_divergence_summary", "rollout", "causal", "causal_draws", "causal_heads"):
         t = pd.read_csv(tables / f"contrast_{name}.csv")
         assert set(map(tuple, t[["contrast", "model"]].drop_duplicates().values)) == cells, name
     heads = pd.read_csv(tables / "contrast_heads.csv")
@@ -95,7 +95,14 @@ def test_contrasts_of_the_default_run(default_run):
     draws = pd.read_csv(tables / "contrast_causal_draws.csv")
     assert len(draws) == sum(len(cc["causal"]["ks"]) * cc["causal"]["n_random"] * len(cfg["models"])
                              for cc in cfg["contrasts"].values())
-    assert causal["percentile"].between(0, 100).all()
+    assert causal["percentile"].between(0, 100).all() and (causal["draw"] == "ranked").all()
+    # the null draws from the heads the ranking could choose: those with a rank (a defined map)
+    for (c, m), d in draws.groupby(["contrast", "model"]):
+        h = heads[(heads["contrast"] == c) & (heads["model"] == m)]
+        ranked = {f"{r.layer}.{r.head}" for r in h.itertuples() if pd.notna(r.rank)}
+        assert {x for label in d["heads"] for x in label.split(";")} <= ranked, (c, m)
+    singles = pd.read_csv(tables / "contrast_causal_heads.csv")
+    assert len(singles) == sum(max(cc["causal"]["ks"]) * len(cfg["models"]) for cc in cfg["contrasts"].values())
     for c, m in cells:
         for p in ("top_heads", "head_heatmap", "encoder_divergence", "overlay", "causal"):
             assert (default_run / f"results/plots/contrasts/{c}/{m}/{p}.png").stat().st_size > 10_000

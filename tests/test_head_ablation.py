@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from vlmattn.capture import CaptureError, HeadAblation, ablating
-from vlmattn.contrasts.ablation import answer_logprob, answer_token_id, causal_table
+from vlmattn.contrasts.ablation import answer_logprob, answer_token_id, causal_table, percentile, random_sets
 from vlmattn.inference import capture_attention, model_inputs
 
 FAMILIES = ("llava", "qwen2_5_vl")
@@ -246,9 +246,9 @@ def test_causal_table_against_direct_computation(causal_setup):
     total = len(ranked)
     ks = [0, 1, 3, total]
     kw = dict(ks=ks, n_random=6, seed=11, mode="zero")
-    summary, draws = causal_table(lm, items, ranked, **kw)
-    again, draws_again = causal_table(lm, items, ranked, **kw)
-    assert summary.equals(again) and draws.equals(draws_again)
+    summary, draws, singles = causal_table(lm, items, ranked, **kw)
+    again, draws_again, singles_again = causal_table(lm, items, ranked, **kw)
+    assert summary.equals(again) and draws.equals(draws_again) and singles.equals(singles_again)
     assert summary["k"].tolist() == ks and len(draws) == len(ks) * 6
     assert (summary["n_items"] == len(items)).all() and (summary["mode"] == "zero").all()
 
@@ -263,7 +263,9 @@ def test_causal_table_against_direct_computation(causal_setup):
         row = summary[summary["k"] == k].iloc[0]
         d = draws[draws["k"] == k]
         assert d["draw"].tolist() == list(range(6))
-        assert row["percentile"] == 100.0 * np.sum(d["delta_logprob"].to_numpy() <= row["delta_logprob"]) / 6
+        null = d["delta_logprob"].to_numpy()
+        assert row["percentile"] == 100.0 * (np.sum(null < row["delta_logprob"])
+                                             + 0.5 * np.sum(null == row["delta_logprob"])) / 6
         assert row["random_mean"] == pytest.approx(d["delta_logprob"].mean())
         assert row["random_q05"] == pytest.approx(np.quantile(d["delta_logprob"], 0.05))
         assert row["random_q95"] == pytest.approx(np.quantile(d["delta_logprob"], 0.95))
@@ -279,21 +281,31 @@ def test_causal_table_against_direct_computation(causal_setup):
     # no head: exactly 0; every head of every layer: a change, the same for the random sets (all heads)
     none, every = summary.iloc[0], summary.iloc[-1]
     assert none["delta_logprob"] == 0 and (draws[draws["k"] == 0]["delta_logprob"] == 0).all()
-    assert abs(every["delta_logprob"]) > 1e-3 and every["percentile"] == 100
+    assert abs(every["delta_logprob"]) > 1e-3
+    # every draw is the top set itself: all ties, the middle of the null
+    assert every["percentile"] == 50 and none["percentile"] == 50
+    # the single-head effects: the first max(ks) ranked heads, each ablated alone
+    assert singles["rank"].tolist() == list(range(1, total + 1))
+    assert list(zip(singles["layer"], singles["head"], strict=True)) == ranked
+    for r in (0, 5):
+        ablation = HeadAblation.from_pairs([ranked[r]], "zero")
+        want = np.mean([answer_logprob(lm, im, q, t, ablation) for im, q, t in items] - base)
+        assert singles["delta_logprob"].iloc[r] == pytest.approx(want, abs=1e-9)
+    assert singles["delta_logprob"].iloc[0] == summary[summary["k"] == 1]["delta_logprob"].iloc[0]
     assert np.allclose(draws[draws["k"] == total]["delta_logprob"], every["delta_logprob"], atol=1e-12)
 
 
 def test_causal_table_seed_and_mean_mode(causal_setup):
     lm, items, ranked = causal_setup
-    s1, d1 = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=1, mode="mean")
-    s2, d2 = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=2, mode="mean")
+    s1, d1, _ = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=1, mode="mean")
+    s2, d2, _ = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=2, mode="mean")
     assert d1["heads"].tolist() != d2["heads"].tolist()
     assert s1["delta_logprob"].iloc[0] == s2["delta_logprob"].iloc[0]
     ablation = HeadAblation.from_pairs(ranked[:2], "mean")
     im, q, t = items[0]
     want = answer_logprob(lm, im, q, t, ablation) - answer_logprob(lm, im, q, t)
     assert s1["delta_logprob"].iloc[0] == pytest.approx(want, abs=1e-9) and want != 0
-    s0, d0 = causal_table(lm, items[:1], ranked, ks=[1], n_random=0, seed=0, mode="zero")
+    s0, d0, _ = causal_table(lm, items[:1], ranked, ks=[1], n_random=0, seed=0, mode="zero")
     assert d0.empty and np.isnan(s0["percentile"].iloc[0])
 
 
@@ -311,13 +323,112 @@ def test_causal_table_seed_and_mean_mode(causal_setup):
     (dict(items="bad"), "items must be a non-empty"),
     (dict(token=-3), "answer token id of item 0"),
     (dict(seed=1.5), "seed must be an integer"),
+    (dict(draw="uniform"), "draw must be one of ranked, layer_matched, all"),
 ])
 def test_causal_table_bad_arguments(causal_setup, change, message):
     lm, items, ranked = causal_setup
-    kw = dict(ks=[1], n_random=2, seed=0, mode="zero")
+    kw = dict(ks=[1], n_random=2, seed=0, mode="zero", draw="ranked")
     kw.update({k: v for k, v in change.items() if k in kw})
     items = change.get("items", items)
     if "token" in change:
         items = [(items[0][0], items[0][1], change["token"])]
     with pytest.raises(ValueError, match=message):
         causal_table(lm, items, change.get("ranked", ranked), **kw)
+
+
+# ------------------------------------------------------------------------- the null of the check
+def test_random_sets_come_from_the_heads_the_ranking_could_choose():
+    ranked = [(1, 2), (0, 3), (1, 0), (0, 1), (1, 3)]  # heads (0, 0), (0, 2), (1, 1) have no rank
+    sets = random_sets(ranked, [1, 2, 3], n_random=300, draw="ranked", n_layers=2, n_heads=4, seed=0)
+    seen = {h for k in sets for s in sets[k] for h in s}
+    assert seen == set(ranked)
+    assert all(len(s) == len(set(s)) == k for k in sets for s in sets[k])
+    # layer-matched: the top-k's layer multiset, other heads of those layers
+    sets = random_sets(ranked, [1, 2, 3], n_random=300, draw="layer_matched", n_layers=2, n_heads=4, seed=0)
+    for k in (1, 2, 3):
+        want = sorted(layer for layer, _ in ranked[:k])
+        assert all(sorted(layer for layer, _ in s) == want for s in sets[k])
+    assert {h for s in sets[1] for h in s} == {(1, 2), (1, 0), (1, 3)}
+    # all heads: the unranked ones too
+    sets = random_sets(ranked, [1], n_random=300, draw="all", n_layers=2, n_heads=4, seed=0)
+    assert {h for s in sets[1] for h in s} == {(layer, head) for layer in range(2) for head in range(4)}
+
+
+def test_percentile_counts_ties_half():
+    assert percentile(-1.0, np.array([-2.0, -1.0, 0.0, 0.0])) == 100 * (1 + 0.5) / 4
+    assert np.isnan(percentile(0.0, np.array([])))
+
+
+def _planted(lm, carrier: tuple[int, int] | None):
+    """A copy of ``lm`` whose attention output is head ``carrier``'s alone (the ``o_proj`` input
+    columns of every other head zeroed in every layer); None: every head of a layer a copy of head 0
+    (its query, key and value rows and ``o_proj`` columns), so no head of a layer is special."""
+    planted = copy.copy(lm)
+    planted.model = copy.deepcopy(lm.model)
+    n_layers, n_heads, dim = sizes(planted)
+    with torch.no_grad():
+        for layer, block in enumerate(layers(planted)):
+            attn = block.self_attn
+            for head in range(n_heads):
+                cols = slice(head * dim, (head + 1) * dim)
+                if carrier is None:
+                    attn.o_proj.weight[:, cols] = attn.o_proj.weight[:, :dim]
+                    for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+                        if cols.stop <= proj.weight.shape[0]:  # k, v: the key/value heads
+                            proj.weight[cols] = proj.weight[:dim]
+                            if proj.bias is not None:
+                                proj.bias[cols] = proj.bias[:dim]
+                elif (layer, head) != carrier:
+                    attn.o_proj.weight[:, cols] = 0
+    return planted
+
+
+def _answer_it_carries(lm, carrier, image) -> int:
+    """The token whose log-probability falls most when ``carrier`` is ablated: the answer it carries."""
+    inputs = model_inputs(lm, image, QUESTION)
+    base = torch.log_softmax(logits(lm.model, inputs)[-1].double(), -1)
+    with ablating(HeadAblation.from_pairs([carrier], "zero")):
+        cut = torch.log_softmax(logits(lm.model, inputs)[-1].double(), -1)
+    return int(torch.argmin(cut - base))
+
+
+@pytest.fixture(scope="module")
+def many_heads(tmp_path_factory):
+    """A tiny LLaVA with 2 × 16 query heads: a null of one head in 32 hits the carrier in ~3 % of draws."""
+    from vlmattn.inference import load_model
+    from vlmattn.models import toy
+
+    spec = toy.ToySpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, vision_heads=2,
+                       text_hidden=64, text_layers=2, text_heads=16, text_kv_heads=4)
+    out = tmp_path_factory.mktemp("many_heads")
+    toy.save(*toy.build_toy(spec), out)
+    return load_model("many_heads", "llava", str(out))
+
+
+def test_a_planted_head_is_found_and_a_null_model_is_not(many_heads):
+    lm = many_heads
+    n_layers, n_heads, _ = sizes(lm)
+    carrier = (1, 5)
+    planted = _planted(lm, carrier)
+    images = [scene(x, c) for x, c in [(5, (200, 40, 40)), (20, (40, 200, 40))]]
+    token = _answer_it_carries(planted, carrier, images[0])
+    items = [(im, QUESTION, token) for im in images]
+    others = [(layer, head) for layer in range(n_layers) for head in range(n_heads) if (layer, head) != carrier]
+    summary, draws, singles = causal_table(planted, items, [carrier] + others, ks=[1], n_random=200, seed=0,
+                                           mode="zero", draw="ranked")
+    row = summary.iloc[0]
+    assert row["delta_logprob"] < -1e-3
+    # every other head's output is already 0: ablating it changes nothing
+    assert (singles["delta_logprob"].iloc[1:] == 0).all() if len(singles) > 1 else True
+    assert row["percentile"] < 5  # beyond the null's 5th percentile: the ranked top head is the carrier
+    assert (draws["delta_logprob"] < row["delta_logprob"]).sum() == 0
+
+    # the null model: the heads of a layer are copies, so the top head is any head of its layer
+    null = _planted(lm, None)
+    token = int(torch.argmax(logits(null.model, model_inputs(null, images[0], QUESTION))[-1]))
+    items = [(im, QUESTION, token) for im in images]
+    ranked = [(0, h) for h in range(n_heads)]  # one layer's heads: every draw is a copy of the top head
+    summary, draws, _ = causal_table(null, items, ranked, ks=[1], n_random=200, seed=0, mode="zero",
+                                     draw="layer_matched")
+    np.testing.assert_allclose(draws["delta_logprob"], summary["delta_logprob"].iloc[0], atol=1e-9)
+    assert 5 <= summary["percentile"].iloc[0] <= 95

@@ -460,7 +460,8 @@ def causal(model: dict, items: list[dict], heads_table: str, options: dict, labe
            threads: int = 1) -> None:
     """The causal check of one contrast and model (:func:`vlmattn.contrasts.ablation.causal_table`):
     ``items`` (``image``, ``question``, ``answer``) are the A images; the heads are ranked by the
-    ``rank`` column of the contrast's ``heads_table``. Writes the summary and the draws to ``outputs``."""
+    ``rank`` column of the contrast's ``heads_table`` (heads with undefined maps have none). Writes the
+    summary, the draws and the single-head effects to ``outputs``."""
     import torch
 
     from .contrasts.ablation import answer_token_id, causal_table
@@ -472,9 +473,9 @@ def causal(model: dict, items: list[dict], heads_table: str, options: dict, labe
     lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
                     model.get("device", "cpu"))
     work = [(open_image(it["image"]), it["question"], answer_token_id(lm, it["answer"])) for it in items]
-    summary, draws = causal_table(lm, work, ranked, ks=options["ks"], n_random=options["n_random"],
-                                  seed=options["seed"], mode=options["mode"])
-    for df, out in zip((summary, draws), outputs, strict=True):
+    tables = causal_table(lm, work, ranked, ks=options["ks"], n_random=options["n_random"], seed=options["seed"],
+                          mode=options["mode"], draw=options["draw"])
+    for df, out in zip(tables, outputs, strict=True):
         write_table(_labelled(df, labels), out)
 
 

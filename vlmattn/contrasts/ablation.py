@@ -14,12 +14,29 @@ over the prompt positions); ``logp_∅`` is the unablated model. Over ``I`` item
     Δ(S) = (1/I) Σ_i [logp_S(i) − logp_∅(i)]          (< 0: ablating S lowers the answer's probability)
 
 For each ``k`` of ``ks``: ``Δ_top(k) = Δ(first k ranked heads)`` and ``Δ_r(k)``, ``r = 1 … R``, for
-``R = n_random`` sets of ``k`` heads, each drawn uniformly without replacement from all ``L·H`` heads
-(one ``numpy.random.default_rng(seed)``; sets drawn for the ``ks`` in their order, draw by draw). Then
+``R = n_random`` random sets of ``k`` heads drawn from the heads the ranking could have chosen (one
+``numpy.random.default_rng(seed)``; sets drawn for the ``ks`` in their order, draw by draw), by
+``draw``:
 
-    percentile(k) = 100 · #{r : Δ_r(k) ≤ Δ_top(k)} / R
+* ``ranked`` (default): ``k`` of the ranked heads, uniformly without replacement. The ranking leaves
+  out the heads whose maps are undefined (no attention on the image), so they are not in the null
+  either: a head that looks away from the image can matter to the answer through the text, and a
+  null that holds it measures that, not whether the ranking found the image heads;
+* ``layer_matched``: as many ranked heads of each layer as the top-k set has there (its layer
+  multiset), uniformly without replacement within each layer: the null of "the same layers, other
+  heads";
+* ``all``: ``k`` of all ``L·H`` heads (the null of a ranking over every head).
 
-is small when the top heads hurt the answer more than random sets of the same size.
+Then, ties counted half (mid-rank, so a draw equal to the top set, as the top head itself is for
+``k = 1``, does not count as beaten),
+
+    percentile(k) = 100 · (#{r : Δ_r(k) < Δ_top(k)} + ½ #{r : Δ_r(k) = Δ_top(k)}) / R
+
+is small when the top heads hurt the answer more than random sets of the same size: below 5, the
+top set's effect lies beyond the null's 5th percentile. Its resolution is 100 / R points, so R of
+100 or more (the schema's default) is needed for that reading. Beside the sets, ``Δ({h})`` of each of
+the first ``max(ks)`` ranked heads alone (the single-head effects) says whether the effect of a set
+comes from one head.
 """
 
 from __future__ import annotations
@@ -36,8 +53,54 @@ from ..inference import LoadedModel, model_inputs
 from ..progress import progress
 
 SUMMARY_COLUMNS = ["k", "heads", "delta_logprob", "random_mean", "random_q05", "random_q95", "percentile",
-                   "n_items", "mode"]
+                   "n_random", "draw", "n_items", "mode"]
 DRAW_COLUMNS = ["k", "draw", "heads", "delta_logprob"]
+SINGLE_COLUMNS = ["rank", "layer", "head", "delta_logprob", "n_items", "mode"]
+#: How the random head sets are drawn (see the module docstring).
+DRAWS = ("ranked", "layer_matched", "all")
+
+
+def random_sets(ranked: Sequence[tuple[int, int]], ks: Sequence[int], *, n_random: int, draw: str,
+                n_layers: int, n_heads: int, seed: int) -> dict[int, list[list[tuple[int, int]]]]:
+    """``{k: [set_1, …, set_R]}``: ``R = n_random`` random sets of ``k`` heads per ``k`` of ``ks``, each a
+    sorted list of distinct ``(layer, head)``, drawn by ``draw`` (:data:`DRAWS`) from ``ranked`` (the
+    ranked heads, best first) or all ``n_layers · n_heads`` heads, with one
+    ``numpy.random.default_rng(seed)`` (the ks in their order, draw by draw)."""
+    if draw not in DRAWS:
+        raise ValueError(f"draw must be one of {', '.join(DRAWS)}; got {draw!r}")
+    rng = np.random.default_rng(seed)
+    ranked = [tuple(h) for h in ranked]
+    by_layer: dict[int, list[tuple[int, int]]] = {}
+    for h in ranked:
+        by_layer.setdefault(h[0], []).append(h)
+    pool_all = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    out = {}
+    for k in ks:
+        sets = []
+        for _ in range(n_random):
+            if draw == "ranked":
+                chosen = [ranked[i] for i in rng.choice(len(ranked), size=k, replace=False)]
+            elif draw == "all":
+                chosen = [pool_all[i] for i in rng.choice(len(pool_all), size=k, replace=False)]
+            else:
+                counts: dict[int, int] = {}
+                for layer, _head in ranked[:k]:
+                    counts[layer] = counts.get(layer, 0) + 1
+                chosen = []
+                for layer in sorted(counts):
+                    pool = sorted(by_layer[layer])
+                    chosen += [pool[i] for i in rng.choice(len(pool), size=counts[layer], replace=False)]
+            sets.append(sorted(chosen))
+        out[k] = sets
+    return out
+
+
+def percentile(top: float, null: np.ndarray) -> float:
+    """``100 · (#{null < top} + ½ #{null = top}) / R`` for the ``R`` values ``null [R]`` (NaN for R = 0)."""
+    null = np.asarray(null, np.float64)
+    if null.size == 0:
+        return float("nan")
+    return 100.0 * (np.count_nonzero(null < top) + 0.5 * np.count_nonzero(null == top)) / null.size
 
 
 def answer_token_id(lm: LoadedModel, answer: str) -> int:
@@ -94,7 +157,7 @@ def _label(heads: Sequence[tuple[int, int]]) -> str:
 
 
 def causal_table(lm: LoadedModel, items: Sequence, ranked_heads: Sequence, *, ks: Sequence[int], n_random: int,
-                 seed: int, mode: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 seed: int, mode: str, draw: str = "ranked") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Δ log-prob of the answer when the top-k ranked heads are ablated, against random k-head sets.
 
     Parameters
@@ -112,16 +175,22 @@ def causal_table(lm: LoadedModel, items: Sequence, ranked_heads: Sequence, *, ks
         Seed of the random sets.
     mode : "zero" or "mean"
         Ablation mode (:class:`vlmattn.capture.HeadAblation`).
+    draw : "ranked", "layer_matched" or "all"
+        Where the random sets come from (:func:`random_sets`, the module docstring).
 
     Returns
     -------
     summary : pandas.DataFrame
         One row per k (columns :data:`SUMMARY_COLUMNS`): ``heads`` the top-k set as ``"l.h;l.h"`` (rank
         order), ``delta_logprob`` = Δ_top(k), ``random_mean``, ``random_q05``, ``random_q95`` (numpy's
-        linear quantiles) of the Δ_r(k), ``percentile`` (see the module docstring), ``n_items``, ``mode``.
+        linear quantiles) of the Δ_r(k), ``percentile`` (:func:`percentile`), ``n_random`` R, ``draw``,
+        ``n_items``, ``mode``.
     draws : pandas.DataFrame
         ``len(ks)·n_random`` rows (columns :data:`DRAW_COLUMNS`): k, draw r (0-based), the random set
         (sorted ``"l.h;l.h"``) and its Δ_r(k).
+    singles : pandas.DataFrame
+        One row per head of the first ``max(ks)`` ranked heads (columns :data:`SINGLE_COLUMNS`): its rank
+        (1-based), layer, head and Δ({head}), that head ablated alone.
     """
     cfg = lm.model.config.get_text_config()
     n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
@@ -152,11 +221,10 @@ def causal_table(lm: LoadedModel, items: Sequence, ranked_heads: Sequence, *, ks
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ValueError(f"seed must be an integer, got {seed!r}")
 
-    rng = np.random.default_rng(seed)
-    random_sets = {k: [sorted(divmod(int(i), n_heads) for i in rng.choice(total, size=k, replace=False))
-                       for _ in range(n_random)] for k in ks}
+    sets = random_sets(ranked, ks, n_random=n_random, draw=draw, n_layers=n_layers, n_heads=n_heads, seed=seed)
     n_items = len(items)
-    bar = progress(total=n_items * (1 + len(ks) * (1 + n_random)), desc="head ablation", unit="forward")
+    n_single = max(ks)
+    bar = progress(total=n_items * (1 + len(ks) * (1 + n_random) + n_single), desc="head ablation", unit="forward")
     try:
         inputs = [model_inputs(lm, image, question) for image, question, _ in items]
         tokens = [int(t) for _, _, t in items]
@@ -178,18 +246,21 @@ def causal_table(lm: LoadedModel, items: Sequence, ranked_heads: Sequence, *, ks
         for k in ks:
             top = ranked[:k]
             d_top = delta(top)
-            d_rand = np.array([delta(s) for s in random_sets[k]])
+            d_rand = np.array([delta(s) for s in sets[k]])
             draws += [{"k": k, "draw": r, "heads": _label(s), "delta_logprob": d}
-                      for r, (s, d) in enumerate(zip(random_sets[k], d_rand))]
+                      for r, (s, d) in enumerate(zip(sets[k], d_rand, strict=True))]
             has = len(d_rand) > 0
             rows.append({
                 "k": k, "heads": _label(top), "delta_logprob": d_top,
                 "random_mean": float(d_rand.mean()) if has else np.nan,
                 "random_q05": float(np.quantile(d_rand, 0.05)) if has else np.nan,
                 "random_q95": float(np.quantile(d_rand, 0.95)) if has else np.nan,
-                "percentile": 100.0 * np.count_nonzero(d_rand <= d_top) / len(d_rand) if has else np.nan,
-                "n_items": n_items, "mode": mode,
+                "percentile": percentile(d_top, d_rand),
+                "n_random": n_random, "draw": draw, "n_items": n_items, "mode": mode,
             })
+        singles = [{"rank": r + 1, "layer": layer, "head": head, "delta_logprob": delta([(layer, head)]),
+                    "n_items": n_items, "mode": mode} for r, (layer, head) in enumerate(ranked[:n_single])]
     finally:
         bar.close()
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS), pd.DataFrame(draws, columns=DRAW_COLUMNS)
+    return (pd.DataFrame(rows, columns=SUMMARY_COLUMNS), pd.DataFrame(draws, columns=DRAW_COLUMNS),
+            pd.DataFrame(singles, columns=SINGLE_COLUMNS))

@@ -29,7 +29,7 @@ from ..store import AttentionSample
 from .maps import pair_roi, paired, pooled_maps, roi_box, sink_keep
 from .stats import contrast_table
 
-COLUMNS = ["layer", "head", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_adj",
+COLUMNS = ["layer", "head", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_exact", "p_adj",
            "effect_size", "significant", "rank"]
 
 

@@ -27,7 +27,7 @@ from ..store import AttentionSample
 from .maps import paired, pooled_maps, sink_keep
 from .stats import contrast_table
 
-COLUMNS = ["layer", "quadrant", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_adj",
+COLUMNS = ["layer", "quadrant", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_exact", "p_adj",
            "effect_size", "significant", "rank"]
 QUADRANT_NAMES = tuple(QUADRANTS)
 

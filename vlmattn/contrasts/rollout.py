@@ -32,7 +32,7 @@ from .maps import pair_roi, paired, roi_box
 from .stats import contrast_table
 
 FORMS = ("seed", "llm", "llm_x_encoder")
-COLUMNS = ["form", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_adj", "effect_size",
+COLUMNS = ["form", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_exact", "p_adj", "effect_size",
            "significant", "rank"]
 
 

@@ -17,15 +17,18 @@ statistic of a cell uses the complete pairs of that cell only (the others are dr
 number n of pairs used may differ between cells). Means (``mean_a``, ``mean_b``, ``diff``) need n ≥ 1;
 the interval, the p-value and the effect size need n ≥ 2, otherwise they are NaN.
 
-**Resampling and seeds.** :func:`bootstrap_ci` and :func:`sign_flip_pvalue` call scipy
-(:func:`scipy.stats.bootstrap`, :func:`scipy.stats.permutation_test`) vectorised over cells, with a
-fresh ``numpy.random.default_rng(seed)`` for every call. scipy draws one set of resamples (bootstrap
-indices, sign flips) per call and applies it to every cell of the call, so the result of a cell
-depends on its own complete pairs, ``n_resamples`` and ``seed`` only, never on the other cells or on
-how the cells are split into calls: it is what scipy returns for that cell alone with
-``rng=numpy.random.default_rng(seed)`` (up to floating-point rounding in the last digits). Cells therefore share their resamples (common random
-numbers). Cells are processed in chunks of at most ``_MAX_ELEMENTS`` resampled values per call; the
-chunk size bounds memory and does not change any result.
+**Resampling and seeds.** :func:`bootstrap_ci` calls :func:`scipy.stats.bootstrap` once per cell,
+:func:`sign_flip_pvalue` calls :func:`scipy.stats.permutation_test` vectorised over the cells with the
+same complete pairs; every call gets a fresh ``numpy.random.default_rng(seed)``, so cells with the
+same number of complete pairs share their resamples (common random numbers). A cell's interval is
+exactly what scipy returns for that cell alone with ``rng=numpy.random.default_rng(seed)``, whatever
+the other cells: the bootstrap is not vectorised over cells because with tied values (distances on a
+token grid repeat: 2, √5, ...) the rounding of a batched mean decides which resample means equal the
+observed one, and BCa's bias correction with it. The sign-flip test compares with scipy's relative
+tolerance of 100 machine epsilons, which rounding in the last digits does not cross; it runs in
+chunks of at most ``_MAX_ELEMENTS`` resampled values per call, which bound memory and change no
+result. With at most :data:`EXACT_MAX_PAIRS` complete pairs the test enumerates all 2^n sign vectors
+(an exact p, whatever ``n_resamples``); :func:`sign_flip_exact` says which cells are exact.
 
 Nothing here has a hidden default: the number of resamples, the seed, the confidence level, the
 interval method and the significance level are arguments (keyword-only), set by the caller's config.
@@ -41,13 +44,17 @@ import pandas as pd
 import scipy
 from scipy import stats
 
-COLUMNS = ["layer", "head", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_adj",
+COLUMNS = ["layer", "head", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_exact", "p_adj",
            "effect_size", "significant", "rank"]
+#: Up to this many complete pairs the sign-flip test enumerates all 2^n sign vectors (2^20 ≈ 10^6).
+EXACT_MAX_PAIRS = 20
 CI_METHODS = ("percentile", "basic", "bca")
 ALTERNATIVES = ("two-sided", "greater", "less")
 
-# resampled values (resamples × pairs × cells) per scipy call; bounds memory, changes no result
+# resampled values (resamples × pairs × cells) per batch of a scipy call, and null-distribution values
+# (resamples × cells) per call; they bound memory and change no result
 _MAX_ELEMENTS = 1 << 22
+_MAX_NULL = 1 << 26
 # scipy ≥ 1.15 takes ``rng``; older versions the same Generator as ``random_state``
 _RNG_KW = "rng" if tuple(int(x) for x in scipy.__version__.split(".")[:2]) >= (1, 15) else "random_state"
 
@@ -106,8 +113,9 @@ def _groups(d2: np.ndarray, min_pairs: int) -> Iterator[tuple[np.ndarray, np.nda
             yield rows, np.flatnonzero(inverse == g)
 
 
-def _chunks(n_cols: int, per_cell: int) -> Iterator[slice]:
-    size = max(1, _MAX_ELEMENTS // max(1, per_cell))
+def _chunks(n_cols: int, per_cell: int, limit: int) -> Iterator[slice]:
+    """Slices of the ``n_cols`` cells, each at most ``limit // per_cell`` (at least 1) long."""
+    size = max(1, limit // max(1, per_cell))
     for start in range(0, n_cols, size):
         yield slice(start, min(start + size, n_cols))
 
@@ -165,7 +173,7 @@ def bootstrap_ci(d, *, confidence: float, n_resamples: int, seed: int, method: s
 
     For a cell with n complete pairs ``d_1 … d_n`` the statistic is ``θ = (1/n) Σ_i d_i``; the
     bootstrap draws ``n_resamples`` samples of n pairs with replacement (the same resampled indices
-    for every cell with the same complete pairs) and returns :func:`scipy.stats.bootstrap`'s two-sided
+    for every cell with the same number of complete pairs; one scipy call per cell) and returns :func:`scipy.stats.bootstrap`'s two-sided
     interval at level ``confidence``:
 
     * ``percentile``: ``[q_{α/2}, q_{1−α/2}]`` of the bootstrap means θ*_b, α = 1 − confidence;
@@ -207,13 +215,11 @@ def bootstrap_ci(d, *, confidence: float, n_resamples: int, seed: int, method: s
         x = d2[rows][:, cols]  # [n, c]
         const = _constant(x)
         low[cols[const]] = high[cols[const]] = x[0, const]
-        x, cols = x[:, ~const], cols[~const]
-        for sl in _chunks(len(cols), n_resamples * x.shape[0]):
-            res = stats.bootstrap((x[:, sl],), _mean, n_resamples=n_resamples, vectorized=True, axis=0,
-                                  confidence_level=confidence, method=method,
-                                  **{_RNG_KW: np.random.default_rng(seed)})
-            low[cols[sl]] = res.confidence_interval.low
-            high[cols[sl]] = res.confidence_interval.high
+        for j in np.flatnonzero(~const):  # one call per cell: its interval is scipy's for it alone
+            res = stats.bootstrap((x[:, j],), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                                  method=method, **{_RNG_KW: np.random.default_rng(seed)})
+            low[cols[j]] = res.confidence_interval.low
+            high[cols[j]] = res.confidence_interval.high
     return low.reshape(shape), high.reshape(shape)
 
 
@@ -226,7 +232,9 @@ def sign_flip_pvalue(d, *, n_resamples: int, seed: int, alternative: str = "two-
     vectors ``s ∈ {−1, +1}^n`` (:func:`scipy.stats.permutation_test` with ``permutation_type="samples"``
     on the one sample d):
 
-    * exact when ``2^n ≤ n_resamples``: all 2^n sign vectors, ``p_greater = #{s: T*_s ≥ T} / 2^n``;
+    * exact when ``n ≤ EXACT_MAX_PAIRS`` or ``2^n ≤ n_resamples`` (:func:`sign_flip_exact`): all 2^n
+      sign vectors, ``p_greater = #{s: T*_s ≥ T} / 2^n``, so p can reach 2^−n (3·10⁻⁵ for 15 pairs)
+      rather than the Monte-Carlo floor 1 / (n_resamples + 1);
     * otherwise ``n_resamples`` random sign vectors (shared by the cells with the same complete pairs),
       ``p_greater = (#{b: T*_b ≥ T} + 1) / (n_resamples + 1)``;
 
@@ -239,7 +247,7 @@ def sign_flip_pvalue(d, *, n_resamples: int, seed: int, alternative: str = "two-
     d : array ``[P, ...]``
         Paired differences (:func:`paired_differences`); NaN entries are dropped per cell.
     n_resamples : int ≥ 1
-        Random sign vectors when the test is not exact.
+        Random sign vectors when the test is not exact (more than ``EXACT_MAX_PAIRS`` pairs).
     seed : int ≥ 0
         Seed of ``numpy.random.default_rng`` (unused by exact cells).
     alternative : {"two-sided", "greater", "less"}
@@ -259,13 +267,23 @@ def sign_flip_pvalue(d, *, n_resamples: int, seed: int, alternative: str = "two-
     for rows, cols in _groups(d2, 2):
         x = d2[rows][:, cols]  # [n, c]
         n = x.shape[0]
-        n_null = min(n_resamples, 2 ** n)
-        for sl in _chunks(len(cols), 2 * n * n_null):
+        # scipy enumerates all 2^n sign vectors when n_resamples ≥ 2^n
+        n_null = 2 ** n if sign_flip_exact(n, n_resamples) else n_resamples
+        for sl in _chunks(len(cols), n_null, _MAX_NULL):
             res = stats.permutation_test((x[:, sl],), _mean, permutation_type="samples", vectorized=True,
-                                         n_resamples=n_resamples, alternative=alternative, axis=0,
+                                         n_resamples=n_null, alternative=alternative, axis=0,
+                                         batch=max(1, _MAX_ELEMENTS // (n * (sl.stop - sl.start))),
                                          **{_RNG_KW: np.random.default_rng(seed)})
             p[cols[sl]] = res.pvalue
     return p.reshape(shape)
+
+
+def sign_flip_exact(n_pairs, n_resamples: int):
+    """Whether :func:`sign_flip_pvalue` enumerates every sign vector for ``n_pairs`` complete pairs
+    (array or int): ``2 ≤ n ≤ EXACT_MAX_PAIRS`` or ``2^n ≤ n_resamples``."""
+    n = np.asarray(n_pairs)
+    with np.errstate(over="ignore"):
+        return (n >= 2) & ((n <= EXACT_MAX_PAIRS) | (np.exp2(np.minimum(n, 1023)) <= n_resamples))
 
 
 def bh_adjust(p) -> np.ndarray:
@@ -360,7 +378,9 @@ def contrast_table(a, b, *, confidence: float, n_resamples: int, seed: int, alph
           mean_b up to rounding); NaN when n = 0;
         * ``ci_low``, ``ci_high``: :func:`bootstrap_ci` of diff at ``confidence`` (marginal, not adjusted
           for the L·H cells);
-        * ``p``: :func:`sign_flip_pvalue`; ``p_adj``: :func:`bh_adjust` over the L·H cells;
+        * ``p``: :func:`sign_flip_pvalue`; ``p_exact``: whether p enumerates every sign vector
+          (:func:`sign_flip_exact`; otherwise Monte Carlo); ``p_adj``: :func:`bh_adjust` over the L·H
+          cells (the table's one family);
         * ``effect_size``: :func:`effect_size` (Cohen's d_z);
         * ``significant``: ``p_adj < alpha`` (False where p_adj is NaN);
         * ``rank``: 1 for the largest ``diff`` (signed, descending: rank 1 = most attention in A relative
@@ -398,6 +418,7 @@ def contrast_table(a, b, *, confidence: float, n_resamples: int, seed: int, alph
         "ci_low": low.reshape(-1),
         "ci_high": high.reshape(-1),
         "p": p,
+        "p_exact": sign_flip_exact(n, n_resamples),
         "p_adj": p_adj,
         "effect_size": effect_size(d).reshape(-1),
         "significant": np.nan_to_num(p_adj, nan=1.0) < alpha,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .stats import ALTERNATIVES, bh_adjust, bootstrap_ci, sign_flip_pvalue
+from .stats import ALTERNATIVES, bh_adjust, bootstrap_ci, sign_flip_exact, sign_flip_pvalue
 
 MEASURES = ("kl_ab", "kl_ba", "js", "hausdorff")
 
@@ -88,8 +88,10 @@ def divergence_summary(table: pd.DataFrame, *, null: pd.DataFrame | None, confid
         Rows in the layer order of ``table``; columns ``layer``, ``n_pairs`` (pairs with every measure
         defined), with ``null`` also ``n_null`` (pairs whose reference is defined), then per measure x
         of :data:`MEASURES`: ``x`` (mean), ``x_ci_low``, ``x_ci_high`` and, with ``null``, ``x_null``
-        (mean reference), ``x_p`` (sign-flip p of x − x_null, NaN with fewer than 2 usable pairs) and
-        ``x_p_adj`` (BH over the rows).
+        (mean reference), ``x_p`` (sign-flip p of x − x_null, NaN with fewer than 2 usable pairs),
+        ``x_p_exact`` (p enumerates every sign vector, :func:`vlmattn.contrasts.stats.sign_flip_exact`)
+        and ``x_p_adj`` (BH over the rows of the measure: every layer and ``all``, one family per
+        measure).
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}; got {alternative!r}")
@@ -109,10 +111,13 @@ def divergence_summary(table: pd.DataFrame, *, null: pd.DataFrame | None, confid
         out["n_null"] = n_null
         with np.errstate(invalid="ignore"):
             mean_null = np.where(n_null[:, None] > 0, np.nansum(xn, 0) / n_null[:, None], np.nan)
-        p = sign_flip_pvalue(x - xn, n_resamples=n_resamples, seed=seed, alternative=alternative)  # [Lr, M]
+        delta = x - xn
+        p = sign_flip_pvalue(delta, n_resamples=n_resamples, seed=seed, alternative=alternative)  # [Lr, M]
+        exact = sign_flip_exact((~np.isnan(delta)).sum(0), n_resamples)  # [Lr, M]
         p_adj = np.stack([bh_adjust(p[:, k]) for k in range(len(MEASURES))], axis=-1)
     for k, m in enumerate(MEASURES):
         out[m], out[f"{m}_ci_low"], out[f"{m}_ci_high"] = mean[:, k], low[:, k], high[:, k]
         if null is not None:
-            out[f"{m}_null"], out[f"{m}_p"], out[f"{m}_p_adj"] = mean_null[:, k], p[:, k], p_adj[:, k]
+            out[f"{m}_null"], out[f"{m}_p"], out[f"{m}_p_exact"] = mean_null[:, k], p[:, k], exact[:, k]
+            out[f"{m}_p_adj"] = p_adj[:, k]
     return pd.DataFrame(out)
