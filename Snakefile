@@ -1,4 +1,7 @@
 # vlmattn: images x questions x models -> attention capture (HDF5) -> per-metric tables and plots.
+from snakemake.utils import min_version
+
+min_version("9.0")
 
 
 configfile: "config.yaml"

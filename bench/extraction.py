@@ -91,7 +91,7 @@ def worker(variant: str, family: str, model_dir: str, size: tuple[int, int], ste
     img = image(size)
     out = Path(out_dir) / f"{variant.replace('+', '_')}"
     if variant.startswith("b"):
-        from vlmattn.inference import capture_attention, load_model
+        from vlmattn.engine.inference import capture_attention, load_model
         from vlmattn.store import write_sample
 
         lm = load_model("bench", family, model_dir)
@@ -106,8 +106,8 @@ def worker(variant: str, family: str, model_dir: str, size: tuple[int, int], ste
     else:
         from transformers import AutoModelForImageTextToText
 
-        from vlmattn.adapters import get_adapter
-        from vlmattn.processors import load_processor
+        from vlmattn.engine.adapters import get_adapter
+        from vlmattn.engine.processors import load_processor
 
         impl = "eager" if variant == "c" else "sdpa"
         model = AutoModelForImageTextToText.from_pretrained(model_dir, attn_implementation=impl).eval()
@@ -158,7 +158,7 @@ def batch_worker(variant: str, family: str, model_dir: str, size: tuple[int, int
     img = image(size)
     questions = [BATCH_QUESTIONS[i % len(BATCH_QUESTIONS)] for i in range(batch)]
     if variant == "capture":
-        from vlmattn.inference import capture_batch, load_model
+        from vlmattn.engine.inference import capture_batch, load_model
 
         lm = load_model("bench", family, model_dir)
         lm.model.generation_config.min_new_tokens = steps
@@ -168,8 +168,8 @@ def batch_worker(variant: str, family: str, model_dir: str, size: tuple[int, int
     else:
         from transformers import AutoModelForImageTextToText
 
-        from vlmattn.adapters import get_adapter
-        from vlmattn.processors import load_processor
+        from vlmattn.engine.adapters import get_adapter
+        from vlmattn.engine.processors import load_processor
 
         model = AutoModelForImageTextToText.from_pretrained(model_dir, attn_implementation="sdpa").eval()
         model.generation_config.min_new_tokens = steps
@@ -284,8 +284,8 @@ def layer_scaled_bytes(path: Path, llm_scale: float, encoder_scale: float) -> tu
 
 
 def bytes_main(args) -> None:
+    from vlmattn.engine.inference import capture_attention, load_model
     from vlmattn.images.synthetic import DEFAULT_SCENES, draw
-    from vlmattn.inference import capture_attention, load_model
     from vlmattn.store import write_sample
 
     print(f"\nbytes per sample: {args.steps} new tokens, one 336 px synthetic image, float16, gzip 1, schema "
@@ -382,8 +382,8 @@ def print_table(rows, steps: int) -> None:
             tr = f"{r['wall_s'] / a['wall_s']:.2f}" if a else "-"
             cr = f"{r['cpu_s'] / a['cpu_s']:.2f}" if a else "-"
             mr = f"{r['peak_rss_mb'] / a['peak_rss_mb']:.2f}" if a else "-"
-            print(f"{kind:6s} {r['prompt_tokens']:6d} {v:7s} {r['wall_s']:7.2f} {r['cpu_s']:7.2f} {r['peak_rss_mb']:9.0f} "
-                  f"{r['bytes']:13,d} {tr:>7s} {cr:>6s} {mr:>6s}")
+            print(f"{kind:6s} {r['prompt_tokens']:6d} {v:7s} {r['wall_s']:7.2f} {r['cpu_s']:7.2f} "
+                  f"{r['peak_rss_mb']:9.0f} {r['bytes']:13,d} {tr:>7s} {cr:>6s} {mr:>6s}")
     print()
     for kind, res in rows:
         parts = []

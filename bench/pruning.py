@@ -2,7 +2,7 @@
 
 Builds the LLaVA-1.5-shaped random-weight model of ``bench/extraction.py`` (CLIP 336 px / patch 14:
 576 image tokens, ~600-token prompt, 8 decoder layers of width 512) and runs, in this one process,
-:func:`vlmattn.pruning.online.generate_pruned` for
+:func:`vlmattn.engine.pruned.generate_pruned` for
 
     none         keep=None (nothing pruned)
     drop R       mode "drop" at layer K, keeping a random (1 − R) of the 576 vision tokens
@@ -45,10 +45,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import torch
-
     from extraction import build, image
-    from vlmattn.inference import load_model, model_inputs
-    from vlmattn.pruning.online import generate_pruned
+
+    from vlmattn.engine.inference import load_model, model_inputs
+    from vlmattn.engine.pruned import generate_pruned
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,6 @@ Usage: ``PYTHONPATH=. python bench/scale.py [--sizes 100,1000,10000] [--stage-si
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -111,9 +110,10 @@ def write_caches(wd: Path, cfg: dict) -> list[str]:
     """One HDF5 file per sample and the shard indexes, as the extraction jobs would leave them."""
     import pandas as pd
 
-    from vlmattn.config import load_config, load_dataset, shard_samples
-    from vlmattn.jobs import INDEX_COLUMNS, write_table
+    from vlmattn.config import load_dataset, shard_samples
     from vlmattn.store import write_sample
+    from vlmattn.tables import INDEX_COLUMNS, write_table
+    from vlmattn.workflow import load_config
 
     cfg = load_config(cfg, base_dir=wd)
     data = load_dataset(cfg, base_dir=wd)
@@ -129,7 +129,8 @@ def write_caches(wd: Path, cfg: dict) -> list[str]:
                 rel = str(path.relative_to(wd))
                 files.append(rel)
                 rows.append([model, s.image, s.question, rel, "bench", 0, STEPS, "yes"])
-            write_table(pd.DataFrame(rows, columns=INDEX_COLUMNS), wd / "results/attention" / model / "shards" / f"{shard}.csv")
+            write_table(pd.DataFrame(rows, columns=INDEX_COLUMNS),
+                        wd / "results/attention" / model / "shards" / f"{shard}.csv")
     return files
 
 
@@ -161,9 +162,10 @@ def baseline(wd: Path, cfg: dict, files: list[str], out_dir: Path, threads: int 
     ``threads`` BLAS/OpenMP threads (None: the libraries' default, every core)."""
     code = f"""
 from pathlib import Path
-from vlmattn.config import load_config
-from vlmattn.jobs import write_tables
-from vlmattn.metrics import compute_table, metric_params
+from vlmattn.workflow import load_config
+from vlmattn.tables import write_tables
+from vlmattn.metrics import compute_table
+from vlmattn.metrics.options import metric_params
 from vlmattn.store import read_sample
 cfg = load_config({cfg!r}, base_dir={str(wd)!r})
 metrics = list(cfg["metrics"])

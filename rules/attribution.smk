@@ -7,19 +7,14 @@
 # the tables (faithfulness ranking with bootstrap intervals), one job per model draws the figures.
 
 
+include: "helpers/attribution.smk"
+
+
 rule attribute:
     input:
         index=shard_index("{model}", "{shard}"),
         model=lambda w: model_inputs(w.model),
-        code=[
-            LIB / "attribution" / f
-            for f in (
-                "gradients.py",
-                "sample.py",
-                "faithfulness.py",
-                "modality_gap.py",
-            )
-        ],
+        code=code_of("attribute.py"),
     output:
         index=f"{R}/attribution/{{model}}/shards/{{shard}}.csv",
         curves=f"{R}/attribution/{{model}}/curves/{{shard}}.csv",
@@ -38,8 +33,10 @@ rule attribute:
     params:
         model=lambda w: model_params(w.model),
         questions=lambda w: ATTRIBUTION["questions"],
-        options=lambda w: attribution_options(config),
+        options=lambda w: attribute_options(config),
         out_dir=lambda w: f"{R}/attribution/{w.model}",
+    message:
+        "Attributions: model {wildcards.model}, shard {wildcards.shard}"
     script:
         "../workflow_scripts/attribute.py"
 
@@ -49,7 +46,7 @@ rule table_attribution:
         indexes=attribution_shard_files("shards"),
         curves=attribution_shard_files("curves"),
         separability=attribution_shard_files("separability"),
-        code=[LIB / "attribution" / f for f in ("jobs.py", "alignment.py")],
+        code=code_of("attribution_tables.py"),
     output:
         [
             report(
@@ -65,8 +62,8 @@ rule table_attribution:
     conda:
         ENV_ANALYSIS
     params:
-        statistics=lambda w: attribution_options(config)["statistics"],
-        seed=lambda w: attribution_options(config)["seed"],
+        statistics=lambda w: table_options(config)["statistics"],
+        seed=lambda w: table_options(config)["seed"],
     script:
         "../workflow_scripts/attribution_tables.py"
 
@@ -77,7 +74,7 @@ rule plot_attribution:
         curves=f"{R}/tables/faithfulness_curves.csv",
         gaps=f"{R}/tables/modality_gap.csv",
         alignment=f"{R}/tables/alignment.csv",
-        code=LIB / "attribution" / "plots.py",
+        code=code_of("plot_attribution.py"),
     output:
         **{
             f: report(
@@ -93,6 +90,6 @@ rule plot_attribution:
     conda:
         ENV_ANALYSIS
     params:
-        overlays=lambda w: attribution_options(config)["overlays"],
+        overlays=lambda w: plot_options(config)["overlays"],
     script:
         "../workflow_scripts/plot_attribution.py"

@@ -5,6 +5,11 @@
 # check reruns the model on the A images with the top-ranked heads knocked out (a model job, with the
 # extraction resources). Each analysis gets only its own options as params and its library module as
 # an input, so editing one analysis reruns that analysis alone.
+
+
+include: "helpers/contrasts.smk"
+
+
 for _analysis, _tables in CONTRAST_TABLES.items():
 
     rule:
@@ -12,7 +17,7 @@ for _analysis, _tables in CONTRAST_TABLES.items():
             f"contrast_{_analysis}"
         input:
             indexes=contrast_indexes,
-            code=LIB / "contrasts" / f"{_analysis}.py",
+            code=code_of("contrast.py", f"vlmattn.contrasts.{_analysis}"),
         output:
             [f"{R}/contrasts/{{contrast}}/{{model}}/{t}.csv" for t in _tables],
         log:
@@ -39,7 +44,7 @@ for _analysis, _tables in CONTRAST_TABLES.items():
             name:
                 f"table_contrast_{_table}"
             input:
-                contrast_table_inputs(_table),
+                tables=contrast_table_inputs(_table),
             output:
                 report(
                     f"{R}/tables/contrast_{_table}.csv",
@@ -65,7 +70,7 @@ rule contrast_causal:
             }
         ),
         model=lambda w: model_inputs(w.model),
-        code=LIB / "contrasts" / "ablation.py",
+        code=code_of("causal.py"),
     output:
         [f"{R}/contrasts/{{contrast}}/{{model}}/{t}.csv" for t in CAUSAL_TABLES],
     log:
@@ -90,6 +95,8 @@ rule contrast_causal:
             for p in contrast_pairs(config, w.contrast, w.model)
         ],
         options=lambda w: contrast_options(config, w.contrast)["causal"],
+    message:
+        "Causal check of contrast {wildcards.contrast}: ablating ranked heads of model {wildcards.model}"
     script:
         "../workflow_scripts/causal.py"
 
@@ -100,7 +107,8 @@ for _table in CAUSAL_TABLES if CAUSAL else ():
         name:
             f"table_contrast_{_table}"
         input:
-            contrast_table_inputs(_table),
+            tables=contrast_table_inputs(_table),
+            code=code_of("contrast_table.py"),
         output:
             report(
                 f"{R}/tables/contrast_{_table}.csv",
@@ -121,7 +129,7 @@ rule plot_contrast:
         heads=f"{R}/contrasts/{{contrast}}/{{model}}/heads.csv",
         encoder=f"{R}/contrasts/{{contrast}}/{{model}}/encoder_divergence_summary.csv",
         indexes=contrast_indexes,
-        code=LIB / "contrasts" / "plots.py",
+        code=code_of("plot_contrast.py"),
     output:
         [
             report(
@@ -150,7 +158,7 @@ rule plot_causal:
     input:
         causal=f"{R}/contrasts/{{contrast}}/{{model}}/causal.csv",
         draws=f"{R}/contrasts/{{contrast}}/{{model}}/causal_draws.csv",
-        code=LIB / "contrasts" / "plots.py",
+        code=code_of("plot_causal.py"),
     output:
         report(
             f"{R}/plots/contrasts/{{contrast}}/{{model}}/causal.png",

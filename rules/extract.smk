@@ -5,11 +5,13 @@
 # (one row per sample: its file and generated text), the job's declared output that downstream jobs
 # read. A sample's shard is a stable hash of its name (vlmattn.config.shard_of), so adding a sample
 # changes one shard's sample list (a param) and reruns that shard's job only. Every extracted sample
-# is kept in {results}/cache/extract under a hash of all it depends on (vlmattn.jobs.sample_cache_key):
+# is kept in {results}/cache/extract under a hash of all it depends on (vlmattn.extraction.jobs.sample_cache_key):
 # the rerun links the shard's other samples from there and runs the model on the new sample alone.
 # Delete the cache to force re-extraction.
+from vlmattn.extraction.options import extract_options
+
 EXTRACT_RES = config["extraction"]["resources"]
-EXTRACT_SETTINGS = {k: v for k, v in config["extraction"].items() if k != "resources"}
+EXTRACT_SETTINGS = extract_options(config)
 
 
 rule extract:
@@ -19,6 +21,7 @@ rule extract:
             {DATA.images[s.image].annotation for s in shard_members(w)} - {None}
         ),
         model=lambda w: model_inputs(w.model),
+        code=code_of("extract.py"),
     output:
         shard_index("{model}", "{shard}"),
     log:
@@ -39,13 +42,16 @@ rule extract:
         seed=config["seed"],
         attention_dir=lambda w: attention_dir(w.model),
         cache=lambda w: f"{R}/cache/extract/{w.model}",
+    message:
+        "Capturing attention: model {wildcards.model}, shard {wildcards.shard}"
     script:
         "../workflow_scripts/extract.py"
 
 
 rule answers:
     input:
-        all_shard_indexes(),
+        indexes=all_shard_indexes(),
+        code=code_of("answers.py"),
     output:
         report(
             f"{R}/tables/answers.csv",

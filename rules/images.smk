@@ -2,6 +2,8 @@
 # pairs, all by one rule. The shapes drawn are a param, so a changed scene (or, for corner pairs, a
 # changed seed) redraws its image.
 rule draw_scene:
+    input:
+        code=code_of("draw_scene.py"),
     output:
         png=f"{R}/images/{{image}}.png",
         json=f"{R}/images/{{image}}.json",

@@ -1,10 +1,17 @@
 # One rule per metric and stage, generated from the `metrics` config block. A metric job computes the
 # metric for every sample of one (model, shard) in one process; it gets only its own config block as
-# params (plus the sink rule of `metrics.sinks` when it excludes sinks) and its library module as an
-# input, so editing one metric's config or code reruns that metric's jobs alone. The table merges
-# the shard tables in sample order. Metrics with per-sample figures (SAMPLE_PLOTS) get a fourth rule
+# params (plus the sink rule of `metrics.sinks` when it excludes sinks) and, as code inputs, the
+# project files its module and job read (code_of, derived from the imports), so editing one metric's
+# config or module reruns that metric's jobs alone, and editing a module they share (maps.py)
+# reruns the metrics that read it. The table merges the shard tables in sample order. Metrics with
+# per-sample figures (SAMPLE_PLOTS) get a fourth rule
 # drawing them, for the `sample_figures` first samples of each model, from the cache. On a cluster
 # the metric jobs form the group `metrics`, submitted `group-components` at a time (profiles/slurm).
+
+
+include: "helpers/metrics.smk"
+
+
 for _metric in METRICS:
 
     rule:
@@ -12,7 +19,7 @@ for _metric in METRICS:
             f"metric_{_metric}"
         input:
             index=shard_index("{model}", "{shard}"),
-            code=LIB / "metrics" / f"{_metric}.py",
+            code=code_of("metric.py", f"vlmattn.metrics.{_metric}"),
         output:
             f"{R}/metrics/{_metric}/{{model}}/{{shard}}.csv",
         log:
@@ -32,6 +39,7 @@ for _metric in METRICS:
             f"table_{_metric}"
         input:
             tables=shard_tables(_metric),
+            code=code_of("aggregate.py"),
         output:
             report(
                 f"{R}/tables/{_metric}.csv",
@@ -50,7 +58,7 @@ for _metric in METRICS:
             f"plot_{_metric}"
         input:
             table=f"{R}/tables/{_metric}.csv",
-            code=LIB / "metrics" / f"{_metric}.py",
+            code=code_of("plot_metric.py", f"vlmattn.metrics.{_metric}"),
         output:
             [
                 report(
@@ -81,7 +89,7 @@ for _metric in METRICS:
                     {shard_index(s.model, sample_shard(s)) for s in FIGURE_SAMPLES}
                 ),
                 images=sorted({image_file(s.image) for s in FIGURE_SAMPLES}),
-                code=LIB / "metrics" / f"{_metric}.py",
+                code=code_of("plot_samples.py", f"vlmattn.metrics.{_metric}"),
             output:
                 [
                     report(

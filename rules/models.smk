@@ -1,4 +1,6 @@
 rule build_model:
+    input:
+        code=code_of("build_model.py"),
     output:
         directory(f"{R}/models/{{model}}"),
     log:
@@ -13,11 +15,15 @@ rule build_model:
     params:
         build=lambda w: config["models"][w.model]["build"],
         family=lambda w: config["models"][w.model]["family"],
+    message:
+        "Building model {wildcards.model}"
     script:
         "../workflow_scripts/build_model.py"
 
 
 rule train_model:
+    input:
+        code=code_of("train_model.py"),
     output:
         model=directory(f"{R}/models/{{model}}"),
         report=report(
@@ -43,5 +49,7 @@ rule train_model:
         runtime=60,
     params:
         spec=lambda w: config["models"][w.model]["build"]["spec"],
+    message:
+        "Training model {wildcards.model} on the synthetic shapes task"
     script:
         "../workflow_scripts/train_model.py"

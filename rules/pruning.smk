@@ -9,10 +9,13 @@
 # head/query strategy, random and pooling.
 
 
+include: "helpers/pruning.smk"
+
+
 rule pruning_offline:
     input:
         index=shard_index("{model}", "{shard}"),
-        code=[LIB / "pruning" / f for f in ("offline.py", "scorers.py")],
+        code=code_of("pruning_offline.py"),
     output:
         f"{R}/pruning/{{model}}/offline/{{shard}}.csv",
     log:
@@ -24,14 +27,15 @@ rule pruning_offline:
     conda:
         ENV_ANALYSIS
     params:
-        options=lambda w: pruning_options(config),
+        options=lambda w: offline_options(config),
     script:
         "../workflow_scripts/pruning_offline.py"
 
 
 rule table_pruning_offline:
     input:
-        pruning_offline_shards(),
+        shards=pruning_offline_shards(),
+        code=code_of("pruning_offline_table.py"),
     output:
         report(
             f"{R}/tables/pruning_offline.csv",
@@ -44,7 +48,7 @@ rule table_pruning_offline:
     conda:
         ENV_ANALYSIS
     params:
-        confidence=lambda w: pruning_options(config)["statistics"]["confidence"],
+        confidence=lambda w: statistics_options(config)["confidence"],
     script:
         "../workflow_scripts/pruning_offline_table.py"
 
@@ -52,16 +56,7 @@ rule table_pruning_offline:
 rule pruning_online:
     input:
         model=lambda w: model_inputs(w.model),
-        code=[
-            LIB / "pruning" / f
-            for f in (
-                "evaluate.py",
-                "online.py",
-                "scorers.py",
-                "offline.py",
-                "evalset.py",
-            )
-        ],
+        code=code_of("pruning_online.py"),
     output:
         f"{R}/pruning/{{model}}/online/{{chunk}}.csv",
     log:
@@ -77,8 +72,10 @@ rule pruning_online:
         runtime=PRUNING_RES["runtime"],
     params:
         model=lambda w: model_params(w.model),
-        options=lambda w: pruning_options(config),
+        options=lambda w: online_options(config),
         chunk=lambda w: int(w.chunk),
+    message:
+        "Online pruning: model {wildcards.model}, chunk {wildcards.chunk}"
     script:
         "../workflow_scripts/pruning_online.py"
 
@@ -86,7 +83,7 @@ rule pruning_online:
 rule table_pruning:
     input:
         chunks=pruning_online_chunks(),
-        code=LIB / "pruning" / "stats.py",
+        code=code_of("pruning_tables.py"),
     output:
         [
             report(
@@ -102,8 +99,8 @@ rule table_pruning:
     conda:
         ENV_ANALYSIS
     params:
-        statistics=lambda w: pruning_options(config)["statistics"],
-        convention=lambda w: pruning_options(config)["budgets"]["convention"],
+        statistics=lambda w: statistics_options(config),
+        convention=lambda w: online_options(config)["budgets"]["convention"],
     script:
         "../workflow_scripts/pruning_tables.py"
 
@@ -111,7 +108,7 @@ rule table_pruning:
 rule plot_pruning_offline:
     input:
         table=f"{R}/tables/pruning_offline.csv",
-        code=LIB / "pruning" / "plots.py",
+        code=code_of("plot_pruning_offline.py"),
     output:
         report(
             f"{R}/plots/pruning/{{model}}/offline.png",
@@ -130,7 +127,7 @@ rule plot_pruning_offline:
 rule plot_pruning:
     input:
         tables=[f"{R}/tables/pruning_{t}.csv" for t in PRUNING_TABLES[:3]],
-        code=LIB / "pruning" / "plots.py",
+        code=code_of("plot_pruning.py"),
     output:
         [
             report(
@@ -155,7 +152,7 @@ rule plot_pruning:
 rule train_pruner:
     input:
         model=lambda w: model_inputs(w.model),
-        code=[LIB / "pruning" / f for f in ("learned.py", "train_pruner.py")],
+        code=code_of("train_pruner.py"),
     output:
         weights=f"{R}/pruners/{{model}}/{{variant}}.safetensors",
         report=f"{R}/pruners/{{model}}/{{variant}}.csv",
@@ -172,7 +169,9 @@ rule train_pruner:
         runtime=PRUNING_RES["runtime"],
     params:
         model=lambda w: model_params(w.model),
-        options=lambda w: pruning_options(config),
+        options=lambda w: train_options(config, w.variant),
+    message:
+        "Training learned pruner {wildcards.variant} on model {wildcards.model}"
     script:
         "../workflow_scripts/train_pruner.py"
 
@@ -181,10 +180,7 @@ rule pruning_learned:
     input:
         model=lambda w: model_inputs(w.model),
         pruners=lambda w: pruner_files(w.model, "safetensors"),
-        code=[
-            LIB / "pruning" / f
-            for f in ("learned.py", "evaluate.py", "online.py", "evalset.py")
-        ],
+        code=code_of("pruning_learned.py"),
     output:
         f"{R}/pruning/{{model}}/learned/{{chunk}}.csv",
     log:
@@ -200,8 +196,10 @@ rule pruning_learned:
         runtime=PRUNING_RES["runtime"],
     params:
         model=lambda w: model_params(w.model),
-        options=lambda w: pruning_options(config),
+        options=lambda w: learned_options(config),
         chunk=lambda w: int(w.chunk),
+    message:
+        "Learned pruners online: model {wildcards.model}, chunk {wildcards.chunk}"
     script:
         "../workflow_scripts/pruning_learned.py"
 
@@ -211,7 +209,7 @@ rule table_pruning_learned:
         online=pruning_online_chunks(),
         learned=learned_chunks(),
         reports=[f for m in PRUNING_ONLINE for f in pruner_files(m, "csv")],
-        code=LIB / "pruning" / "stats.py",
+        code=code_of("pruning_learned_tables.py"),
     output:
         comparison=report(
             f"{R}/tables/pruning_learned.csv",
@@ -230,7 +228,7 @@ rule table_pruning_learned:
     conda:
         ENV_ANALYSIS
     params:
-        statistics=lambda w: pruning_options(config)["statistics"],
+        statistics=lambda w: statistics_options(config),
     script:
         "../workflow_scripts/pruning_learned_tables.py"
 
@@ -239,7 +237,7 @@ rule plot_pruning_learned:
     input:
         comparison=f"{R}/tables/pruning_learned.csv",
         training=f"{R}/tables/pruner_training.csv",
-        code=LIB / "pruning" / "plots.py",
+        code=code_of("plot_pruning_learned.py"),
     output:
         comparison=report(
             f"{R}/plots/pruning/{{model}}/learned.png",

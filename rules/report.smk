@@ -6,7 +6,7 @@ rule overview:
     input:
         answers=f"{R}/tables/answers.csv",
         validation=([f"{R}/tables/validation.csv"] if config.get("validation") else []),
-        code=LIB / "overview.py",
+        code=code_of("overview.py"),
     output:
         report(
             f"{R}/plots/overview.png",

@@ -1,12 +1,12 @@
 # Checks of the trained toy model against its untrained twin, from the pipeline's own tables.
 
 
-rule validate:
+rule validation_table:
     input:
         answers=f"{R}/tables/answers.csv",
         spatial=f"{R}/tables/spatial.csv",
         concentration=f"{R}/tables/concentration.csv",
-        code=LIB / "validation.py",
+        code=code_of("validation_table.py"),
     output:
         report(
             f"{R}/tables/validation.csv",
@@ -14,10 +14,10 @@ rule validate:
             category="1. Overview",
         ),
     log:
-        f"{R}/logs/validate.log",
+        f"{R}/logs/validation.log",
     conda:
         ENV_ANALYSIS
     params:
         cfg=config.get("validation", {}),
     script:
-        "../workflow_scripts/validate.py"
+        "../workflow_scripts/validation_table.py"

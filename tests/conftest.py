@@ -48,8 +48,8 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def loaded(checkpoint):
-    """``loaded(family)`` → a :class:`vlmattn.inference.LoadedModel` of that family (float32, CPU)."""
-    from vlmattn.inference import load_model
+    """``loaded(family)`` → a :class:`vlmattn.engine.inference.LoadedModel` of that family (float32, CPU)."""
+    from vlmattn.engine.inference import load_model
 
     cache = {}
 
@@ -62,7 +62,6 @@ def loaded(checkpoint):
 
 
 # Plain LLaVA checkpoints with and without grouped-query attention (capture, store and config tests).
-REPO = Path(__file__).resolve().parents[1]
 TINY = dict(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2, vision_heads=2,
             text_hidden=64, text_layers=2, vocab_size=400)
 

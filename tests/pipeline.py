@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
+from tests import REPO
 from vlmattn.metrics import METRICS
 
-REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 TINY_CONFIG = {

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from vlmattn.config import load_config
-from vlmattn.metrics import metric_params
+from vlmattn.metrics.options import metric_params
 from vlmattn.store import AttentionSample, VisionEncoderAttention
+from vlmattn.workflow import load_config
 
 #: The smallest valid config (no metric listed).
 MINIMAL = {"questions": {"q": {"text": "Hi?"}}, "models": {"m": {"family": "llava", "path": "x"}}}

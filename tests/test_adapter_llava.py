@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from vlmattn.inference import load_model
+from vlmattn.engine.inference import load_model
 
 
-@pytest.mark.parametrize("size, block", [((80, 48), (50, 20, 58, 28)), ((48, 96), (10, 44, 16, 52)), ((64, 64), (0, 0, 8, 8))])
+@pytest.mark.parametrize("size, block", [((80, 48), (50, 20, 58, 28)), ((48, 96), (10, 44, 16, 52)),
+                                         ((64, 64), (0, 0, 8, 8))])
 def test_marker_lands_in_its_token_box(gqa_checkpoint, size, block):
     """A white block in a non-square image: the token whose patch is brightest must cover the block."""
     lm = load_model("toy", "llava", str(gqa_checkpoint))

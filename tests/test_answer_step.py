@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.pipeline import REPO
+from tests import REPO
 from tests.synthetic_attention import make_sample, metric_cfg
-from vlmattn.config import load_config
 from vlmattn.metrics import get_metric
+from vlmattn.workflow import load_config
 
 STEP_METRICS = ["concentration", "spatial", "grounding", "hotspots", "geometry", "head_clusters"]
 

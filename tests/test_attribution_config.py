@@ -7,9 +7,11 @@ import copy
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from vlmattn.config import attribution_options, attribution_samples, load_config, samples
+from tests import REPO
+from vlmattn.attribution.options import attribute_options, attribution_samples, plot_options, table_options
+from vlmattn.config import samples
 from vlmattn.errors import ConfigError
+from vlmattn.workflow import load_config
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 
@@ -22,11 +24,11 @@ def config(block):
 
 def test_defaults_options_and_samples():
     cfg = load_config(config({"models": ["toy_llava"]}))
-    o = attribution_options(cfg)
+    o = attribute_options(cfg)
     assert o["maps"] == {"attention_layers": None, "ig_steps": 32, "ig_baseline": "blank", "pixel_steps": 256,
                          "ig_batch": 32, "tokens_per_sample": 16}
-    assert o["fractions"] == [0.0625, 0.125, 0.25, 0.5, 0.75] and o["folds"] == 5 and o["overlays"] == 4
-    assert o["statistics"] == {"n_resamples": 999, "confidence": 0.95}
+    assert o["fractions"] == [0.0625, 0.125, 0.25, 0.5, 0.75] and o["folds"] == 5 and plot_options(cfg)["overlays"] == 4
+    assert table_options(cfg) == {"statistics": {"n_resamples": 999, "confidence": 0.95}, "seed": o["seed"]}
     every = attribution_samples(cfg, samples(cfg))
     assert {s.model for s in every} == {"toy_llava"} and len(every) == len(samples(cfg)) // 2
     shipped = load_config(copy.deepcopy(BASE))

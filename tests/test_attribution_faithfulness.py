@@ -129,7 +129,7 @@ def test_ranking_null_intervals_cover_zero():
 
 
 def test_harness_probability_matches_the_plain_model(loaded):
-    from vlmattn.inference import model_inputs
+    from vlmattn.engine.inference import model_inputs
 
     lm = loaded("llava")
     im = Image.new("RGB", (64, 48), (0, 0, 0))

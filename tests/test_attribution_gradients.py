@@ -3,7 +3,7 @@
 References: transformers' eager attention (``output_attentions=True``, the weights' gradients retained)
 for attention × gradient; the model's own forward pass for the vision-token function; autograd for
 saliency; completeness (Σ IG = f(x) − f(b)) for captum's integrated gradients; the pipeline's
-language-model rollout (:func:`vlmattn.inference.llm_rollout_rows`) for the rollout map.
+language-model rollout (:func:`vlmattn.engine.inference.llm_rollout_rows`) for the rollout map.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from vlmattn.attribution import gradients as g
-from vlmattn.inference import extended_inputs, llm_rollout_rows, model_inputs
+from vlmattn.engine.inference import extended_inputs, llm_rollout_rows, model_inputs
 
 QUESTION = "What shape is in the image?"
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from vlmattn import jobs
-from vlmattn.config import load_config
+from vlmattn.config import extraction_settings
+from vlmattn.engine.inference import capture_attention, load_model
 from vlmattn.errors import ConfigError, InputError, ModelError
-from vlmattn.inference import capture_attention, load_model
+from vlmattn.extraction import jobs
 from vlmattn.models import toy
+from vlmattn.workflow import load_config
 
-SETTINGS = {"max_new_tokens": 2, "prefill_rows": "last", "attention_dtype": "float16",
-            "vision_encoder": {"enabled": True, "full": False, "rollout": True}}
+SETTINGS = extraction_settings({"max_new_tokens": 2, "prefill_rows": "last", "attention_dtype": "float16",
+                                "vision_encoder": {"enabled": True, "full": False, "rollout": True}})
 
 
 def one_line(e) -> str:
@@ -101,7 +102,8 @@ def test_shard_with_a_bad_sample_leaves_no_output(checkpoint, tmp_path, bad, bat
     else:
         Image.new("RGB", (3000, 14)).save(wrong)
     samples = [
-        {"image_id": i, "question_id": "q", "question": "What shape?", "image": str(p), "annotation": None, "objects": []}
+        {"image_id": i, "question_id": "q", "question": "What shape?", "image": str(p), "annotation": None,
+         "objects": []}
         for i, p in (("good", good), ("bad", wrong))
     ]
     out, index = tmp_path / "out", tmp_path / "index.csv"

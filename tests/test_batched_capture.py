@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from vlmattn.inference import capture_attention, capture_batch, generated_length
+from vlmattn.engine.inference import capture_attention, capture_batch, generated_length
 
 from .conftest import FAMILIES
 
@@ -61,38 +61,38 @@ def assert_same(got, want):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_batch_gives_each_sample_what_it_gives_alone(loaded, family):
     lm = loaded(family)
-    alone = [capture_attention(lm, im, q, **SETTINGS) for im, q in zip(IMAGES, QUESTIONS)]
+    alone = [capture_attention(lm, im, q, **SETTINGS) for im, q in zip(IMAGES, QUESTIONS, strict=True)]
     lengths = [len(s.input_ids) for s in alone]
     assert len(set(lengths)) == 3, f"the prompts should differ in length: {lengths}"
     if family != "llava":
         assert len({len(s.vision_index) for s in alone}) == 3  # different image sizes, different grids
     batch = capture_batch(lm, IMAGES, QUESTIONS, **SETTINGS)
     assert len(batch) == 3
-    for got, want in zip(batch, alone):
+    for got, want in zip(batch, alone, strict=True):
         assert_same(got, want)
     # order within the batch does not matter
     again = capture_batch(lm, IMAGES[::-1], QUESTIONS[::-1], **SETTINGS)
-    for got, want in zip(again, alone[::-1]):
+    for got, want in zip(again, alone[::-1], strict=True):
         assert_same(got, want)
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
 def test_a_sample_that_stops_early_stores_nothing_past_its_end(loaded, family):
     lm = loaded(family)
-    first = [capture_attention(lm, im, q, **SETTINGS) for im, q in zip(IMAGES, QUESTIONS)]
+    first = [capture_attention(lm, im, q, **SETTINGS) for im, q in zip(IMAGES, QUESTIONS, strict=True)]
     # make sample 0's second generated token the end-of-sequence token
     eos = int(first[0].generated_ids[1])
     config = lm.model.generation_config
     saved = config.eos_token_id, config.pad_token_id
     config.eos_token_id, config.pad_token_id = eos, saved[1] if saved[1] is not None else eos
     try:
-        alone = [capture_attention(lm, im, q, **SETTINGS) for im, q in zip(IMAGES, QUESTIONS)]
+        alone = [capture_attention(lm, im, q, **SETTINGS) for im, q in zip(IMAGES, QUESTIONS, strict=True)]
         batch = capture_batch(lm, IMAGES, QUESTIONS, **SETTINGS)
     finally:
         config.eos_token_id, config.pad_token_id = saved
     assert alone[0].n_steps == 2 and alone[0].generated_ids[-1] == eos
     assert max(s.n_steps for s in alone) > 2, "another sample should run on"
-    for got, want in zip(batch, alone):
+    for got, want in zip(batch, alone, strict=True):
         assert got.decode.shape == want.decode.shape
         assert_same(got, want)
 

@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from vlmattn.inference import capture_attention, load_model, prefill_positions
+from vlmattn.engine.inference import capture_attention, load_model, prefill_positions
 from vlmattn.images.synthetic import DEFAULT_SCENES, draw
 
 QUESTION = "What shape is in the image?"

@@ -11,22 +11,23 @@ are measured by ``bench/extraction.py``.)
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from tests import REPO
 from vlmattn import rollout
-from vlmattn.config import load_config, pruning_options
+from vlmattn.engine.inference import capture_attention
 from vlmattn.errors import InputError
-from vlmattn.inference import capture_attention
-from vlmattn.metrics import METRICS, compute_table, metric_params
+from vlmattn.metrics import METRICS, compute_table
+from vlmattn.metrics.options import metric_params
 from vlmattn.pruning import offline
+from vlmattn.pruning.options import offline_options
 from vlmattn.store import DECODE_SEGMENTS, read_sample, write_sample
+from vlmattn.workflow import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 SETTINGS = dict(max_new_tokens=4, prefill_rows="all_text", prefill_layers=[0, 1], vision_encoder=True,
                 llm_rollout=True)
 
@@ -62,7 +63,7 @@ def csv(df) -> str:
 
 
 def test_the_two_layouts_hold_the_same_decode_values(pairs):
-    for family, files, full, compact in pairs:
+    for _family, files, full, compact in pairs:
         assert full.layout == "full" and compact.layout == "compact" and compact.decode is None
         np.testing.assert_array_equal(compact.decode_vision, full.decode_vision)
         np.testing.assert_array_equal(compact.decode_segments, full.decode_segments)
@@ -94,7 +95,8 @@ def test_rollout_maps_and_pruning_scores_are_the_same_from_both_layouts(pairs):
                                           rollout.seed_rollout_map(full, 0, source))
         np.testing.assert_array_equal(offline.reference_attention(compact, prune_layer=1, step=0),
                                       offline.reference_attention(full, prune_layer=1, step=0))
-        kw = pruning_options(load_config(REPO / "config.yaml", REPO))["scores"]
+        o = offline_options(load_config(REPO / "config.yaml", REPO))
+        kw = {"prune_layer": o["prune_layer"], **o["scores"]}
         a, b = offline.sample_scores(full, **kw), offline.sample_scores(compact, **kw)
         assert a.keys() == b.keys() and len(a) > 10
         for k in a:

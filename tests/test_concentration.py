@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import entropy as scipy_entropy
 
 from tests.synthetic_attention import metric_cfg
+from vlmattn.maps import pool_heads, pool_steps, vision_attention
 from vlmattn.metrics import concentration as c
-from vlmattn.metrics.common import pool_heads, pool_steps, vision_attention
 from vlmattn.store import AttentionSample
 
 

@@ -5,10 +5,11 @@ import copy
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from vlmattn.config import load_config, samples
+from tests import REPO
+from vlmattn.config import samples
+from vlmattn.engine.inference import load_model
 from vlmattn.errors import ConfigError, InputError, ModelError
-from vlmattn.inference import load_model
+from vlmattn.workflow import load_config
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 
@@ -45,7 +46,8 @@ def test_samples_product_and_explicit():
         ({"metrics": {"attention_magic": {}}}, r"metrics\.attention_magic: unknown metric"),
         ({"extraction": {"max_new_tokens": 0}}, r"extraction\.max_new_tokens"),
         ({"questions": {"bad__id": {"text": "x"}}}, r"questions"),
-        ({"samples": [{"model": "nope", "image": "square_only", "question": "shape"}]}, r"samples\[0\]\.model: unknown model 'nope'"),
+        ({"samples": [{"model": "nope", "image": "square_only", "question": "shape"}]},
+         r"samples\[0\]\.model: unknown model 'nope'"),
         ({"images": {"synthetic": {"scenes": ["moon"]}}}, r"images\.synthetic\.scenes: unknown scene 'moon'"),
     ],
 )

@@ -7,9 +7,11 @@ import copy
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from vlmattn.config import Sample, contrast_options, contrast_pairs, load_config
+from tests import REPO
+from vlmattn.config import Sample
+from vlmattn.contrasts.options import contrast_options, contrast_pairs
 from vlmattn.errors import ConfigError
+from vlmattn.workflow import load_config
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 SEED = {"question": "top_left", "pairs": [["triangle_topleft", "square_only"]], "roi": "top_left"}
@@ -42,7 +44,8 @@ def test_defaults_and_seed_pair():
     assert load_config(config({}))["contrasts"] == {}
     default = load_config(BASE)
     assert list(default["contrasts"]) == ["triangle_topleft", "corner"]
-    assert len(contrast_pairs(default, "corner", model="toy_llava")) == default["images"]["synthetic"]["corner_pairs"] >= 16
+    assert len(contrast_pairs(default, "corner",
+                              model="toy_llava")) == default["images"]["synthetic"]["corner_pairs"] >= 16
 
 
 def test_corner_pairs_and_question_lists():
@@ -117,16 +120,16 @@ def test_contrast_options_feed_the_library():
     cfg = load_config(config({"c": {**SEED, "exclude_sinks": True, "statistics": {"n_resamples": 99}}},
                              metrics={**BASE["metrics"], "sinks": {"ratio": 3}}))
     o = contrast_options(cfg, "c")
-    assert o["roi"] == "top_left" and o["head_pool"] == "mean"
-    assert o["maps"] == {"step_pool": "first", "renormalize": True, "min_vision_share": 1e-4, "exclude_sinks": True,
+    assert o["roi"] == "top_left" and o["head_pooling"] == "mean"
+    assert o["maps"] == {"step_pooling": "first", "renormalize": True, "min_vision_share": 1e-4, "exclude_sinks": True,
                          "sink_rule": {"ratio": 3, "min_fraction": 0.5, "min_vision_share": 1e-4}}
     assert contrast_options(load_config(config({"c": SEED})), "c")["maps"]["sink_rule"] is None
     rng = np.random.default_rng(0)
     a = [make_sample(rng.dirichlet(np.ones(16), size=(1, 2, 2))) for _ in range(3)]
     b = [make_sample(rng.dirichlet(np.ones(16), size=(1, 2, 2))) for _ in range(3)]
     assert len(heads.head_contrast(a, b, o["roi"], **o["maps"], **o["statistics"])) == 4
-    assert len(quadrants.quadrant_shift(a, b, **o["maps"], head_pool=o["head_pool"], per_layer=False,
+    assert len(quadrants.quadrant_shift(a, b, **o["maps"], head_pooling=o["head_pooling"], per_layer=False,
                                         **o["statistics"])) == 4
-    assert len(divergence.divergence_table(a, b, **o["maps"], head_pool=o["head_pool"], **o["divergence"])) == 9
+    assert len(divergence.divergence_table(a, b, **o["maps"], head_pooling=o["head_pooling"], **o["divergence"])) == 9
     with pytest.raises(ConfigError, match="unknown contrast"):
         contrast_options(cfg, "other")

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from tests.test_contrasts import MAPS, PLANTED, STATS, planted_pairs
-from vlmattn import jobs
-from vlmattn.config import contrast_options, load_config
-from vlmattn.contrasts import analyses, heads
+from vlmattn.contrasts import analyses, heads, jobs
 from vlmattn.contrasts.analyses import TABLES, analysis_options
+from vlmattn.contrasts.options import contrast_options
 from vlmattn.errors import InputError
 from vlmattn.store import write_sample
+from vlmattn.workflow import load_config
 
 LABELS = {"contrast": "c", "model": "m"}
 
@@ -45,7 +45,7 @@ def options():
 def test_analysis_options_are_the_slices_each_reads():
     o = options()
     assert analysis_options(o, "heads") == {"roi": "top_left", "maps": o["maps"], "statistics": o["statistics"]}
-    assert set(analysis_options(o, "divergence")) == {"maps", "head_pool", "divergence", "statistics"}
+    assert set(analysis_options(o, "divergence")) == {"maps", "head_pooling", "divergence", "statistics"}
     assert "causal" not in {k for a in TABLES for k in analysis_options(o, a)}
     with pytest.raises(ValueError, match="unknown contrast analysis 'nope'"):
         analysis_options(o, "nope")

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from vlmattn.contrasts import stats as S
+from vlmattn.stats import bh_adjust
 
 RNG_KW = S._RNG_KW  # "rng" (scipy ≥ 1.15) or "random_state"
 
@@ -169,14 +170,14 @@ def test_bh_hand_computed():
     p = np.array([0.01, 0.04, 0.03, 0.005, 0.2, np.nan])
     # m = 5; sorted 0.005 0.01 0.03 0.04 0.2 → m p/k = .025 .025 .05 .05 .2 → running min from the top
     expected = np.array([0.025, 0.05, 0.05, 0.025, 0.2, np.nan])
-    np.testing.assert_allclose(S.bh_adjust(p), expected, rtol=1e-12)
+    np.testing.assert_allclose(bh_adjust(p), expected, rtol=1e-12)
     rng = np.random.default_rng(1)
     q = rng.uniform(size=(3, 4)) ** 3
     q[0, 2] = q[2, 1] = np.nan
-    out = S.bh_adjust(q)
+    out = bh_adjust(q)
     assert out.shape == (3, 4)
     np.testing.assert_allclose(out, _hand_bh(q), rtol=1e-12)
-    assert np.all(np.isnan(S.bh_adjust([np.nan, np.nan])))
+    assert np.all(np.isnan(bh_adjust([np.nan, np.nan])))
 
 
 # -------------------------------------------------------------------------------------- effect size
@@ -213,7 +214,7 @@ def test_planted_effect_ranks_first_and_is_the_only_discovery():
     a, b = _planted()
     df = _table(a, b)
     assert list(df.columns) == S.COLUMNS and len(df) == 12
-    assert list(zip(df.layer, df["head"]))[:3] == [(0, 0), (0, 1), (0, 2)]  # layer-major
+    assert list(zip(df.layer, df["head"], strict=True))[:3] == [(0, 0), (0, 1), (0, 2)]  # layer-major
     top = df.loc[df["rank"] == 1].iloc[0]
     assert (top["layer"], top["head"]) == (1, 2)
     assert top.p_adj < 0.01 and top.ci_low > 0 and top.effect_size > 1
@@ -284,7 +285,7 @@ def test_table_drops_incomplete_pairs_per_cell():
     (lambda: S.sign_flip_pvalue(np.zeros(4), n_resamples=9, seed=0, alternative="both"), "alternative"),
     (lambda: S.sign_flip_pvalue(np.zeros(4), n_resamples=True, seed=0), "n_resamples"),
     (lambda: S.effect_size(np.array([1.0, np.inf])), "d contains infinite"),
-    (lambda: S.bh_adjust([0.5, 1.5]), "p must lie in"),
+    (lambda: bh_adjust([0.5, 1.5]), "p must lie in"),
     (lambda: S.contrast_table(np.zeros((4, 2, 2)), np.zeros((4, 2, 2)), confidence=0.9, n_resamples=9, seed=0,
                               alpha=0, method="bca"), "alpha"),
     (lambda: S.contrast_table(np.zeros((4, 2, 2)), np.zeros((4, 2, 2)), confidence=0.9, n_resamples=9, seed=0,

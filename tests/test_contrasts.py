@@ -8,12 +8,12 @@ from scipy.spatial.distance import directed_hausdorff, jensenshannon
 from scipy.stats import entropy
 
 from tests.synthetic_attention import make_sample, metric_cfg, one_hot, tile
-from vlmattn.contrasts import divergence, heads, maps, quadrants
-from vlmattn.metrics.common import QUADRANTS, box_mask
+from vlmattn.contrasts import divergence, heads, pairs, quadrants
+from vlmattn.maps import QUADRANTS, box_mask
 from vlmattn.metrics.spatial import compute as spatial_compute
 
 STATS = dict(confidence=0.95, n_resamples=9999, seed=0, alpha=0.05, method="bca")
-MAPS = dict(step_pool="first", renormalize=True, min_vision_share=1e-4)
+MAPS = dict(step_pooling="first", renormalize=True, min_vision_share=1e-4)
 TOP_LEFT_4x4 = [0, 1, 4, 5]  # row-major 4×4 grid: rows 0-1, columns 0-1
 PLANTED = (1, 2)  # (layer, head)
 
@@ -36,11 +36,11 @@ def planted_pairs(n_pairs=12, n_layers=2, n_heads=3, seed=1):
 
 # ------------------------------------------------------------------------------------------- maps
 def test_roi_box_names_and_boxes():
-    assert maps.roi_box("top_left") == QUADRANTS["top_left"]
-    assert maps.roi_box([0.1, 0.2, 0.3, 0.4]) == (0.1, 0.2, 0.3, 0.4)
+    assert pairs.roi_box("top_left") == QUADRANTS["top_left"]
+    assert pairs.roi_box([0.1, 0.2, 0.3, 0.4]) == (0.1, 0.2, 0.3, 0.4)
     for bad in ("middle", [0.5, 0.0, 0.5, 1.0], [0, 0, 1], [0, 0, 1.5, 1]):
         with pytest.raises(ValueError):
-            maps.roi_box(bad)
+            pairs.roi_box(bad)
 
 
 def test_pooled_maps_first_step_and_nan_rule():
@@ -48,22 +48,22 @@ def test_pooled_maps_first_step_and_nan_rule():
     v[0, 0, 0] = [0.2, 0.2, 0.0, 0.0]  # renormalised to [0.5, 0.5, 0, 0]
     v[1, 0, 0] = [0.0, 0.0, 0.0, 1.0]
     v[0, 0, 1] = [1e-6, 0, 0, 0]  # below min_vision_share: undefined
-    p = maps.pooled_maps(make_sample(v), **MAPS)
+    p = pairs.pooled_maps(make_sample(v), **MAPS)
     assert p.shape == (1, 2, 4)
     np.testing.assert_allclose(p[0, 0], [0.5, 0.5, 0, 0])
     assert np.isnan(p[0, 1]).all()
-    pm = maps.pooled_maps(make_sample(v), **{**MAPS, "step_pool": "mean"})
+    pm = pairs.pooled_maps(make_sample(v), **{**MAPS, "step_pooling": "mean"})
     np.testing.assert_allclose(pm[0, 0], [0.25, 0.25, 0, 0.5])
 
 
 def test_paired_checks_lengths_and_grids():
     s4, s9 = make_sample(tile(np.full(4, 0.25))), make_sample(tile(np.full(9, 1 / 9)))
     with pytest.raises(ValueError, match="same number"):
-        list(maps.paired([s4, s4], [s4]))
+        list(pairs.paired([s4, s4], [s4]))
     with pytest.raises(ValueError, match="no pairs"):
-        list(maps.paired([], []))
+        list(pairs.paired([], []))
     with pytest.raises(ValueError, match="grid"):
-        list(maps.paired([s4], [s9]))
+        list(pairs.paired([s4], [s9]))
 
 
 # ------------------------------------------------------------------------------------------ heads
@@ -76,7 +76,7 @@ def test_roi_mass_matches_spatial_metric_quadrant_mass():
     t = spatial_compute(s, cfg)
     t = t[t["region"] == "top_left"]
     np.testing.assert_allclose(m.ravel(), t["mass"].to_numpy())
-    p = maps.pooled_maps(s, **MAPS)
+    p = pairs.pooled_maps(s, **MAPS)
     np.testing.assert_allclose(m, p[..., TOP_LEFT_4x4].sum(-1))
     np.testing.assert_array_equal(np.flatnonzero(box_mask(s, QUADRANTS["top_left"])), TOP_LEFT_4x4)
     np.testing.assert_allclose(heads.roi_mass(s, [0.0, 0.0, 0.5, 0.5], **MAPS), m)
@@ -115,12 +115,12 @@ def test_exclude_sinks_zeroes_each_samples_sink_before_renormalising():
     v[..., 3] = 0.7  # token 3 is a sink in every (layer, head)
     s = make_sample(v)
     rule = {"ratio": 2.0, "min_fraction": 0.5, "min_vision_share": 1e-4}
-    np.testing.assert_array_equal(maps.sink_keep(s, True, rule), [True, True, True, False])
-    assert maps.sink_keep(s, False, None) is None
-    m = heads.roi_mass(s, [0.0, 0.0, 1.0, 0.5], **MAPS, keep=maps.sink_keep(s, True, rule))  # tokens 0, 1
+    np.testing.assert_array_equal(pairs.sink_keep(s, True, rule), [True, True, True, False])
+    assert pairs.sink_keep(s, False, None) is None
+    m = heads.roi_mass(s, [0.0, 0.0, 1.0, 0.5], **MAPS, keep=pairs.sink_keep(s, True, rule))  # tokens 0, 1
     np.testing.assert_allclose(m, 2 / 3)
     with pytest.raises(ValueError, match="sink_rule"):
-        maps.sink_keep(s, True, None)
+        pairs.sink_keep(s, True, None)
 
 
 # -------------------------------------------------------------------------------------- quadrants
@@ -138,10 +138,10 @@ def test_quadrant_index_partitions_every_grid():
 def test_quadrant_masses_sum_to_one_and_nan():
     rng = np.random.default_rng(3)
     s = make_sample(rng.dirichlet(np.ones(16), size=(1, 2, 3)))
-    q = quadrants.sample_quadrants(s, **MAPS, head_pool="mean", per_layer=True)
+    q = quadrants.sample_quadrants(s, **MAPS, head_pooling="mean", per_layer=True)
     assert q.shape == (2, 4)
     np.testing.assert_allclose(q.sum(-1), 1.0)
-    raw = quadrants.sample_quadrants(s, **{**MAPS, "renormalize": False}, head_pool="max", per_layer=False)
+    raw = quadrants.sample_quadrants(s, **{**MAPS, "renormalize": False}, head_pooling="max", per_layer=False)
     assert raw.shape == (1, 4)
     np.testing.assert_allclose(raw.sum(-1), 1.0)
     index = quadrants.quadrant_index(s.token_centres)
@@ -153,7 +153,7 @@ def test_quadrant_masses_sum_to_one_and_nan():
 
 def test_planted_quadrant_shift_is_recovered():
     a, b = planted_pairs()
-    t = quadrants.quadrant_shift(a, b, **MAPS, head_pool="mean", per_layer=False, **STATS)
+    t = quadrants.quadrant_shift(a, b, **MAPS, head_pooling="mean", per_layer=False, **STATS)
     assert list(t.columns) == quadrants.COLUMNS
     assert list(t["layer"]) == ["all"] * 4 and list(t["quadrant"]) == list(QUADRANTS)
     np.testing.assert_allclose(t["mean_a"].sum(), 1.0)
@@ -161,7 +161,7 @@ def test_planted_quadrant_shift_is_recovered():
     np.testing.assert_allclose(t["diff"].sum(), 0.0, atol=1e-12)
     tl = t.set_index("quadrant").loc["top_left"]
     assert tl["rank"] == 1 and tl["significant"] and tl["diff"] > 0.03
-    per = quadrants.quadrant_shift(a, b, **MAPS, head_pool="mean", per_layer=True, **STATS)
+    per = quadrants.quadrant_shift(a, b, **MAPS, head_pooling="mean", per_layer=True, **STATS)
     assert len(per) == 8 and list(per["layer"].unique()) == [0, 1]
     got = per.set_index(["layer", "quadrant"])
     assert got.loc[(1, "top_left"), "significant"]  # the planted head's layer
@@ -228,7 +228,7 @@ def test_divergence_table_per_layer_and_overall():
     vb[:, 0] = 1 / V  # layer 0 of B: uniform
     a, b = make_sample(va), make_sample(vb)
     np.testing.assert_array_equal(divergence.grid_coords(a)[[0, 5, 15]], [[0, 0], [1, 1], [3, 3]])
-    t = divergence.divergence_table([a, a], [b, a], **MAPS, head_pool="mean", epsilon=1e-6, top_fraction=1 / V)
+    t = divergence.divergence_table([a, a], [b, a], **MAPS, head_pooling="mean", epsilon=1e-6, top_fraction=1 / V)
     assert list(t.columns) == divergence.COLUMNS
     assert list(t["layer"]) == ["0", "1", "all"] * 2 and list(t["pair"]) == [0] * 3 + [1] * 3
     first = t[t["pair"] == 0].set_index("layer")
@@ -250,19 +250,19 @@ def test_object_roi_is_the_box_of_what_a_has_and_b_lacks():
         s.labels, s.colours = ["square", other[1]], ["red", other[2]]
     for s in b:
         s.boxes, s.labels, s.colours = np.array([other[0]], np.float32), [other[1]], [other[2]]
-    assert maps.object_box(a[0], b[0]) == (0.0, 0.0, 0.5, 0.5)
-    assert maps.pair_roi(a[0], b[0], "object") == maps.pair_roi(a[0], b[0], "top_left")
+    assert pairs.object_box(a[0], b[0]) == (0.0, 0.0, 0.5, 0.5)
+    assert pairs.pair_roi(a[0], b[0], "object") == pairs.pair_roi(a[0], b[0], "top_left")
     by_object = heads.head_contrast(a, b, "object", **MAPS, **STATS)
     by_quadrant = heads.head_contrast(a, b, "top_left", **MAPS, **STATS)
     assert by_object.equals(by_quadrant)
     with pytest.raises(ValueError, match="roi 'object': image .* holds no object that .* lacks"):
-        maps.object_box(b[0], b[1])
+        pairs.object_box(b[0], b[1])
 
 
 def test_quadrant_bh_runs_over_two_families(tmp_path):
     """``quadrants.csv`` holds two BH families: the four pooled ``all`` rows, and the per-layer rows."""
     from vlmattn.contrasts import analyses
-    from vlmattn.contrasts.stats import bh_adjust
+    from vlmattn.stats import bh_adjust
     from vlmattn.store import write_sample
 
     a, b = planted_pairs()
@@ -273,7 +273,7 @@ def test_quadrant_bh_runs_over_two_families(tmp_path):
             path = tmp_path / f"{name}{i}.h5"
             write_sample(path, s, attention_dtype="float32")
             files[name].append(str(path))
-    options = {"maps": MAPS, "head_pool": "mean", "statistics": STATS}
+    options = {"maps": MAPS, "head_pooling": "mean", "statistics": STATS}
     t = analyses.run("quadrants", files["a"], files["b"], options)["quadrants"]
     pooled, per_layer = t[t["layer"].astype(str) == "all"], t[t["layer"].astype(str) != "all"]
     assert len(pooled) == 4 and len(per_layer) == 8

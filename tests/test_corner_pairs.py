@@ -11,10 +11,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import REPO
-from vlmattn import jobs
-from vlmattn.config import corner_pairs, image_ids, load_config, load_dataset, question_images, samples
+from tests import REPO
+from vlmattn.config import corner_pairs, image_ids, load_dataset, question_images, samples
 from vlmattn.errors import ConfigError
+from vlmattn.images import jobs
 from vlmattn.images.synthetic import (
     COLOURS,
     SHAPES,
@@ -26,6 +26,7 @@ from vlmattn.images.synthetic import (
     scene_spec,
 )
 from vlmattn.images.synthetic import corner_pairs as pair_ids
+from vlmattn.workflow import load_config
 
 ID = re.compile(r"^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$")
 WILDCARD = re.compile(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*")  # rules/common.smk wildcard_constraints.image

@@ -8,9 +8,10 @@ import re
 import pytest
 from PIL import Image
 
-from vlmattn.config import load_config, load_dataset
+from vlmattn.config import load_dataset
 from vlmattn.datasets import derive_image_id, derive_question_id
 from vlmattn.errors import InputError
+from vlmattn.workflow import load_config
 
 ID = re.compile(r"^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$")
 MODELS = {"a": {"family": "llava", "path": "x"}, "b": {"family": "llava", "path": "y"}}
@@ -104,7 +105,8 @@ ONE_DOG = coco([{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
     ("", None, "sheet s.tsv: no samples (empty sheet)"),
     ("image\tquestion\nimg/a.png\n", None, "sheet s.tsv line 2: 1 fields, the header has 2"),
     ("image\tquestion\nimg/a.png\t\n", None, "sheet s.tsv line 2: give a question or a question_id"),
-    ("image\tquestion_id\nimg/a.png\tbad id\n", None, "sheet s.tsv line 2: column 'question_id': 'bad id' does not match"),
+    ("image\tquestion_id\nimg/a.png\tbad id\n", None,
+     "sheet s.tsv line 2: column 'question_id': 'bad id' does not match"),
     ("image\tquestion_id\nimg/a.png\tnope\n", None, "sheet s.tsv line 2: unknown question id 'nope'"),
     ("image\tquestion\nimg/a.png\tWhy?\nimg/b.png\tHow?\nimg/a.png\tWhy?\n", None,
      "sheet s.tsv line 4: duplicate sample a__why_"),
@@ -122,13 +124,17 @@ ONE_DOG = coco([{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
     ("image\tquestion\nimg/a.png\tWhy?\n", coco([{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
                                                 [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [30, 0, 20, 5]}]),
      "annotations coco.json annotations[0]: box [30.0, 0.0, 50.0, 5.0] is outside the image img/a.png (40x30)"),
-    ("image\tquestion\nimg/a.png\tWhy?\n", {**ONE_DOG, "annotations": [{"image_id": 1, "category_id": 9, "bbox": [0, 0, 1, 1]}]},
+    ("image\tquestion\nimg/a.png\tWhy?\n",
+     {**ONE_DOG, "annotations": [{"image_id": 1, "category_id": 9, "bbox": [0, 0, 1, 1]}]},
      "annotations coco.json annotations[0]: unknown category_id 9"),
-    ("image\tquestion\nimg/a.png\tWhy?\n", {**ONE_DOG, "annotations": [{"image_id": 4, "category_id": 1, "bbox": [0, 0, 1, 1]}]},
+    ("image\tquestion\nimg/a.png\tWhy?\n",
+     {**ONE_DOG, "annotations": [{"image_id": 4, "category_id": 1, "bbox": [0, 0, 1, 1]}]},
      "annotations coco.json annotations[0]: unknown image_id 4"),
-    ("image\tquestion\nimg/a.png\tWhy?\n", {**ONE_DOG, "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, -1, 1]}]},
+    ("image\tquestion\nimg/a.png\tWhy?\n",
+     {**ONE_DOG, "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, -1, 1]}]},
      "annotations coco.json annotations[0]: bbox must be [x, y, w, h] with w, h >= 0"),
-    ("image\tquestion\nimg/a.png\tWhy?\n", {**ONE_DOG, "images": [{"id": 1, "file_name": "a.png", "width": 80, "height": 60}]},
+    ("image\tquestion\nimg/a.png\tWhy?\n", {**ONE_DOG, "images": [{"id": 1, "file_name": "a.png", "width": 80,
+                                                                   "height": 60}]},
      "annotations coco.json images[0]: a.png is 80x60 there but 40x30 on disk"),
     ("image\tquestion\nimg/a.png\tWhy?\n", {"images": []}, "annotations coco.json: missing list 'annotations'"),
     ("image\tquestion\nimg/a.png\tWhy?\n", "{not json", "annotations coco.json: not valid JSON (line 1"),

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.pipeline import REPO, snakemake
-from vlmattn.config import load_config, samples
+from tests import REPO
+from tests.pipeline import snakemake
+from vlmattn.config import samples
+from vlmattn.workflow import load_config
 
 pytestmark = pytest.mark.pipeline
 
@@ -196,7 +198,8 @@ def test_report_renders_in_a_browser(default_run):
     profile = default_run / "chromium-profile"
     dom = dump_dom(browser, page, profile)
     app = dom[dom.index('<div id="app">'):]
-    for text in ("What ran", "How to read it", "1. Overview", "3. Contrasts", "4. Pruning", "5. Attribution", "8. Samples",
+    for text in ("What ran", "How to read it", "1. Overview", "3. Contrasts", "4. Pruning", "5. Attribution",
+                 "8. Samples",
                  "toy_llava_untrained",
                  "Is there anything in the top left corner?"):
         assert text in app, f"the rendered report lacks {text!r}"
@@ -218,8 +221,8 @@ def test_attribution_of_the_default_run(default_run):
     faithfulness score, and on the trained model the best map's deletion curve falls below the random
     floor's with its interval clear of 0; the modality gap and alignment across every layer; the figures."""
     from vlmattn.attribution.faithfulness import SCORES
+    from vlmattn.attribution.options import attribution_samples
     from vlmattn.attribution.store import MAP_KINDS
-    from vlmattn.config import attribution_samples
 
     cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
     chosen = attribution_samples(cfg, samples(cfg))

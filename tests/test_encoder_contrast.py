@@ -12,8 +12,8 @@ from scipy.spatial.distance import directed_hausdorff, jensenshannon
 from scipy.stats import entropy
 
 from tests.synthetic_attention import encoder_attention, make_sample, tile
-from vlmattn.contrasts import divergence, encoder, maps, summary
-from vlmattn.metrics.common import box_mask
+from vlmattn.contrasts import divergence, encoder, pairs, summary
+from vlmattn.maps import box_mask
 
 STATS = dict(confidence=0.95, n_resamples=9999, seed=0, alpha=0.05, method="bca")
 RNG_KW = "rng" if tuple(int(x) for x in scipy.__version__.split(".")[:2]) >= (1, 15) else "random_state"
@@ -70,30 +70,30 @@ def test_encoder_maps_match_reference(pool):
     x[2] = 0.0  # an undefined layer: NaN
     cls = rng.random((3, 2, 16))
     s = enc_sample(x, cls)
-    m = encoder.encoder_maps(s, source="received", head_pool=pool)
+    m = encoder.encoder_maps(s, source="received", head_pooling=pool)
     assert m.shape == (3, 16)
     ref = ref_maps(x, pool)
     np.testing.assert_allclose(m[:2], ref[:2], rtol=1e-12)
     np.testing.assert_allclose(m[:2].sum(-1), 1.0)
     assert np.isnan(m[2]).all()
-    np.testing.assert_allclose(encoder.encoder_layer_maps(s, source="received", head_pool=pool)[-1], ref[-1],
+    np.testing.assert_allclose(encoder.encoder_layer_maps(s, source="received", head_pooling=pool)[-1], ref[-1],
                                rtol=1e-12)
-    np.testing.assert_allclose(encoder.encoder_maps(s, source="cls", head_pool=pool), ref_maps(cls, pool)[:3],
+    np.testing.assert_allclose(encoder.encoder_maps(s, source="cls", head_pooling=pool), ref_maps(cls, pool)[:3],
                                rtol=1e-12)
 
 
 def test_missing_cls_and_missing_encoder_raise():
     s = enc_sample(np.full((2, 1, 16), 1 / 16))
     with pytest.raises(ValueError, match="CLS"):
-        encoder.encoder_maps(s, source="cls", head_pool="mean")
+        encoder.encoder_maps(s, source="cls", head_pooling="mean")
     with pytest.raises(ValueError, match="source"):
-        encoder.encoder_maps(s, source="rollout", head_pool="mean")
+        encoder.encoder_maps(s, source="rollout", head_pooling="mean")
     bare = make_sample(tile(np.full(4, 0.25)))
-    for call in (lambda: encoder.encoder_maps(bare, source="received", head_pool="mean"),
+    for call in (lambda: encoder.encoder_maps(bare, source="received", head_pooling="mean"),
                  lambda: encoder.patch_roi_mask(bare, "top_left"),
-                 lambda: encoder.encoder_contrast([s], [bare], "top_left", source="received", head_pool="mean",
+                 lambda: encoder.encoder_contrast([s], [bare], "top_left", source="received", head_pooling="mean",
                                                   **STATS),
-                 lambda: encoder.encoder_divergence([bare], [s], source="received", head_pool="mean",
+                 lambda: encoder.encoder_divergence([bare], [s], source="received", head_pooling="mean",
                                                     epsilon=1e-6, top_fraction=0.1)):
         with pytest.raises(ValueError, match="no vision-encoder attention"):
             call()
@@ -102,10 +102,10 @@ def test_missing_cls_and_missing_encoder_raise():
 def test_pairs_must_share_patch_grid():
     s16, s64 = enc_sample(np.full((2, 1, 16), 1 / 16)), enc_sample(np.full((2, 1, 64), 1 / 64))
     with pytest.raises(ValueError, match="patch grid"):
-        encoder.encoder_divergence([s16], [s64], source="received", head_pool="mean", epsilon=1e-6,
+        encoder.encoder_divergence([s16], [s64], source="received", head_pooling="mean", epsilon=1e-6,
                                    top_fraction=0.1)
     with pytest.raises(ValueError, match="same number"):
-        encoder.roi_masses([s16, s16], [s16], "top_left", source="received", head_pool="mean")
+        encoder.roi_masses([s16, s16], [s16], "top_left", source="received", head_pooling="mean")
 
 
 def test_patch_roi_mask_half_open_and_fallback():
@@ -122,14 +122,14 @@ def test_patch_roi_mask_half_open_and_fallback():
     # the LLM tokens' rule on the same grid gives the same mask
     llm = make_sample(tile(np.full(64, 1 / 64)))
     for roi in ("top_left", "bottom_right", box, tiny):
-        np.testing.assert_array_equal(encoder.patch_roi_mask(s, roi), box_mask(llm, maps.roi_box(roi)))
+        np.testing.assert_array_equal(encoder.patch_roi_mask(s, roi), box_mask(llm, pairs.roi_box(roi)))
 
 
 # -------------------------------------------------------------------------------------- contrast
 def test_planted_layer_ranks_first_with_small_adjusted_p():
     k = 2
     a, b = planted_pairs(12, 4, 3, np.random.default_rng(5), layer=k)
-    t = encoder.encoder_contrast(a, b, "top_left", source="received", head_pool="mean", **STATS)
+    t = encoder.encoder_contrast(a, b, "top_left", source="received", head_pooling="mean", **STATS)
     assert list(t.columns) == encoder.COLUMNS and list(t["layer"]) == [0, 1, 2, 3]
     top = t.loc[t["rank"] == 1].iloc[0]
     assert top["layer"] == k and top["n_pairs"] == 12
@@ -146,7 +146,7 @@ def test_null_is_significant_no_more_often_than_nominal():
     any_hit, cell_hits = 0, 0
     for rep in range(reps):
         a, b = planted_pairs(8, n_layers, 2, np.random.default_rng(1000 + rep))
-        t = encoder.encoder_contrast(a, b, "top_left", source="received", head_pool="mean", confidence=0.9,
+        t = encoder.encoder_contrast(a, b, "top_left", source="received", head_pooling="mean", confidence=0.9,
                                      n_resamples=99, seed=rep, alpha=alpha, method="percentile")
         any_hit += bool(t["significant"].any())
         cell_hits += int((t["p"] < alpha).sum())
@@ -167,10 +167,10 @@ def test_encoder_divergence_matches_scipy():
     k = int(np.ceil(frac * n))
     a = [enc_sample(rng.dirichlet(np.ones(n), size=(2, 3))) for _ in range(3)]
     b = [enc_sample(rng.dirichlet(np.ones(n), size=(2, 3))) for _ in range(3)]
-    t = encoder.encoder_divergence(a, b, source="received", head_pool="max", epsilon=eps, top_fraction=frac)
+    t = encoder.encoder_divergence(a, b, source="received", head_pooling="max", epsilon=eps, top_fraction=frac)
     assert list(t.columns) == divergence.COLUMNS
     assert list(t["layer"]) == ["0", "1", "all"] * 3 and list(t["pair"]) == [0] * 3 + [1] * 3 + [2] * 3
-    for i, (sa, sb) in enumerate(zip(a, b)):
+    for i, (sa, sb) in enumerate(zip(a, b, strict=True)):
         ma, mb = ref_maps(sa.vision_encoder.received, "max"), ref_maps(sb.vision_encoder.received, "max")
         rows = t[t["pair"] == i].reset_index(drop=True)
         for j in range(3):
@@ -193,7 +193,7 @@ def test_within_condition_and_summary_against_scipy(method):
     rng = np.random.default_rng(11)
     n_pairs, eps, frac = 8, 1e-4, 0.1
     a, b = planted_pairs(n_pairs, 2, 2, rng, layer=1)
-    opts = dict(source="received", head_pool="mean", epsilon=eps, top_fraction=frac)
+    opts = dict(source="received", head_pooling="mean", epsilon=eps, top_fraction=frac)
     t = encoder.encoder_divergence(a, b, **opts)
     null = encoder.encoder_within_condition(b, **opts)
     assert list(null.columns) == divergence.COLUMNS and len(null) == len(t)
@@ -238,7 +238,7 @@ def test_summary_detects_a_divergence_above_and_below_the_reference():
     spike = np.zeros(n)
     spike[0] = 1.0
     far = [enc_sample(np.broadcast_to(0.9 * spike + 0.1 / n, (2, 2, n)).copy()) for _ in range(10)]
-    opts = dict(source="received", head_pool="mean", epsilon=1e-4, top_fraction=0.1)
+    opts = dict(source="received", head_pooling="mean", epsilon=1e-4, top_fraction=0.1)
     null = encoder.encoder_within_condition(b, **opts)
     res = dict(confidence=0.95, n_resamples=1999, seed=0, method="percentile")
     up = summary.divergence_summary(encoder.encoder_divergence(far, b, **opts), null=null, alternative="greater",
@@ -253,7 +253,7 @@ def test_summary_of_the_language_model_table_and_small_null():
     rng = np.random.default_rng(4)
     a = [make_sample(rng.dirichlet(np.ones(16), size=(1, 2, 2))) for _ in range(2)]
     b = [make_sample(rng.dirichlet(np.ones(16), size=(1, 2, 2))) for _ in range(2)]
-    opts = dict(step_pool="first", renormalize=True, min_vision_share=1e-4, head_pool="mean", epsilon=1e-6,
+    opts = dict(step_pooling="first", renormalize=True, min_vision_share=1e-4, head_pooling="mean", epsilon=1e-6,
                 top_fraction=0.25)
     t = divergence.divergence_table(a, b, **opts)
     null = divergence.within_condition_table(b, **opts)

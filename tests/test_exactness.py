@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText
 
-from vlmattn.inference import PREFILL_MODES, capture_attention, prefill_positions
+from vlmattn.engine.inference import PREFILL_MODES, capture_attention, prefill_positions
 
 from .conftest import FAMILIES
 

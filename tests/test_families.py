@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from vlmattn.engine.inference import load_model
 from vlmattn.errors import ModelError
-from vlmattn.inference import load_model
 
 from .conftest import FAMILIES
 
@@ -25,7 +25,8 @@ def block_image(size, block):
 
 
 def contains(box, block, tol=1e-3):
-    return box[0] - tol <= block[0] and box[1] - tol <= block[1] and box[2] + tol >= block[2] and box[3] + tol >= block[3]
+    return (box[0] - tol <= block[0] and box[1] - tol <= block[1]
+            and box[2] + tol >= block[2] and box[3] + tol >= block[3])
 
 
 def bright_tokens_qwen(inputs, merge):
@@ -125,7 +126,7 @@ def test_qwen_processor_round_trip(checkpoint):
     """The saved processor names the real class and reloads (image-only when torchvision is absent)."""
     import json
 
-    from vlmattn.processors import load_processor
+    from vlmattn.engine.processors import load_processor
 
     path = checkpoint("qwen2_5_vl")
     assert json.loads((path / "processor_config.json").read_text())["processor_class"] == "Qwen2_5_VLProcessor"

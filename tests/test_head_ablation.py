@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from vlmattn.capture import CaptureError, HeadAblation, ablating
 from vlmattn.contrasts.ablation import answer_logprob, answer_token_id, causal_table, percentile, random_sets
-from vlmattn.inference import capture_attention, model_inputs
+from vlmattn.engine.capture import CaptureError, HeadAblation, ablating
+from vlmattn.engine.inference import capture_attention, model_inputs
 
 FAMILIES = ("llava", "qwen2_5_vl")
 QUESTION = "Is there anything in the top left corner?"
@@ -245,7 +245,7 @@ def test_causal_table_against_direct_computation(causal_setup):
     lm, items, ranked = causal_setup
     total = len(ranked)
     ks = [0, 1, 3, total]
-    kw = dict(ks=ks, n_random=6, seed=11, mode="zero")
+    kw = dict(ks=ks, n_random=6, seed=11, mode="zero", draw="ranked")
     summary, draws, singles = causal_table(lm, items, ranked, **kw)
     again, draws_again, singles_again = causal_table(lm, items, ranked, **kw)
     assert summary.equals(again) and draws.equals(draws_again) and singles.equals(singles_again)
@@ -297,15 +297,15 @@ def test_causal_table_against_direct_computation(causal_setup):
 
 def test_causal_table_seed_and_mean_mode(causal_setup):
     lm, items, ranked = causal_setup
-    s1, d1, _ = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=1, mode="mean")
-    s2, d2, _ = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=2, mode="mean")
+    s1, d1, _ = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=1, mode="mean", draw="ranked")
+    s2, d2, _ = causal_table(lm, items[:1], ranked, ks=[2], n_random=8, seed=2, mode="mean", draw="ranked")
     assert d1["heads"].tolist() != d2["heads"].tolist()
     assert s1["delta_logprob"].iloc[0] == s2["delta_logprob"].iloc[0]
     ablation = HeadAblation.from_pairs(ranked[:2], "mean")
     im, q, t = items[0]
     want = answer_logprob(lm, im, q, t, ablation) - answer_logprob(lm, im, q, t)
     assert s1["delta_logprob"].iloc[0] == pytest.approx(want, abs=1e-9) and want != 0
-    s0, d0, _ = causal_table(lm, items[:1], ranked, ks=[1], n_random=0, seed=0, mode="zero")
+    s0, d0, _ = causal_table(lm, items[:1], ranked, ks=[1], n_random=0, seed=0, mode="zero", draw="ranked")
     assert d0.empty and np.isnan(s0["percentile"].iloc[0])
 
 
@@ -395,7 +395,7 @@ def _answer_it_carries(lm, carrier, image) -> int:
 @pytest.fixture(scope="module")
 def many_heads(tmp_path_factory):
     """A tiny LLaVA with 2 × 16 query heads: a null of one head in 32 hits the carrier in ~3 % of draws."""
-    from vlmattn.inference import load_model
+    from vlmattn.engine.inference import load_model
     from vlmattn.models import toy
 
     spec = toy.ToySpec(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, vision_heads=2,

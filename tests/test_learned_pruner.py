@@ -2,7 +2,7 @@
 
 References: transformers' eager attention (``output_attentions=True``) for the attention the pruner
 reads; the unpruned model's logits and plain greedy ``generate`` for a 100 % budget; the dropped-token
-generation of :func:`vlmattn.pruning.online.generate_pruned` for the hard-masked forward pass.
+generation of :func:`vlmattn.engine.pruned.generate_pruned` for the hard-masked forward pass.
 """
 
 from __future__ import annotations
@@ -13,12 +13,20 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from tests.conftest import build_checkpoint
-from vlmattn.inference import load_model, model_inputs
+from vlmattn.engine.inference import load_model, model_inputs
+from vlmattn.engine.pruned import generate_pruned
 from vlmattn.models import shapes_task as task
 from vlmattn.models.train import answer_losses, encode
-from vlmattn.pruning.learned import (LearnedPruner, PrunerSession, PrunerSpec, VisionPrunerHead, evaluation_session,
-                                     load_pruner, prompt_masks, scale_residual)
-from vlmattn.pruning.online import generate_pruned
+from vlmattn.pruning.learned import (
+    LearnedPruner,
+    PrunerSession,
+    PrunerSpec,
+    VisionPrunerHead,
+    evaluation_session,
+    load_pruner,
+    prompt_masks,
+    scale_residual,
+)
 from vlmattn.pruning.train_pruner import PrunerTraining, train_pruner
 
 ATOL = 1e-5
@@ -162,7 +170,8 @@ def test_hard_masks_equal_dropping_the_tokens(lm):
     vision, text_rows, q = prompt_masks(inputs["input_ids"], inputs["attention_mask"], lm.model.config.image_token_id)
     v = len(vision)
     pruner = LearnedPruner(spec(lm, use_attn_residual=True, residual_scale="log")).eval()
-    with torch.no_grad(), PrunerSession(lm.model, pruner, vision, text_rows, q, mode="budget", budgets={1: v // 3}) as s:
+    with torch.no_grad(), PrunerSession(lm.model, pruner, vision, text_rows, q, mode="budget",
+                                        budgets={1: v // 3}) as s:
         masked = lm.model(**inputs, use_cache=False).logits[0, -1]
     kept = torch.nonzero(s.kept(1)[0]).flatten().numpy()
     assert len(kept) == v // 3 and len(kept) < v

@@ -15,12 +15,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from vlmattn.adapters.base import token_spans
-from vlmattn.config import load_config
+from vlmattn.engine.adapters.base import token_spans
+from vlmattn.engine.inference import capture_attention, load_model
 from vlmattn.errors import ModelError
-from vlmattn.inference import capture_attention, load_model
-from vlmattn.metrics import METRICS, get_metric, metric_params
+from vlmattn.metrics import METRICS, get_metric
+from vlmattn.metrics.options import metric_params
 from vlmattn.store import read_sample, write_sample
+from vlmattn.workflow import load_config
 
 QUESTION = "What shape is in the image?"
 

@@ -20,10 +20,10 @@ from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText
 
 from tests.synthetic_attention import make_sample
-from vlmattn import capture
-from vlmattn.capture import CaptureError, RolloutAccumulator, rolling_out
 from vlmattn.contrasts.rollout import COLUMNS, FORMS, rollout_contrast
-from vlmattn.inference import capture_attention, load_model
+from vlmattn.engine import capture
+from vlmattn.engine.capture import CaptureError, RolloutAccumulator, rolling_out
+from vlmattn.engine.inference import capture_attention, load_model
 from vlmattn.rollout import encoder_token_importance, full_rollout_map, llm_rollout_map, seed_rollout_map
 from vlmattn.store import VisionEncoderAttention, read_sample, write_sample
 
@@ -173,9 +173,51 @@ def test_accumulator_refuses_out_of_order_layers_missing_layers_and_acausal_atte
 def test_rolling_out_silences_the_recorder():
     rec = capture.AttentionRecorder(prefill_positions=torch.tensor([0]))
     acc = RolloutAccumulator(1, 3, "cpu")
-    with capture.recording(rec), rolling_out(acc):
-        assert capture._ACTIVE.get() is None and capture._ROLLOUT.get() is acc
-    assert capture._ROLLOUT.get() is None
+    with capture.recording(rec):
+        assert capture.active_hooks() == (rec,)
+        with rolling_out(acc):
+            assert capture.active_hooks() == (acc,)
+        assert capture.active_hooks() == (rec,)
+    assert capture.active_hooks() == ()
+
+
+def test_hooks_run_in_order_and_are_removed_when_the_block_ends():
+    """Every hook of the block sees every call (observe, attend, edit, after, in that order), and none is
+    left active after the block, even when it ends with an error; two replacing hooks are an error."""
+    calls = []
+
+    class Probe(capture.AttentionHook):
+        def __init__(self, name):
+            self.name = name
+
+        def observe(self, call):
+            calls.append((self.name, "observe", call.layer))
+
+        def edit(self, call, out):
+            calls.append((self.name, "edit", call.layer))
+            return out
+
+        def after(self, call):
+            calls.append((self.name, "after", call.layer))
+
+    class Module:
+        layer_idx, num_key_value_groups, sliding_window = 3, 1, None
+
+    q = torch.randn(1, 2, 4, 8)
+    plain, _ = capture.capture_attention_forward(Module(), q, q, q, None)
+    with capture.hooks(Probe("a"), Probe("b")):
+        out, _ = capture.capture_attention_forward(Module(), q, q, q, None)
+    torch.testing.assert_close(out, plain, rtol=0, atol=0)
+    assert calls == [("a", "observe", 3), ("b", "observe", 3), ("a", "edit", 3), ("b", "edit", 3),
+                     ("a", "after", 3), ("b", "after", 3)]
+    with pytest.raises(RuntimeError, match="boom"), capture.hooks(Probe("c")):
+        raise RuntimeError("boom")
+    assert capture.active_hooks() == ()
+    kept = capture.KeptAttention({})
+    with pytest.raises(CaptureError, match="two active hooks replace"), capture.hooks(kept, kept):
+        capture.capture_attention_forward(Module(), q, q, q, None)
+    with pytest.raises(TypeError, match="AttentionHook"), capture.hooks(lambda *a: None):
+        pass
 
 
 # ------------------------------------------------------------------------------------------- maps

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.pipeline import REPO
+from tests import REPO
 from tests.synthetic_attention import MINIMAL, make_sample, metric_cfg
-from vlmattn.config import load_config
-from vlmattn.metrics import METRICS, get_metric, metric_params
+from vlmattn.metrics import METRICS, get_metric
+from vlmattn.metrics.options import metric_params
+from vlmattn.workflow import load_config
 
 
 def sample():

@@ -1,4 +1,4 @@
-"""The readings the metric tables rest on, each pinned (README *Undefined maps*, :mod:`vlmattn.metrics.common`):
+"""The readings the metric tables rest on, each pinned (README *Undefined maps*, :mod:`vlmattn.maps`):
 
 * a pooled ``vision_share`` pools the raw shares of all heads, undefined ones included, while the
   pooled map pools the defined heads only;
@@ -14,9 +14,9 @@ import pytest
 from scipy import stats
 
 from tests.synthetic_attention import make_sample, metric_cfg
-from vlmattn.inference import generated_token_fields
+from vlmattn.engine.inference import generated_token_fields
+from vlmattn.maps import answer_step, carries_text
 from vlmattn.metrics import get_metric
-from vlmattn.metrics.common import answer_step, carries_text
 from vlmattn.models.toy import build_tokenizer
 
 V = 16
@@ -137,9 +137,9 @@ def test_first_step_pooling_is_the_answer_row():
 
 
 def test_the_contrasts_first_is_the_answer_row():
-    from vlmattn.contrasts.maps import pooled_maps
+    from vlmattn.contrasts.pairs import pooled_maps
 
     a = np.random.default_rng(4).dirichlet(np.ones(V), size=(3, 2, 2)) * 0.5
     s = make_sample(a, tokens=[" ", "3", "</s>"])
-    p = pooled_maps(s, step_pool="first", renormalize=True, min_vision_share=0.0)
+    p = pooled_maps(s, step_pooling="first", renormalize=True, min_vision_share=0.0)
     np.testing.assert_allclose(p, a[1] / a[1].sum(-1, keepdims=True), rtol=1e-12)

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import jaccard_score
 
 from tests.synthetic_attention import make_sample, metric_cfg, one_hot, tile
-from vlmattn.metrics.common import box_mask, top_mass_mask
+from vlmattn.maps import box_mask, top_mass_mask
 from vlmattn.metrics.grounding import compute, size_class
 
 CFG = {"step_pooling": ["last"], "head_pooling": [], "exclude_sinks": False}

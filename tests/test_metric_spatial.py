@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from tests.synthetic_attention import make_sample, metric_cfg, one_hot, tile
-from vlmattn.config import validate, check
+from vlmattn.config import validate
 from vlmattn.errors import ConfigError
 from vlmattn.metrics import compute_table
+from vlmattn.metrics.options import check
 from vlmattn.metrics.spatial import compute
 
 IDS = {"model": "m", "image": "i", "question": "q"}
@@ -83,4 +84,4 @@ def test_region_box_must_be_ordered():
                     "models": {"m": {"family": "llava", "build": {"kind": "random"}}},
                     "metrics": {"spatial": {"regions": {"bad": [0.5, 0, 0.2, 1]}}}})
     with pytest.raises(ConfigError, match="metrics.spatial.regions.bad"):
-        check(cfg, base_dir=".")
+        check(cfg)

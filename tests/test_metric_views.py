@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 
 from tests.synthetic_attention import MINIMAL, make_sample, metric_cfg, tile
-from vlmattn.config import load_config
-from vlmattn.metrics import compute_table, metric_params
-from vlmattn.metrics.common import (
+from vlmattn.maps import (
     box_mask,
     find_sinks,
     label_tokens,
@@ -17,6 +15,9 @@ from vlmattn.metrics.common import (
     top_mass_mask,
     views,
 )
+from vlmattn.metrics import compute_table
+from vlmattn.metrics.options import metric_params
+from vlmattn.workflow import load_config
 
 IDS = {"model": "m", "image": "i", "question": "q"}
 

@@ -10,13 +10,13 @@ import sysconfig
 import textwrap
 import venv
 
-from tests.pipeline import REPO
+from tests import REPO
 
 CHECK = textwrap.dedent("""
     import sys
     from pathlib import Path
     import vlmattn
-    from vlmattn.config import load_config
+    from vlmattn.workflow import load_config
     from vlmattn.datasets import read_sheet
     from vlmattn.errors import ConfigError
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from tests.pipeline import TINY_CONFIG, planned_jobs, snakemake, write_config
-from vlmattn.config import load_config, load_dataset, shard_samples
+from vlmattn.config import load_dataset, shard_samples
+from vlmattn.workflow import load_config
 
 pytestmark = pytest.mark.pipeline
 N_LAYERS, N_HEADS = 2, 4

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from tests.synthetic_attention import make_sample, metric_cfg
 from vlmattn.metrics import METRICS, compute_table, get_metric
-from vlmattn.metrics.plotting import is_countable
+from vlmattn.plotting import is_countable
 
 matplotlib.use("Agg")
 

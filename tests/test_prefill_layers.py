@@ -17,11 +17,13 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText
 
-from vlmattn import jobs
-from vlmattn.config import extraction_settings, load_config
+from vlmattn import tables
+from vlmattn.config import extraction_settings
+from vlmattn.engine.inference import capture_attention, load_model, prefill_positions
 from vlmattn.errors import ConfigError, InputError
-from vlmattn.inference import capture_attention, load_model, prefill_positions
+from vlmattn.extraction import jobs as extraction_jobs
 from vlmattn.store import AttentionSample, prefill_at, read_sample, write_sample
+from vlmattn.workflow import load_config
 
 from .conftest import FAMILIES, build_checkpoint
 
@@ -206,11 +208,12 @@ def test_extraction_job_passes_the_layers_and_keys_the_cache(checkpoint, tmp_pat
             "vision_encoder": {"enabled": False}}
     runs = {}
     for name, layers in (("all", "all"), ("one", [1])):
-        settings = {**base, "prefill_layers": layers}
+        settings = extraction_settings({**base, "prefill_layers": layers})
         out, index = tmp_path / name, tmp_path / f"{name}.csv"
-        stats = jobs.extract_shard(model, [sm], settings, 0, str(out), str(index), str(tmp_path / "cache"))
+        stats = extraction_jobs.extract_shard(model, [sm], settings, 0, str(out), str(index), str(tmp_path / "cache"))
         assert stats["extracted"] == 1  # a different setting is a different cache entry
         runs[name] = read_sample(out / "red__q.h5")
-        assert jobs.read_index(index).loc[0, "cache_key"] == jobs.sample_cache_key(model, sm, extraction_settings(settings), 0)
+        key = extraction_jobs.sample_cache_key(model, sm, settings, 0)
+        assert tables.read_index(index).loc[0, "cache_key"] == key
     assert runs["all"].prefill_layers.tolist() == [0, 1] and runs["one"].prefill_layers.tolist() == [1]
     np.testing.assert_array_equal(runs["one"].prefill[0], runs["all"].prefill[1])

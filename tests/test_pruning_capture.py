@@ -6,7 +6,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText
 
-from vlmattn.inference import capture_attention
+from vlmattn.engine.inference import capture_attention
 from vlmattn.pruning import offline
 from vlmattn.pruning import scorers as sc
 

@@ -8,10 +8,11 @@ import copy
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from vlmattn.config import load_config, pruning_options
+from tests import REPO
 from vlmattn.errors import ConfigError
+from vlmattn.pruning.options import offline_options, online_options, statistics_options
 from vlmattn.pruning.scorers import HEAD_STRATEGIES, QUERY_STRATEGIES
+from vlmattn.workflow import load_config
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 
@@ -34,21 +35,23 @@ def test_schema_defaults_and_job_options():
     assert tuple(pc["head_strategies"]) == HEAD_STRATEGIES and tuple(pc["query_strategies"]) == QUERY_STRATEGIES
     assert (pc["fixed_query"], pc["fixed_head"]) == ("last_token", "variance")
     assert pc["online"]["models"] == [] and pc["online"]["n_items"] == 256 and pc["online"]["modes"] == ["drop"]
-    o = pruning_options(load_config(config({"prune_layer": 1, "random": {"draws": 5, "seed": 7}})))
-    assert o["scores"] == {"prune_layer": 1, "head_strategies": list(HEAD_STRATEGIES),
+    cfg = load_config(config({"prune_layer": 1, "random": {"draws": 5, "seed": 7}}))
+    o = offline_options(cfg)
+    assert o["prune_layer"] == 1 and o["scores"] == {"head_strategies": list(HEAD_STRATEGIES),
                            "query_strategies": list(QUERY_STRATEGIES), "fixed_query": "last_token",
                            "fixed_head": "variance", "n_heads": 4, "top_k": 10, "seed": 7, "n_draws": 5,
                            "encoder_layer": -2}
     assert o["budgets"] == {"budgets": [192, 128, 64], "keep_ratios": [], "convention": "kept"}
-    assert o["statistics"] == {"confidence": 0.95, "alpha": 0.05}
-    assert o["online"]["positions"] == "keep" and o["offline"] == {"step": 0}
+    assert statistics_options(cfg) == {"confidence": 0.95, "alpha": 0.05}
+    assert online_options(cfg)["online"]["positions"] == "keep" and o["step"] == 0
+    assert online_options(cfg)["scores"] == o["scores"] and online_options(cfg)["budgets"] == o["budgets"]
 
 
 def test_no_block_no_pruning():
     cfg = load_config(config(None))
     assert "pruning" not in cfg
     with pytest.raises(ConfigError, match="no pruning block"):
-        pruning_options(cfg)
+        offline_options(cfg)
 
 
 @pytest.mark.parametrize("pruning,extraction,message", [

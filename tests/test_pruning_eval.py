@@ -10,14 +10,22 @@ import pytest
 import torch
 from scipy import stats
 
-from vlmattn.inference import model_inputs
-from vlmattn.jobs import normalise_answer
+from vlmattn.answers import normalise_answer
+from vlmattn.engine.inference import model_inputs
+from vlmattn.errors import InputError
 from vlmattn.models import shapes_task as task
 from vlmattn.pruning import evalset
 from vlmattn.pruning import scorers as sc
 from vlmattn.pruning.evaluate import STUDIES, capture_item, evaluate
-from vlmattn.pruning.stats import (ablation_tables, accuracy_table, best_scorers, mcnemar_exact, rank_table,
-                                   speed_table, wilson_interval, worst_scorers)
+from vlmattn.pruning.stats import (
+    ablation_tables,
+    accuracy_table,
+    best_scorers,
+    rank_table,
+    speed_table,
+    worst_scorers,
+)
+from vlmattn.stats import mcnemar_exact, wilson_interval
 
 
 # ------------------------------------------------------------------------------------ evaluation set
@@ -28,14 +36,14 @@ def test_evaluation_set_is_balanced_and_deterministic():
     corners = pd.Series([it.corner for it in items if it.qtype == "position"]).value_counts()
     assert corners.to_dict() == {c: 2 for c in task.CORNERS}
     again = evalset.evaluation_set(32, size=64)
-    for a, b in zip(items, again):
+    for a, b in zip(items, again, strict=True):
         assert (a.question, a.answer, a.qtype, a.corner) == (b.question, b.answer, b.qtype, b.corner)
         assert a.image.tobytes() == b.image.tobytes() and np.array_equal(a.boxes, b.boxes)
     prefix = evalset.evaluation_set(5, size=64)
     assert [p.question for p in prefix] == [it.question for it in items[:5]]
     assert [p.image.tobytes() for p in prefix] == [it.image.tobytes() for it in items[:5]]
     other = evalset.evaluation_set(32, seed=evalset.EVAL_SEED + 1, size=64)
-    assert any(a.image.tobytes() != b.image.tobytes() for a, b in zip(items, other))
+    assert any(a.image.tobytes() != b.image.tobytes() for a, b in zip(items, other, strict=True))
 
 
 def test_evaluation_items_follow_the_task():
@@ -106,7 +114,8 @@ def planted_rows(n_items: int, lost: int, gained: int) -> pd.DataFrame:
     def add(study, scorer, correct):
         for i in range(n_items):
             rows.append(dict(item=i, mode="none" if study == "unpruned" else "drop", study=study, scorer=scorer,
-                             budget=5, kept=0.5, average_tokens=7.5, correct=bool(correct[i]), answer="yes" if correct[i] else "no",
+                             budget=5, kept=0.5, average_tokens=7.5, correct=bool(correct[i]),
+                             answer="yes" if correct[i] else "no",
                              recall=0.5, flops_fraction=0.6, prefill_s=0.4 if study == "unpruned" else 0.1,
                              decode_s=0.2, peak_memory_bytes=1000))
 
@@ -232,8 +241,9 @@ def test_evaluate_rejects_bad_budgets_and_layers(lm):
     items = evalset.evaluation_set(1, size=64)
     with pytest.raises(ValueError, match="budgets must lie"):
         evaluate(lm, items, prune_layer=1, budgets=[0], max_new_tokens=1, show_progress=False)
-    with pytest.raises(ValueError, match="prune_layer"):
-        evaluate(lm, items, prune_layer=0, budgets=[1], max_new_tokens=1, show_progress=False)
+    for k in (0, 2):  # the model has 2 decoder layers: 1 ≤ K < 2
+        with pytest.raises(InputError, match=rf"pruning.prune_layer: {k} needs 1 <= K < 2"):
+            evaluate(lm, items, prune_layer=k, budgets=[1], max_new_tokens=1, show_progress=False)
 
 
 def test_evaluate_masked_variant_answers_as_dropped(lm):

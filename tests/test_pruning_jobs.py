@@ -5,37 +5,42 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, build_checkpoint
-from vlmattn.config import load_config, pruning_options
-from vlmattn.inference import capture_attention, load_model
-from vlmattn.jobs import INDEX_COLUMNS
+from tests import REPO
+from tests.conftest import build_checkpoint
+from vlmattn.engine.inference import capture_attention, load_model
 from vlmattn.pruning import evalset, offline
 from vlmattn.pruning import jobs as pj
+from vlmattn.pruning.options import offline_options, online_options, statistics_options
 from vlmattn.pruning.scorers import HEAD_STRATEGIES
 from vlmattn.store import write_sample
+from vlmattn.tables import INDEX_COLUMNS
+from vlmattn.workflow import load_config
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 
 
-def options(pruning: dict) -> dict:
+def options(pruning: dict, job=online_options) -> dict:
+    """The options of pruning job ``job`` (a function of :mod:`vlmattn.pruning.options`) for the
+    default config with this pruning block."""
     c = copy.deepcopy(BASE)
     c["contrasts"] = {}
     c["pruning"] = pruning
     c["extraction"]["prefill_layers"] = "all"
-    return pruning_options(load_config(c))
+    return job(load_config(c))
 
 
 def test_offline_shard_reads_only_the_scoring_layers(tmp_path):
     """A cache with the prefill rows of layers 1 and 2 of a 3-layer model gives, for pruning at K = 2,
     the table the full capture gives."""
     lm = load_model("tiny3", "llava", str(build_checkpoint(tmp_path / "m", text_layers=3)))
-    o = options({"prune_layer": 2, "random": {"draws": 2}})
+    o = options({"prune_layer": 2, "random": {"draws": 2}}, offline_options)
     rows, expected = [], []
     for it in evalset.evaluation_set(3, size=64):
         kw = dict(max_new_tokens=2, prefill_rows="all_text", vision_rollout=False)
@@ -47,7 +52,7 @@ def test_offline_shard_reads_only_the_scoring_layers(tmp_path):
         path = tmp_path / f"q{it.index}.h5"
         write_sample(path, part, attention_dtype="float32")
         rows.append(["tiny3", f"img{it.index}", it.qtype, str(path), "", "0", "2", ""])
-        table = offline.offline_table(full, offline.sample_scores(full, **o["scores"]),
+        table = offline.offline_table(full, offline.sample_scores(full, prune_layer=2, **o["scores"]),
                                       offline.model_budgets(len(full.vision_index), **o["budgets"],
                                                             n_layers=full.n_layers, prune_layer=2),
                                       prune_layer=2, step=0, pooling=True)
@@ -58,7 +63,8 @@ def test_offline_shard_reads_only_the_scoring_layers(tmp_path):
     got = pd.read_csv(tmp_path / "offline.csv")
     want = pd.concat(expected, ignore_index=True)[got.columns]
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-7, atol=0, check_dtype=False)
-    assert {"fastv", "pyramiddrop", "head:variance", "query:system_and_text", "pooling", "random:1"} <= set(got["scorer"])
+    assert {"fastv", "pyramiddrop", "head:variance", "query:system_and_text", "pooling",
+            "random:1"} <= set(got["scorer"])
 
     pj.offline_tables([str(tmp_path / "offline.csv")], 0.95, str(tmp_path / "summary.csv"))
     summary = pd.read_csv(tmp_path / "summary.csv")
@@ -68,7 +74,7 @@ def test_offline_shard_reads_only_the_scoring_layers(tmp_path):
     assert "random" in set(summary["scorer"]) and not summary["scorer"].str.startswith("random:").any()
 
     with pytest.raises(SystemExit, match="add them to extraction.prefill_layers"):
-        pj.offline_shard(str(index), options({"prune_layer": 1}), str(tmp_path / "bad.csv"))
+        pj.offline_shard(str(index), options({"prune_layer": 1}, offline_options), str(tmp_path / "bad.csv"))
     assert not (tmp_path / "bad.csv").exists()
 
 
@@ -84,10 +90,11 @@ def test_online_chunks_tables_and_figures(checkpoint, tmp_path):
     assert (rows["model"] == "tiny").all() and set(rows["mode"]) == {"none", "drop", "mask"}
     assert sorted(rows["budget"].unique()) == [2, 4, 5, 16]  # 64 / 128 / 192 of 576 scaled to 16 tokens, and all
     outs = [str(tmp_path / f"{t}.csv") for t in pj.ONLINE_TABLES]
-    pj.online_tables(chunks, o["statistics"], "kept", outs)
-    first = [open(p, "rb").read() for p in outs]
-    pj.online_tables(chunks, o["statistics"], "kept", outs)
-    assert [open(p, "rb").read() for p in outs] == first
+    statistics = options({}, statistics_options)
+    pj.online_tables(chunks, statistics, "kept", outs)
+    first = [Path(p).read_bytes() for p in outs]
+    pj.online_tables(chunks, statistics, "kept", outs)
+    assert [Path(p).read_bytes() for p in outs] == first
     a = pd.read_csv(outs[0])
     assert (a["n_items"] == 6).all() and set(a["mode"]) == {"drop", "mask"}
     assert len(a) == (len(HEAD_STRATEGIES) + 2 + 1) * 3 * 2  # head strategies and baselines × budgets × modes
@@ -120,5 +127,6 @@ def test_layer_averaged_budgets_in_the_jobs():
     assert options({"prune_layer": 2})["budgets"]["convention"] == "kept"
     assert pj.model_budgets(576, options({"prune_layer": 2}), 32, "llava_7b").tolist() == [192, 128, 64]
     # the toy model: 2 layers, K = 1 → R = 2T − V; 7 of 64 tokens cannot be a layer average
-    with pytest.raises(InputError, match=r"pruning.budget_convention: layer_averaged on model 'toy'.*needs at least 33"):
+    with pytest.raises(InputError,
+                       match=r"pruning.budget_convention: layer_averaged on model 'toy'.*needs at least 33"):
         pj.model_budgets(64, options({"prune_layer": 1, "budget_convention": "layer_averaged"}), 2, "toy")

@@ -5,18 +5,20 @@ block."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from vlmattn.config import load_config, pruning_options
+from tests import REPO
 from vlmattn.errors import ConfigError
 from vlmattn.pruning import jobs as pj
 from vlmattn.pruning import stats
 from vlmattn.pruning.learned import load_pruner
+from vlmattn.pruning.options import learned_options, online_options, statistics_options, train_options
+from vlmattn.workflow import load_config
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 VARIANTS = [{"name": "plain"}, {"name": "learnable", "use_attn_residual": True, "learnable_attn_weight": True}]
@@ -30,13 +32,16 @@ def config(pruning: dict) -> dict:
 
 
 def test_config_block():
-    o = pruning_options(load_config(config({"prune_layer": 1, "online": {"models": ["toy_llava"]},
-                                            "learned": {"enabled": True, "variants": VARIANTS}})))["learned"]
-    assert list(o["variants"]) == ["plain", "learnable"]
-    assert o["variants"]["learnable"] == {"dim": 64, "n_heads": 4, "residual_scale": "standardize",
-                                          "use_attn_residual": True, "attn_residual_weight": 0.5,
-                                          "learnable_attn_weight": True}
+    cfg = load_config(config({"prune_layer": 1, "online": {"models": ["toy_llava"]},
+                              "learned": {"enabled": True, "variants": VARIANTS}}))
+    o = train_options(cfg, "learnable")
+    assert o["prune_layer"] == 1 and set(o) == {"prune_layer", "spec", "train"}
+    assert o["spec"] == {"dim": 64, "n_heads": 4, "residual_scale": "standardize", "use_attn_residual": True,
+                         "attn_residual_weight": 0.5, "learnable_attn_weight": True}
+    assert train_options(cfg, "plain")["spec"]["use_attn_residual"] is False
     assert o["train"]["steps"] == 300 and o["train"]["keep_ratio"] == pytest.approx(128 / 576)
+    with pytest.raises(ConfigError, match="config pruning.learned.variants: no variant 'other'"):
+        train_options(cfg, "other")
     with pytest.raises(ConfigError, match=r"pruning.learned.variants: the names \['plain'\] are used twice"):
         load_config(config({"online": {"models": ["toy_llava"]},
                             "learned": {"enabled": True, "variants": [{"name": "plain"}, {"name": "plain"}]}}))
@@ -82,12 +87,13 @@ def test_train_run_compare_and_plot(checkpoint, tmp_path):
                   "online": {"models": ["toy_llava"], "n_items": 4, "chunks": 2, "max_new_tokens": 2},
                   "learned": {"enabled": True, "dim": 16, "n_heads": 2, "variants": VARIANTS,
                               "train": {"steps": 3, "batch_size": 4, "log_every": 2, "render_size": 64}}})
-    o = pruning_options(load_config(cfg))
+    cfg = load_config(cfg)
+    o = online_options(cfg)
     weights, reports = [], []
     for v in ("plain", "learnable"):
         weights.append(str(tmp_path / "pruners" / "tiny" / f"{v}.safetensors"))
         reports.append(str(tmp_path / "pruners" / "tiny" / f"{v}.csv"))
-        pj.train_pruner(model, o, v, weights[-1], reports[-1])
+        pj.train_pruner(model, train_options(cfg, v), v, weights[-1], reports[-1])
     _, meta = load_pruner(weights[1])
     assert meta["variant"] == "learnable" and meta["model"] == "tiny" and meta["attn_weight"] != 0.5
     report = pd.read_csv(reports[0])
@@ -98,17 +104,17 @@ def test_train_run_compare_and_plot(checkpoint, tmp_path):
         online.append(str(tmp_path / f"online{c}.csv"))
         learned.append(str(tmp_path / f"learned{c}.csv"))
         pj.online_chunk(model, o, c, online[-1])
-        pj.learned_chunk(model, o, c, weights, learned[-1])
+        pj.learned_chunk(model, learned_options(cfg), c, weights, learned[-1])
     rows = pd.concat([pd.read_csv(p) for p in learned], ignore_index=True)
     assert sorted(rows["item"].unique()) == [0, 1, 2, 3]
     assert set(rows["scorer"]) == {"unpruned", "learned:plain", "learned:learnable"}
     assert sorted(rows.loc[rows["study"] == "learned", "budget"].unique()) == [2, 4, 5]
 
     outs = [str(tmp_path / "comparison.csv"), str(tmp_path / "training.csv")]
-    pj.learned_tables(online, learned, reports, o["statistics"], *outs)
-    first = [open(p, "rb").read() for p in outs]
-    pj.learned_tables(online, learned, reports, o["statistics"], *outs)
-    assert [open(p, "rb").read() for p in outs] == first
+    pj.learned_tables(online, learned, reports, statistics_options(cfg), *outs)
+    first = [Path(p).read_bytes() for p in outs]
+    pj.learned_tables(online, learned, reports, statistics_options(cfg), *outs)
+    assert [Path(p).read_bytes() for p in outs] == first
     t = pd.read_csv(outs[0])
     assert {"learned:plain", "learned:learnable", "fastv", "pooling", "random:0", "random:1"} <= set(t["scorer"])
     assert {"learned", "published", "baseline"} <= set(t["study"]) <= {"learned", "published", "baseline",
@@ -120,6 +126,4 @@ def test_train_run_compare_and_plot(checkpoint, tmp_path):
     pj.plot_learned(outs[0], outs[1], "tiny", *pngs)
     assert all((tmp_path / p).stat().st_size > 10_000 for p in pngs)
 
-    with pytest.raises(SystemExit, match="config pruning.learned.variants: no variant 'other'"):
-        pj.train_pruner(model, o, "other", str(tmp_path / "x.safetensors"), str(tmp_path / "x.csv"))
     assert not (tmp_path / "x.safetensors").exists()

@@ -1,4 +1,4 @@
-"""Online visual-token pruning (:mod:`vlmattn.pruning.online`) on the tiny LLaVA checkpoint.
+"""Online visual-token pruning (:mod:`vlmattn.engine.pruned`) on the tiny LLaVA checkpoint.
 
 References: plain greedy ``lm.model.generate`` (nothing pruned: bitwise), and an independent forward
 pass that calls the decoder layers one by one without a cache — full sequence below layer ``K``, the
@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from vlmattn.engine.inference import model_inputs
+from vlmattn.engine.pruned import dropped_prompt_positions, generate_pruned
 from vlmattn.errors import InputError
-from vlmattn.inference import model_inputs
-from vlmattn.pruning.online import dropped_prompt_positions, generate_pruned
 
 STEPS = 4
 QUESTION = "What shape is in the image?"
@@ -59,7 +59,7 @@ def reference_logits(lm, inputs, ids: torch.Tensor, dropped: np.ndarray, layer: 
     at their original positions (``keep``) or at ``0 … M'−1`` (``renumber``). Rows are the kept tokens."""
     model = lm.model.model
     text = model.language_model
-    n, m = int(inputs["input_ids"].shape[1]), int(ids.shape[0])
+    m = int(ids.shape[0])
     embeds = text.embed_tokens(ids[None])
     cfg = lm.model.config
     feats = model.get_image_features(pixel_values=inputs["pixel_values"], vision_feature_layer=cfg.vision_feature_layer,

@@ -11,11 +11,12 @@ import pandas as pd
 from PIL import Image
 from scipy import stats
 
-from vlmattn import jobs
-from vlmattn.config import Sample, shard_label, shard_of, shard_samples
+from vlmattn import tables
+from vlmattn.config import Sample, extraction_settings, shard_label, shard_of, shard_samples
+from vlmattn.extraction import jobs as extraction_jobs
 
-SETTINGS = {"max_new_tokens": 2, "prefill_rows": "last", "attention_dtype": "float16",
-            "vision_encoder": {"enabled": True, "full": False}}
+SETTINGS = extraction_settings({"max_new_tokens": 2, "prefill_rows": "last", "attention_dtype": "float16",
+                                "vision_encoder": {"enabled": True, "full": False}})
 
 
 def names(n: int) -> list[str]:
@@ -57,25 +58,25 @@ def sample(tmp_path, name, colour):
 
 
 def test_shard_job_loads_once_and_reuses_the_cache(checkpoint, tmp_path, monkeypatch):
-    import vlmattn.inference
+    import vlmattn.engine.inference
 
     loads = []
-    real = vlmattn.inference.load_model
-    monkeypatch.setattr(vlmattn.inference, "load_model", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    real = vlmattn.engine.inference.load_model
+    monkeypatch.setattr(vlmattn.engine.inference, "load_model", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
     model = {"id": "m", "family": "llava", "path": str(checkpoint("llava")), "dtype": "float32", "device": "cpu"}
     samples = [sample(tmp_path, n, c) for n, c in (("a", "red"), ("b", "green"), ("c", "blue"))]
     out, cache, index = tmp_path / "attention", tmp_path / "cache", tmp_path / "index.csv"
 
     def run(members, settings=SETTINGS):
-        return jobs.extract_shard(model, members, settings, 0, str(out), str(index), str(cache))
+        return extraction_jobs.extract_shard(model, members, settings, 0, str(out), str(index), str(cache))
 
     assert run(samples[:2]) == {"loaded": 1, "extracted": 2, "reused": 0} and loads == ["m"]
     with h5py.File(out / "a__q.h5") as f:
         assert f.attrs["image_id"] == "a" and f["image/boxes"][()].tolist() == [[1, 2, 3, 4]]
         first = f["attention/decode"][()]
         answer = f.attrs["generated_text"]
-    idx = jobs.read_index(index)
-    assert list(idx.columns) == jobs.INDEX_COLUMNS and list(idx["image"]) == ["a", "b"]
+    idx = tables.read_index(index)
+    assert list(idx.columns) == tables.INDEX_COLUMNS and list(idx["image"]) == ["a", "b"]
     assert idx.loc[0, "file"] == str(out / "a__q.h5") and idx.loc[0, "answer"] == answer
     assert idx.loc[0, "new_tokens"] == "2"
     # the shard gained a sample: one load, one extraction, the others linked from the cache
@@ -95,16 +96,16 @@ def test_merge_orders_rows_by_sample_and_keeps_cells(tmp_path):
                       "token": ["NA", "x,y", "\n"], "v": [1.5, 2.0, float("nan")]})
     b = pd.DataFrame({"model": ["m", "n"], "image": ["c", "a"], "question": ["q", "q"], "token": ["", "z"],
                       "v": [3.0, 4.25]})
-    jobs.write_table(a, tmp_path / "0.csv")
-    jobs.write_table(b, tmp_path / "1.csv")
-    jobs.aggregate([str(tmp_path / "1.csv"), str(tmp_path / "0.csv")], str(tmp_path / "all.csv"))
+    tables.write_table(a, tmp_path / "0.csv")
+    tables.write_table(b, tmp_path / "1.csv")
+    tables.aggregate([str(tmp_path / "1.csv"), str(tmp_path / "0.csv")], str(tmp_path / "all.csv"))
     merged = pd.read_csv(tmp_path / "all.csv", dtype=str, keep_default_na=False)
     assert list(merged["image"]) == ["b", "b", "c", "d", "a"]
     assert list(merged["token"]) == ["NA", "x,y", "", "\n", "z"]
     # byte-identical to concatenating, sorting and writing through pandas
     ref = pd.concat([pd.read_csv(tmp_path / p, dtype=str, keep_default_na=False) for p in ("0.csv", "1.csv")])
     ref = ref.iloc[[0, 1, 3, 2, 4]]
-    jobs.write_table(ref, tmp_path / "ref.csv")
+    tables.write_table(ref, tmp_path / "ref.csv")
     assert (tmp_path / "all.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
 
 
@@ -116,24 +117,24 @@ def test_a_batched_shard_job_writes_what_one_sample_at_a_time_writes(checkpoint,
     model = {"id": "m", "family": "llava", "path": str(checkpoint("llava")), "dtype": "float32", "device": "cpu"}
     questions = ["What colour is the shape?", "Colour?", "Is there a shape in the top left corner?"]
     samples = [{**sample(tmp_path, n, c), "question": q}
-               for (n, c), q in zip((("a", "red"), ("b", "green"), ("c", "blue")), questions)]
+               for (n, c), q in zip((("a", "red"), ("b", "green"), ("c", "blue")), questions, strict=True)]
     calls = []
-    import vlmattn.inference
+    import vlmattn.engine.inference
 
-    real = vlmattn.inference.capture_batch
-    monkeypatch.setattr(vlmattn.inference, "capture_batch", lambda lm, ims, *a, **k: calls.append(len(ims)) or
+    real = vlmattn.engine.inference.capture_batch
+    monkeypatch.setattr(vlmattn.engine.inference, "capture_batch", lambda lm, ims, *a, **k: calls.append(len(ims)) or
                         real(lm, ims, *a, **k))
     got = {}
     for size in (1, 2):
         out, index = tmp_path / f"att{size}", tmp_path / f"index{size}.csv"
         settings = {**SETTINGS, "generation_batch": size, "layout": "compact"}
-        jobs.extract_shard(model, samples, settings, 0, str(out), str(index), str(tmp_path / f"cache{size}"))
-        got[size] = (jobs.read_index(index), [read_sample(out / f"{s['image_id']}__q.h5") for s in samples])
+        extraction_jobs.extract_shard(model, samples, settings, 0, str(out), str(index), str(tmp_path / f"cache{size}"))
+        got[size] = (tables.read_index(index), [read_sample(out / f"{s['image_id']}__q.h5") for s in samples])
     assert calls == [1, 1, 1, 2, 1]
     (i1, one), (i2, two) = got[1], got[2]
     assert (i1.drop(columns=["file", "cache_key"]) == i2.drop(columns=["file", "cache_key"])).all().all()
     assert (i1["cache_key"] != i2["cache_key"]).all()  # the batch size is part of what a file depends on
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         assert a.layout == b.layout == "compact"
         np.testing.assert_array_equal(a.generated_ids, b.generated_ids)
         np.testing.assert_allclose(a.decode_vision, b.decode_vision, atol=1e-3, rtol=1e-3)

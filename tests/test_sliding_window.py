@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText
 
-from vlmattn.inference import capture_attention, load_model
+from vlmattn.engine.inference import capture_attention, load_model
 
 STEPS = 5
 QUESTION = "What shape is in the image?"
@@ -34,8 +34,8 @@ def scene():
 
 
 def prompt_length(path) -> int:
-    from vlmattn.adapters import get_adapter
-    from vlmattn.processors import load_processor
+    from vlmattn.engine.adapters import get_adapter
+    from vlmattn.engine.processors import load_processor
 
     return get_adapter("qwen2_vl").build_inputs(load_processor(str(path)), scene(), QUESTION)["input_ids"].shape[1]
 
@@ -99,7 +99,7 @@ def test_sliding_layer_rows_on_absolute_keys(checkpoint, sliding_checkpoint, whe
 
 def test_attention_rows_window_without_mask():
     """With no mask, row ``r`` of a windowed layer sees keys ``r-W+1 … r`` (bottom-right aligned)."""
-    from vlmattn.capture import attention_rows
+    from vlmattn.engine.capture import attention_rows
 
     torch.manual_seed(0)
     q, k = torch.randn(1, 4, 6, 8), torch.randn(1, 2, 9, 8)  # 6 queries on the last 6 of 9 keys

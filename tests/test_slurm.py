@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline import REPO, TINY_CONFIG, snakemake, write_config
+from tests import REPO
+from tests.pipeline import TINY_CONFIG, snakemake, write_config
 from tests.slurm_cluster import SingleNodeSlurm, _alive, available, install
 
 pytestmark = [pytest.mark.slurm, pytest.mark.pipeline]
@@ -65,7 +66,8 @@ def test_tables_on_slurm_equal_a_local_run(cluster, tmp_path):
     t0 = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     wall = time.monotonic() - t0
-    assert done.returncode == 0, f"exit {done.returncode} after {wall:.0f} s:\n{done.stdout[-3000:]}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, (f"exit {done.returncode} after {wall:.0f} s:\n{done.stdout[-3000:]}\n"
+                                  f"{done.stderr[-4000:]}")
 
     tables = sorted(p.name for p in (local / "results/tables").glob("*.csv"))
     assert "concentration.csv" in tables and "answers.csv" in tables

@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
+from vlmattn.engine.inference import capture_attention, load_model
 from vlmattn.errors import SchemaVersionError
-from vlmattn.inference import capture_attention, load_model
 from vlmattn.images.synthetic import DEFAULT_SCENES, draw
 from vlmattn.store import read_sample, write_sample
 
@@ -82,7 +82,7 @@ def test_schema_doc_lists_every_setting(sample):
     import json
     import re
 
-    from tests.pipeline import REPO
+    from tests import REPO
 
     row = next(line for line in (REPO / "docs/hdf5-schema.md").read_text().splitlines()
                if line.startswith("| `settings_json`"))

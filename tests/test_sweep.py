@@ -2,8 +2,8 @@
 half-written. Three stages, as the workflow meets them:
 
 * ``config``: before any job starts (``load_config`` + ``load_dataset``, what the Snakefile runs);
-* ``extract``: an extraction job (``jobs.extract_shard``): no HDF5 file, no shard index;
-* ``metric``: a metric job reading the cache (``jobs.metric``): no table.
+* ``extract``: an extraction job (``extraction_jobs.extract_shard``): no HDF5 file, no shard index;
+* ``metric``: a metric job reading the cache (``metric_jobs.metric``): no table.
 """
 
 from __future__ import annotations
@@ -18,17 +18,20 @@ import pytest
 from PIL import Image
 
 from tests.synthetic_attention import make_sample, tile
-from vlmattn import jobs
-from vlmattn.config import load_config, load_dataset
+from vlmattn import tables
+from vlmattn.config import extraction_settings, load_dataset
 from vlmattn.errors import VlmattnError
+from vlmattn.extraction import jobs as extraction_jobs
+from vlmattn.metrics import jobs as metric_jobs
 from vlmattn.models import toy
 from vlmattn.store import write_sample
+from vlmattn.workflow import load_config
 
 BASE = {"images": {"synthetic": {"scenes": ["square_only"]}},
         "questions": {"q": {"text": "What shape is in the image?"}},
         "models": {"m": {"family": "llava", "path": "ckpt"}}}
-SETTINGS = {"max_new_tokens": 2, "prefill_rows": "last", "attention_dtype": "float16",
-            "vision_encoder": {"enabled": True, "full": False, "rollout": True}}
+SETTINGS = extraction_settings({"max_new_tokens": 2, "prefill_rows": "last", "attention_dtype": "float16",
+                                "vision_encoder": {"enabled": True, "full": False, "rollout": True}})
 
 
 def png(path, size=(40, 30)):
@@ -73,17 +76,23 @@ def changed(**kw):
 
 
 CONFIG_CASES = {
-    "missing image": (lambda t: with_file(t, "gone.png", lambda p: None), "images.files.photo.path: image file not found: gone.png"),
-    "truncated image": (lambda t: with_file(t, "cut.png", truncated), "images.files.photo.path: not an image file: cut.png"),
-    "zero-byte image": (lambda t: with_file(t, "zero.png", lambda p: p.write_bytes(b"")), "not an image file: zero.png"),
-    "huge image": (lambda t: with_file(t, "huge.png", huge), "image huge.png is 9000x8000, more than images.max_pixels"),
-    "unknown family": (lambda t: changed(models={"m": {"family": "gpt9", "path": "x"}}), "config models.m.family: 'gpt9' is not one of"),
+    "missing image": (lambda t: with_file(t, "gone.png", lambda p: None),
+                      "images.files.photo.path: image file not found: gone.png"),
+    "truncated image": (lambda t: with_file(t, "cut.png", truncated),
+                        "images.files.photo.path: not an image file: cut.png"),
+    "zero-byte image": (lambda t: with_file(t, "zero.png", lambda p: p.write_bytes(b"")),
+                        "not an image file: zero.png"),
+    "huge image": (lambda t: with_file(t, "huge.png", huge),
+                   "image huge.png is 9000x8000, more than images.max_pixels"),
+    "unknown family": (lambda t: changed(models={"m": {"family": "gpt9", "path": "x"}}),
+                       "config models.m.family: 'gpt9' is not one of"),
     "ROI with x0 > x1": (lambda t: changed(metrics__spatial={"regions": {"r": [0.6, 0, 0.2, 1]}}),
                          "config metrics.spatial.regions.r: need x0 < x1 and y0 < y1"),
     "ROI outside [0, 1]": (lambda t: changed(metrics__spatial={"regions": {"r": [0, 0, 1.5, 1]}}),
                            "config metrics.spatial.regions.r.2: 1.5 is greater than the maximum of 1"),
     "box outside the image": (lambda t: {**with_file(t, "p.png", png), "images": {
-        "synthetic": {"scenes": []}, "files": {"photo": {"path": "p.png", "objects": [{"label": "dog", "box": [0, 0, 50, 10]}]}}}},
+        "synthetic": {"scenes": []},
+        "files": {"photo": {"path": "p.png", "objects": [{"label": "dog", "box": [0, 0, 50, 10]}]}}}},
         "config images.files.photo.objects[0].box: [0, 0, 50, 10] is not a box inside the 40x30 image"),
     "unknown metric": (lambda t: changed(metrics={"magic": {}}), "config metrics.magic: unknown metric"),
     "empty question": (lambda t: changed(questions={"q": {"text": "   "}}), "config questions.q.text: is empty"),
@@ -130,9 +139,11 @@ def short_context(src, dst):
 
 EXTRACT_CASES = {  # family, checkpoint maker (None: the tiny one as is), image size
     "family/checkpoint mismatch": ("qwen2_vl", None, (40, 30), "model 'm': checkpoint", "use family 'llava'"),
-    "checkpoint directory without weights": ("llava", ckpt_without_weights, (40, 30), "model 'm': cannot load the weights", None),
+    "checkpoint directory without weights": ("llava", ckpt_without_weights, (40, 30),
+                                             "model 'm': cannot load the weights", None),
     "corrupt config.json": ("llava", ckpt_corrupt_config, (40, 30), "model 'm': cannot load a checkpoint", None),
-    "prompt longer than the context": ("llava", short_context, (40, 30), "model 'm': prompt of", "exceeds the context of 20"),
+    "prompt longer than the context": ("llava", short_context, (40, 30), "model 'm': prompt of",
+                                       "exceeds the context of 20"),
     "1x1 image": ("llava", None, (1, 1), "sample m/bad__q: model 'm': image of 1x1 pixels is smaller than one", None),
 }
 
@@ -150,7 +161,7 @@ def test_extract_stage(case, checkpoint, tmp_path):
                 "annotation": None, "objects": []} for i, p in (("good", good), ("bad", bad))]
     out, index = tmp_path / "out", tmp_path / "index.csv"
     with pytest.raises(SystemExit) as e:
-        jobs.extract_shard(model, samples, SETTINGS, 0, str(out), str(index), str(tmp_path / "cache"))
+        extraction_jobs.extract_shard(model, samples, SETTINGS, 0, str(out), str(index), str(tmp_path / "cache"))
     msg = str(e.value.code)
     assert "\n" not in msg and msg.startswith("vlmattn: ") and message in msg and (also is None or also in msg), msg
     assert not index.exists() and (not out.exists() or not any(out.iterdir()))
@@ -185,7 +196,8 @@ def nan_rows(path):
 METRIC_CASES = {
     "wrong HDF5 schema version": (wrong_version, "unsupported HDF5 schema version 99"),
     "truncated HDF5 file": (truncated_h5, "not a readable attention cache file (truncated or not HDF5"),
-    "HDF5 with NaN rows": (nan_rows, "attention/decode holds 12 NaN or infinite values (first at step 1, layer 0, head 1)"),
+    "HDF5 with NaN rows": (nan_rows,
+                           "attention/decode holds 12 NaN or infinite values (first at step 1, layer 0, head 1)"),
 }
 
 
@@ -196,12 +208,12 @@ def test_metric_stage(case, tmp_path):
     h5.parent.mkdir()
     make(h5)
     index = tmp_path / "index.csv"
-    jobs.write_table(__import__("pandas").DataFrame([["m", "img", "q", str(h5), "k", 3, 2, "w"]],
-                                                    columns=jobs.INDEX_COLUMNS), index)
+    tables.write_table(__import__("pandas").DataFrame([["m", "img", "q", str(h5), "k", 3, 2, "w"]],
+                                                    columns=tables.INDEX_COLUMNS), index)
     out = tmp_path / "table.csv"
     cfg = json.loads(json.dumps(load_config({**BASE, "metrics": {"concentration": {}}})["metrics"]["concentration"]))
     with pytest.raises(SystemExit) as e:
-        jobs.metric("concentration", str(index), cfg, str(out))
+        metric_jobs.metric("concentration", str(index), cfg, str(out))
     msg = str(e.value.code)
     assert "\n" not in msg and msg.startswith(f"vlmattn: {h5}: ") and message in msg, msg
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from transformers.image_transforms import convert_to_rgb
 
-from vlmattn.inference import capture_attention, open_image
-from vlmattn.metrics.plotting import read_image
+from vlmattn.engine.inference import capture_attention, open_image
+from vlmattn.plotting import read_image
 
 QUESTION = "What shape is in the image?"
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from vlmattn.validation import validate
+from vlmattn.validation.checks import validation_table
 
 CFG = {"trained": "t", "untrained": "u", "object_questions": ["shape"], "min_object_lift": 2.0,
        "min_generated_accuracy": 0.9,
@@ -28,7 +28,7 @@ def tables(lift_t, lift_u, ent_t, ent_u):
 
 
 def test_all_pass_when_trained_model_looks_at_the_object():
-    v = validate(*tables([2.0, 4.0], [1.1, 0.9], 0.5, 0.9), CFG)
+    v = validation_table(*tables([2.0, 4.0], [1.1, 0.9], 0.5, 0.9), CFG)
     assert v["passed"].all(), v
     lift = v[(v.check == "object_lift") & (v.model == "t")].observed.item()
     assert lift == pytest.approx(3.0)  # mean over layers, quadrant and single-head rows ignored
@@ -38,7 +38,7 @@ def test_all_pass_when_trained_model_looks_at_the_object():
 
 
 def test_fails_for_a_model_that_looks_everywhere():
-    v = validate(*tables([1.0, 1.2], [1.0, 1.0], 0.9, 0.9), CFG).set_index(["check", "model"])
+    v = validation_table(*tables([1.0, 1.2], [1.0, 1.0], 0.9, 0.9), CFG).set_index(["check", "model"])
     assert not v.loc[("object_lift", "t"), "passed"]
     assert v.loc[("object_lift", "u"), "passed"]
     assert not v.loc[("entropy_lower", "t - u"), "passed"]
@@ -47,7 +47,7 @@ def test_fails_for_a_model_that_looks_everywhere():
 def test_wrong_answer_fails():
     answers, sp, co = tables([3.0], [1.0], 0.5, 0.9)
     answers.loc[0, "correct"] = False
-    v = validate(answers, sp, co, CFG)
+    v = validation_table(answers, sp, co, CFG)
     assert v[v.check == "answers_correct"].observed.item() == 0.5
     assert not v[v.check == "answers_correct"].passed.item()
 
@@ -57,10 +57,10 @@ def test_generated_scenes_are_held_to_the_held_out_target():
     gen = pd.DataFrame({"model": "t", "image": [f"corner_{i:03d}_{s}" for i in range(5) for s in "ab"],
                         "question": "top_left", "answer": "yes", "expected": ["yes", "no"] * 5, "correct": True})
     gen.loc[1, "correct"] = False  # 9 of 10 right
-    v = validate(pd.concat([answers, gen], ignore_index=True), sp, co, CFG).set_index(["check", "question"])
+    v = validation_table(pd.concat([answers, gen], ignore_index=True), sp, co, CFG).set_index(["check", "question"])
     assert v.loc[("answers_correct", "shape"), "passed"]  # the named images alone
     row = v.loc[("generated_answers_correct", "top_left")]
     assert row["observed"] == pytest.approx(0.9) and row["passed"] and row["expectation"] == ">= 0.9"
     gen.loc[3, "correct"] = False  # 8 of 10
-    v = validate(pd.concat([answers, gen], ignore_index=True), sp, co, CFG).set_index(["check", "question"])
+    v = validation_table(pd.concat([answers, gen], ignore_index=True), sp, co, CFG).set_index(["check", "question"])
     assert not v.loc[("generated_answers_correct", "top_left"), "passed"]

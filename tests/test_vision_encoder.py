@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText
 
-from vlmattn.inference import capture_attention
+from vlmattn.engine.inference import capture_attention
 from vlmattn.store import read_sample, write_sample
 
 from .conftest import FAMILIES
@@ -131,7 +131,8 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
             assert (n_windows[layer] == 1) == (layer in visual.fullatt_block_indexes)
         assert max(n_windows) > 1
     # patches → LLM tokens and boxes
-    np.testing.assert_array_equal(ve.patch_grid, [[int(v) for v in inputs["image_grid_thw"][0, 1:]]] if n_cls == 0 else ve.patch_grid)
+    grid = [[int(v) for v in inputs["image_grid_thw"][0, 1:]]] if n_cls == 0 else ve.patch_grid
+    np.testing.assert_array_equal(ve.patch_grid, grid)
     merge = 1 if family == "llava" else 2
     assert np.bincount(ve.patch_token).tolist() == [merge * merge] * len(s.token_boxes)
     pb, tb = ve.patch_boxes, s.token_boxes[ve.patch_token]
@@ -140,7 +141,8 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
     # HDF5 round trip of the new group
     write_sample(tmp_path / "s.h5", s, attention_dtype="float32")
     back = read_sample(tmp_path / "s.h5").vision_encoder
-    for name in ("received", "cls_attention", "rollout_received", "rollout_cls", "segment", "patch_token", "patch_boxes"):
+    for name in ("received", "cls_attention", "rollout_received", "rollout_cls", "segment", "patch_token",
+                 "patch_boxes"):
         np.testing.assert_array_equal(getattr(back, name), getattr(ve, name))
     np.testing.assert_array_equal(back.full[0], ve.full[0])
 
@@ -163,11 +165,11 @@ def test_vision_summaries_off_and_no_full_by_default(loaded, tmp_path):
 @pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
 def test_blocked_computation_is_identical(loaded, family, monkeypatch):
     """Head groups and query-row blocks (forced by a tiny memory cap) give the same summaries."""
-    import vlmattn.vision
+    import vlmattn.engine.vision
 
     lm = loaded(family)
     whole = capture_attention(lm, noise_image(), QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
-    monkeypatch.setattr(vlmattn.vision, "_CHUNK_BYTES", 4 * 50 * 7)  # 1 head, a few rows at a time
+    monkeypatch.setattr(vlmattn.engine.vision, "_CHUNK_BYTES", 4 * 50 * 7)  # 1 head, a few rows at a time
     blocked = capture_attention(lm, noise_image(), QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
     for name in ("received", "cls_attention", "rollout_received", "rollout_cls", "segment"):
         np.testing.assert_allclose(getattr(blocked, name), getattr(whole, name), atol=1e-6, rtol=0)

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-import vlmattn.vision
-from vlmattn.inference import capture_attention, load_model
+import vlmattn.engine.vision
+from vlmattn.engine.inference import capture_attention, load_model
+from vlmattn.engine.vision import PatchLayout, VisionRecorder, instrument, recording, vision_attention_forward
 from vlmattn.models import replicas, toy
-from vlmattn.vision import PatchLayout, VisionRecorder, instrument, recording, vision_attention_forward
 
 from .conftest import LLAVA_SPEC, REPLICA_SPEC
 from .test_vision_encoder import QUESTION, clip_reference, noise_image, qwen_reference, rollout
 
-KEEP = {"mean": lambda *a: True, "recompute": lambda *a: False, "rule": vlmattn.vision._keeps_mean}
+KEEP = {"mean": lambda *a: True, "recompute": lambda *a: False, "rule": vlmattn.engine.vision._keeps_mean}
 
 
 def layout(grids, cls: bool, seed: int = 0) -> PatchLayout:
@@ -40,7 +40,8 @@ def layout(grids, cls: bool, seed: int = 0) -> PatchLayout:
         start = first + n
     p = sum(r * c for r, c in grids)
     return PatchLayout(
-        grids=np.asarray(grids, np.int64), seq_index=np.concatenate(seq_index), image_seq=np.asarray(image_seq, np.int64),
+        grids=np.asarray(grids, np.int64), seq_index=np.concatenate(seq_index), image_seq=np.asarray(image_seq,
+                                                                                                     np.int64),
         cls_seq=np.asarray(cls_seq, np.int64), patch_token=np.arange(p), patch_boxes=np.zeros((p, 4), np.float32),
     )
 
@@ -89,7 +90,8 @@ def check(ve, lay: PatchLayout, dense) -> None:
         roll = rollout(w.mean(axis=1))
         p = slice(*spans[i])
         np.testing.assert_allclose(ve.received[:, :, p], w.mean(axis=2)[:, :, n_cls:], atol=1e-6, rtol=0)
-        np.testing.assert_allclose(ve.rollout_received[:, p], np.stack([r.mean(0)[n_cls:] for r in roll]), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(ve.rollout_received[:, p], np.stack([r.mean(0)[n_cls:] for r in roll]), atol=1e-6,
+                                   rtol=0)
         if n_cls:
             np.testing.assert_allclose(ve.cls_attention[:, :, p], w[:, :, 0, 1:], atol=1e-6, rtol=0)
             np.testing.assert_allclose(ve.rollout_cls[:, p], np.stack([r[0, 1:] for r in roll]), atol=1e-6, rtol=0)
@@ -99,9 +101,9 @@ def check(ve, lay: PatchLayout, dense) -> None:
 @pytest.mark.parametrize("chunk", [None, 40])
 def test_windows_and_images_without_cls(keep, chunk, monkeypatch):
     """Two images (4×6 and 4×4 patches), layers windowed / full / windowed / full."""
-    monkeypatch.setattr(vlmattn.vision, "_keeps_mean", KEEP[keep])
+    monkeypatch.setattr(vlmattn.engine.vision, "_keeps_mean", KEEP[keep])
     if chunk:
-        monkeypatch.setattr(vlmattn.vision, "_CHUNK_BYTES", chunk)  # one head, one row at a time
+        monkeypatch.setattr(vlmattn.engine.vision, "_CHUNK_BYTES", chunk)  # one head, one row at a time
     lay = layout([(4, 6), (4, 4)], cls=False)
     windows, full = [8, 8, 8, 4, 4, 4, 4], [24, 16]
     ve, dense, err = run(lay, [windows, full, windows, full], batched=False)
@@ -113,9 +115,9 @@ def test_windows_and_images_without_cls(keep, chunk, monkeypatch):
 @pytest.mark.parametrize("chunk", [None, 40])
 def test_batched_images_with_cls(keep, chunk, monkeypatch):
     """Two CLIP-like images of 1 + 3×4 tokens in one call per layer, four layers."""
-    monkeypatch.setattr(vlmattn.vision, "_keeps_mean", KEEP[keep])
+    monkeypatch.setattr(vlmattn.engine.vision, "_keeps_mean", KEEP[keep])
     if chunk:
-        monkeypatch.setattr(vlmattn.vision, "_CHUNK_BYTES", chunk)
+        monkeypatch.setattr(vlmattn.engine.vision, "_CHUNK_BYTES", chunk)
     lay = layout([(3, 4), (3, 4)], cls=True, seed=1)
     ve, dense, err = run(lay, [[13, 13]] * 4, batched=True)
     check(ve, lay, dense)
@@ -152,7 +154,7 @@ def deep(tmp_path_factory):
 @pytest.mark.parametrize("keep", ["mean", "recompute"])
 def test_deep_tower_rollout_matches_reference(deep, family, keep, monkeypatch):
     """Every layer's summaries, whether computed during the layer or deferred to the rollout sweep."""
-    monkeypatch.setattr(vlmattn.vision, "_keeps_mean", KEEP[keep])
+    monkeypatch.setattr(vlmattn.engine.vision, "_keeps_mean", KEEP[keep])
     path, lm = deep(family)
     image = noise_image()
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)

@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 
 from tests.synthetic_attention import make_sample, metric_cfg
+from vlmattn.maps import views
 from vlmattn.metrics import METRICS, get_metric
-from vlmattn.metrics.common import views
-from vlmattn.validation import concentration_delta
+from vlmattn.validation.checks import concentration_delta
 
 BOX = [[0, 0, 32, 32]]
 

@@ -19,7 +19,6 @@ from PIL import Image
 from .errors import ConfigError, InputError
 from .images import synthetic
 from .images.synthetic import CORNER_ANSWERS, CORNER_QUESTION, DEFAULT_SCENES
-from .metrics import METRICS
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
@@ -66,7 +65,8 @@ def metric_defaults(name: str, schema_path: Path = SCHEMA_PATH) -> dict:
     rule of ``metrics.sinks`` for a config that leaves the sinks metric out)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     if name not in schema["properties"]["metrics"]["properties"]:
-        raise ConfigError(f"metrics.{name}: unknown metric (known: {', '.join(METRICS)})")
+        known = ", ".join(schema["properties"]["metrics"]["properties"])
+        raise ConfigError(f"metrics.{name}: unknown metric (known: {known})")
     cfg = {"metrics": {name: {}}}
     for _ in range(2):
         for error in _Validator({**schema, "required": []}).iter_errors(cfg):
@@ -118,7 +118,8 @@ def check_image_file(path: str, key: str, base_dir: Path, max_pixels: int) -> tu
     except Exception:  # noqa: BLE001
         raise InputError(f"{key}: not an image file: {path}") from None
     if size[0] * size[1] > max_pixels:
-        raise InputError(f"{key}: image {path} is {size[0]}x{size[1]}, more than images.max_pixels = {max_pixels:,} pixels")
+        raise InputError(f"{key}: image {path} is {size[0]}x{size[1]}, more than images.max_pixels = "
+                         f"{max_pixels:,} pixels")
     return size
 
 
@@ -132,7 +133,7 @@ def corner_pairs(cfg: dict) -> list[tuple[str, str]]:
 def corner_expected(cfg: dict) -> dict[str, str]:
     """Expected answer to the question ``top_left`` of each corner-pair image: ``yes`` for A, ``no``
     for B."""
-    return {i: ans for pair in corner_pairs(cfg) for i, ans in zip(pair, CORNER_ANSWERS)}
+    return {i: ans for pair in corner_pairs(cfg) for i, ans in zip(pair, CORNER_ANSWERS, strict=True)}
 
 
 def synthetic_ids(cfg: dict) -> list[str]:
@@ -212,246 +213,18 @@ def check_boxes(objects: list[dict], size: tuple[int, int], key: str) -> None:
             raise InputError(f"{key}.objects[{k}].box: {o['box']} is not a box inside the {width}x{height} image")
 
 
-def contrast_questions(cc: dict) -> list[str]:
-    """The question ids of a contrast block (``question``: one id or a list)."""
-    q = cc["question"]
-    return [q] if isinstance(q, str) else list(q)
-
-
-def contrast_image_pairs(cfg: dict, name: str) -> list[tuple[str, str]]:
-    """Image-id pairs ``[(image_a, image_b), ...]`` of contrast ``name``: the corner pairs
-    (:func:`corner_pairs`) for ``pairs: corner_pairs``, else the listed pairs."""
-    pairs = cfg["contrasts"][name]["pairs"]
-    if pairs == "corner_pairs":
-        return corner_pairs(cfg)
-    return [(a, b) for a, b in pairs]
-
-
-def contrast_pairs(cfg: dict, name: str, model: str | None = None) -> list[tuple[Sample, Sample]]:
-    """Sample pairs ``[(sample_a, sample_b), ...]`` of contrast ``name`` (``cfg['contrasts'][name]``):
-    for each model (only ``model`` when given; else every model, model by model), each question of the
-    block, each image pair of :func:`contrast_image_pairs`, the samples ``(model, image_a, question)``
-    and ``(model, image_b, question)``. :func:`check` has made sure the pipeline extracts both."""
-    if name not in cfg["contrasts"]:
-        raise ConfigError(f"config contrasts.{name}: unknown contrast (known: {', '.join(cfg['contrasts']) or 'none'})")
-    if model is not None and model not in cfg["models"]:
-        raise ConfigError(f"config models.{model}: unknown model")
-    models = [model] if model is not None else list(cfg["models"])
-    questions = contrast_questions(cfg["contrasts"][name])
-    images = contrast_image_pairs(cfg, name)
-    return [(Sample(m, a, q), Sample(m, b, q)) for m in models for q in questions for a, b in images]
-
-
-def contrast_options(cfg: dict, name: str) -> dict:
-    """Keyword arguments of contrast ``name`` for :mod:`vlmattn.contrasts`: ``roi``; ``maps``
-    (``step_pool``, ``renormalize``, ``min_vision_share``, ``exclude_sinks``, ``sink_rule`` — the rule of
-    ``metrics.sinks``, or its schema defaults, when sinks are excluded, else None); ``head_pool``;
-    ``statistics`` (:func:`vlmattn.contrasts.stats.contrast_table`'s options), ``divergence``
-    (``epsilon``, ``top_fraction``), ``encoder`` (``sources``, ``head_pool``), ``rollout`` (``source``) and
-    ``causal`` (``enabled``, ``ks``, ``n_random``, ``mode``, ``seed``). E.g. ``head_contrast(a, b, o["roi"], **o["maps"], **o["statistics"])``."""
-    from .metrics import SINK_RULE_KEYS
-
-    if name not in cfg["contrasts"]:
-        raise ConfigError(f"config contrasts.{name}: unknown contrast (known: {', '.join(cfg['contrasts']) or 'none'})")
-    cc = cfg["contrasts"][name]
-    rule = None
-    if cc["exclude_sinks"]:
-        sinks = cfg["metrics"]["sinks"] if "sinks" in cfg["metrics"] else metric_defaults("sinks")
-        rule = {k: sinks[k] for k in SINK_RULE_KEYS}
-    roi = cc["roi"] if isinstance(cc["roi"], str) else tuple(cc["roi"])
-    return {"roi": roi,
-            "maps": {"step_pool": cc["step_pooling"], "renormalize": cc["renormalize"],
-                     "min_vision_share": cc["min_vision_share"], "exclude_sinks": cc["exclude_sinks"],
-                     "sink_rule": rule},
-            "head_pool": cc["head_pooling"], "statistics": dict(cc["statistics"]),
-            "divergence": dict(cc["divergence"]),
-            "encoder": {"sources": list(cc["encoder"]["sources"]), "head_pool": cc["encoder"]["head_pooling"]},
-            "rollout": dict(cc["rollout"]), "causal": dict(cc["causal"])}
-
-
-def check_contrasts(cfg: dict) -> None:
-    """Each contrast: its questions exist, its pairs name the config's images (two different ones),
-    there is at least one pair, a box ``roi`` has x0 < x1 and y0 < y1, every sample of every pair
-    is one the pipeline extracts (the question is asked of both images, for every model) and, with the
-    causal check on, every A image has an expected answer (the token whose log-probability it tracks)."""
-    imgs = set(image_ids(cfg))
-    extracted = set(samples(cfg))
-    for name, cc in cfg["contrasts"].items():
-        key = f"config contrasts.{name}"
-        for q in contrast_questions(cc):
-            if q not in cfg["questions"]:
-                raise ConfigError(f"{key}.question: unknown question {q!r}")
-        roi = cc["roi"]
-        if not isinstance(roi, str) and not (roi[0] < roi[2] and roi[1] < roi[3]):
-            raise ConfigError(f"{key}.roi: need x0 < x1 and y0 < y1, got {list(roi)}")
-        if cc["pairs"] == "corner_pairs" and not corner_pairs(cfg):
-            raise ConfigError(f"{key}.pairs: corner_pairs needs images.synthetic.corner_pairs > 0")
-        if cc["pairs"] != "corner_pairs":
-            for k, (a, b) in enumerate(cc["pairs"]):
-                for i in (a, b):
-                    if i not in imgs:
-                        raise ConfigError(f"{key}.pairs[{k}]: unknown image {i!r}")
-                if a == b:
-                    raise ConfigError(f"{key}.pairs[{k}]: both images are {a!r}")
-        expected = expected_answers(cfg)
-        for sa, sb in contrast_pairs(cfg, name):
-            if cc["causal"]["enabled"] and sa.image not in expected.get(sa.question, {}):
-                raise ConfigError(f"{key}.causal: image {sa.image!r} of condition A has no expected answer to "
-                                  f"question {sa.question!r} (questions.{sa.question}.expected); give one or set "
-                                  "causal.enabled: false")
-            for s in (sa, sb):
-                if s not in extracted:
-                    raise ConfigError(f"{key}: question {s.question!r} is not asked of image {s.image!r} "
-                                      f"(model {s.model}); add the image to questions.{s.question}.images "
-                                      "(or the sample to samples)")
-
-
 #: prefill_rows modes, narrowest first: each stores the rows of the ones before it
 PREFILL_ROW_ORDER = ("last", "text_after_image", "all_text", "all")
 
 
-def pruning_options(cfg: dict) -> dict:
-    """Keyword arguments of the pruning jobs, from the ``pruning`` block (schema defaults filled):
-
-    * ``scores``: :func:`vlmattn.pruning.offline.sample_scores`'s (``prune_layer``, ``head_strategies``,
-      ``query_strategies``, ``fixed_query``, ``fixed_head``, ``n_heads``, ``top_k``, ``seed``,
-      ``n_draws``, ``encoder_layer``);
-    * ``budgets``: ``{"budgets": [...], "keep_ratios": [...], "convention"}``
-      (:func:`vlmattn.pruning.offline.model_budgets`, given the model's layers and ``prune_layer``);
-    * ``offline``: ``{"step"}``; ``online``: ``{"n_items", "seed", "chunks", "max_new_tokens", "modes",
-      "positions"}``; ``statistics``: ``{"confidence", "alpha"}``.
-
-    Raises ConfigError when the config has no pruning block."""
-    pc = cfg.get("pruning")
-    if not pc:
-        raise ConfigError("config pruning: no pruning block")
-    online = {k: pc["online"][k] for k in ("n_items", "seed", "chunks", "max_new_tokens", "modes", "positions")}
-    return {"scores": {"prune_layer": pc["prune_layer"], "head_strategies": list(pc["head_strategies"]),
-                       "query_strategies": list(pc["query_strategies"]), "fixed_query": pc["fixed_query"],
-                       "fixed_head": pc["fixed_head"], "n_heads": pc["n_heads"], "top_k": pc["top_k"],
-                       "seed": pc["random"]["seed"], "n_draws": pc["random"]["draws"],
-                       "encoder_layer": pc["encoder_layer"]},
-            "budgets": {"budgets": list(pc["budgets"]), "keep_ratios": list(pc["keep_ratios"]),
-                        "convention": pc["budget_convention"]},
-            "offline": {"step": pc["offline"]["step"]}, "online": online,
-            "statistics": dict(pc["statistics"]), "learned": learned_options(pc)}
-
-
-def learned_options(pc: dict) -> dict:
-    """The learned pruner's settings of a pruning block: ``variants`` ``{name: PrunerSpec keyword
-    arguments}`` (``dim``, ``n_heads``, ``residual_scale`` and the variant's residual settings) and
-    ``train`` (:class:`vlmattn.pruning.train_pruner.PrunerTraining`'s)."""
-    lc = pc["learned"]
-    shared = {"dim": lc["dim"], "n_heads": lc["n_heads"], "residual_scale": lc["residual_scale"]}
-    variants = {v["name"]: {**shared, **{k: v[k] for k in ("use_attn_residual", "attn_residual_weight",
-                                                             "learnable_attn_weight")}}
-                for v in lc["variants"]}
-    return {"enabled": lc["enabled"], "variants": variants, "train": dict(lc["train"])}
-
-
-def check_pruning(cfg: dict) -> None:
-    """The pruning block's cross-references: online models exist and are llava-family (online pruning
-    runs LLaVA's decoder), a step below ``extraction.max_new_tokens``, and for the offline scores an
-    extraction that stores what they read — the prefill rows of every query strategy
-    (``extraction.prefill_rows``, :data:`vlmattn.pruning.scorers.ROWS_NEEDED`) at layers K − 1 and K
-    (``extraction.prefill_layers``)."""
-    from .pruning.scorers import ROWS_NEEDED
-
-    pc = cfg.get("pruning")
-    if not pc:
-        return
-    lc = pc["learned"]
-    if lc["enabled"]:
-        names = [v["name"] for v in lc["variants"]]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ConfigError(f"config pruning.learned.variants: the names {twice} are used twice")
-        if not pc["online"]["models"]:
-            raise ConfigError("config pruning.learned: the learned pruners run on pruning.online.models, which is empty")
-        if lc["dim"] % lc["n_heads"]:
-            raise ConfigError(f"config pruning.learned.dim: {lc['dim']} is not a multiple of n_heads ({lc['n_heads']})")
-    for m in pc["online"]["models"]:
-        if m not in cfg["models"]:
-            raise ConfigError(f"config pruning.online.models: unknown model {m!r}")
-        if cfg["models"][m]["family"] != "llava":
-            raise ConfigError(f"config pruning.online.models: model {m!r} is {cfg['models'][m]['family']}; online "
-                              "pruning runs llava-family models")
-    if not pc["offline"]["enabled"]:
-        return
-    ex = cfg["extraction"]
-    if pc["offline"]["step"] >= ex["max_new_tokens"]:
-        raise ConfigError(f"config pruning.offline.step: {pc['offline']['step']} is not below "
-                          f"extraction.max_new_tokens ({ex['max_new_tokens']})")
-    queries = [*pc["query_strategies"], pc["fixed_query"]]
-    need = max((ROWS_NEEDED[q] for q in queries), key=PREFILL_ROW_ORDER.index)
-    if PREFILL_ROW_ORDER.index(ex["prefill_rows"]) < PREFILL_ROW_ORDER.index(need):
-        who = next(q for q in queries if ROWS_NEEDED[q] == need)
-        raise ConfigError(f"config pruning: query strategy {who!r} reads prefill rows that extraction.prefill_rows: "
-                          f"{ex['prefill_rows']} does not store; set extraction.prefill_rows: {need}")
-    layers = ex["prefill_layers"]
-    k = pc["prune_layer"]
-    if layers != "all" and not {k - 1, k} <= set(layers):
-        raise ConfigError(f"config pruning.prune_layer: {k} scores from decoder layers {k - 1} and {k}, but "
-                          f"extraction.prefill_layers stores {list(layers)}; add them")
-
-
-def attribution_options(cfg: dict) -> dict:
-    """Keyword arguments of the attribution jobs, from the ``attribution`` block (schema defaults filled):
-    ``maps`` (:func:`vlmattn.attribution.sample.attribute`'s ``attention_layers``, ``ig_steps``,
-    ``ig_baseline``, ``pixel_steps``, ``ig_batch``, ``tokens_per_sample``), ``seed``, ``folds``, ``fractions``, ``statistics``
-    (``n_resamples``, ``confidence``) and ``overlays``. Raises ConfigError without the block."""
-    ac = cfg.get("attribution")
-    if not ac:
-        raise ConfigError("config attribution: no attribution block")
-    ig, mg, fa = ac["integrated_gradients"], ac["modality_gap"], ac["faithfulness"]
-    return {"maps": {"attention_layers": ac["attention_layers"], "ig_steps": ig["n_steps"],
-                     "ig_baseline": ig["baseline"], "pixel_steps": ig["pixel_steps"], "ig_batch": ig["batch"],
-                     "tokens_per_sample": mg["tokens_per_sample"]},
-            "seed": cfg["seed"], "folds": mg["folds"], "fractions": list(fa["fractions"]),
-            "statistics": {"n_resamples": fa["n_resamples"], "confidence": fa["confidence"]},
-            "overlays": ac["overlays"]}
-
-
-def attribution_samples(cfg: dict, samples: list[Sample]) -> list[Sample]:
-    """The samples the attribution block covers: its models' samples of its questions (all with null)."""
-    ac = cfg["attribution"]
-    qs = ac["questions"]
-    return [s for s in samples if s.model in ac["models"] and (qs is None or s.question in qs)]
-
-
-def check_attribution(cfg: dict) -> None:
-    """The attribution block's models exist and are of the llava family (the faithfulness curves drop
-    tokens through the pruning harness), and its questions exist."""
-    ac = cfg.get("attribution")
-    if not ac:
-        return
-    for m in ac["models"]:
-        if m not in cfg["models"]:
-            raise ConfigError(f"config attribution.models: unknown model {m!r}")
-        if cfg["models"][m]["family"] != "llava":
-            raise ConfigError(f"config attribution.models: model {m!r} is of family {cfg['models'][m]['family']!r}; "
-                              "the faithfulness curves drop tokens through the pruning harness, which runs the "
-                              "llava family")
-    for q in ac["questions"] or []:
-        if q not in cfg["questions"]:
-            raise ConfigError(f"config attribution.questions: unknown question {q!r}")
-
-
 def check(cfg: dict, base_dir: Path) -> None:
-    """Cross-reference checks the schema cannot express; raises on the first problem."""
+    """The core's cross-reference checks the schema cannot express (images, questions, models,
+    samples; each wing checks its own block, :func:`vlmattn.workflow.load_config`); raises on the
+    first problem."""
     unknown = [s for s in cfg["images"]["synthetic"]["scenes"] if s not in DEFAULT_SCENES]
     if unknown:
-        raise ConfigError(f"config images.synthetic.scenes: unknown scene {unknown[0]!r} (known: {', '.join(DEFAULT_SCENES)})")
-    for name, mc in cfg["metrics"].items():
-        if name not in METRICS:
-            raise ConfigError(f"config metrics.{name}: unknown metric (known: {', '.join(METRICS)})")
-        for r, (x0, y0, x1, y1) in mc.get("regions", {}).items():
-            if not (x0 < x1 and y0 < y1):
-                raise ConfigError(
-                    f"config metrics.{name}.regions.{r}: need x0 < x1 and y0 < y1, got {[x0, y0, x1, y1]}"
-                )
-        if mc.get("small_area", 0) >= mc.get("large_area", 1):
-            raise ConfigError(f"config metrics.{name}: small_area must be below large_area")
+        raise ConfigError(f"config images.synthetic.scenes: unknown scene {unknown[0]!r} "
+                          f"(known: {', '.join(DEFAULT_SCENES)})")
     dup = set(synthetic_ids(cfg)) & set(cfg["images"]["files"])
     if dup:
         raise ConfigError(f"config images.files.{sorted(dup)[0]}: id is also a synthetic scene")
@@ -473,33 +246,10 @@ def check(cfg: dict, base_dir: Path) -> None:
             if i in given and given[i].lower() != ans:
                 raise ConfigError(f"config questions.{CORNER_QUESTION}.expected.{i}: {given[i]!r} contradicts the "
                                   f"corner pair's {ans!r}")
-    val = cfg.get("validation")
-    if val:
-        for key in ("trained", "untrained"):
-            if val[key] not in cfg["models"]:
-                raise ConfigError(f"config validation.{key}: unknown model {val[key]!r}")
-        for q in val["object_questions"]:
-            if q not in cfg["questions"]:
-                raise ConfigError(f"config validation.object_questions: unknown question {q!r}")
-        for m in ("spatial", "concentration"):
-            if m not in cfg["metrics"]:
-                raise ConfigError(f"config validation: needs the {m} metric in config metrics")
     for k, s in enumerate(cfg["samples"]):
         for key, pool in (("model", cfg["models"]), ("image", imgs), ("question", cfg["questions"])):
             if s[key] not in pool:
                 raise ConfigError(f"config samples[{k}].{key}: unknown {key} {s[key]!r}")
-    check_contrasts(cfg)
-    check_pruning(cfg)
-    check_attribution(cfg)
-
-
-def load_config(config: dict | str | Path, base_dir: str | Path = ".") -> dict:
-    """Validate, fill defaults and cross-check a config (dict or YAML path)."""
-    if not isinstance(config, dict):
-        config = yaml.safe_load(Path(config).read_text()) or {}
-    cfg = validate(config)
-    check(cfg, Path(base_dir))
-    return cfg
 
 
 @dataclass
@@ -547,7 +297,7 @@ def load_dataset(cfg: dict, base_dir: str | Path = ".") -> Dataset:
     questions = {q: qc["text"] for q, qc in cfg["questions"].items()}
     expected = expected_answers(cfg)
     out = samples(cfg)
-    for k, spec in enumerate(cfg["sheets"]):
+    for spec in cfg["sheets"]:
         sheet = read_sheet(spec["path"], base)
         coco = read_coco(spec["annotations"], base) if spec.get("annotations") else None
         sizes: dict[str, tuple[int, int]] = {}

@@ -5,7 +5,7 @@ Notation: ``T`` decode steps, ``L`` language-model layers, ``H`` heads, ``V`` vi
 (:attr:`AttentionSample.vision_index`), ``P`` encoder patches, ``K = N + T − 1`` keys. A map is a float64
 ``[V]`` vector renormalised to sum 1; it is NaN everywhere when its mass on the vision tokens is 0.
 
-* LLM rollout (``extraction.llm_rollout``; :class:`vlmattn.capture.RolloutAccumulator`):
+* LLM rollout (``extraction.llm_rollout``; :class:`vlmattn.engine.capture.RolloutAccumulator`):
   ``R_L = Ã_L ··· Ã_1``, ``Ã_l = a·I + (1−a)·mean_h A_l``; row ``t`` of ``rollout_decode`` ``[T, K]`` is
   ``R_L[N−1+t, :]``, the query that predicts generated token ``t``::
 

@@ -32,9 +32,9 @@ Layout (documented field by field in ``docs/hdf5-schema.md``)::
                             (arange(L) when all; files written without it hold every layer)
     /attention/rollout_decode [T, K] float32   (optional, extraction.llm_rollout) language-model rollout
                             row R_L[N−1+t, :] of the query predicting token t, keys as in decode
-                            (K = N + T − 1, zero past the row's own position), see vlmattn.capture
+                            (K = N + T − 1, zero past the row's own position), see vlmattn.engine.capture
     /attention/rollout_prefill [R, N] float32  (optional) rollout rows R_L[p, :N] of prefill_positions
-    /vision_encoder/...     (optional) per-patch vision-encoder attention, see vlmattn.vision:
+    /vision_encoder/...     (optional) per-patch vision-encoder attention, see vlmattn.engine.vision:
         patch_grid [I, 2], patch_spans [I, 2], patch_boxes [P, 4], patch_token [P],
         received [L, H, P], cls_attention [L, H, P|0], rollout_received [L, P],
         rollout_cls [L, P|0], segment [L, P], full/image_{i} [L, H, T_i, T_i] (on request)
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +51,7 @@ import h5py
 import numpy as np
 
 from .errors import InputError, SchemaVersionError
+from .tables import atomic_target
 
 SCHEMA_VERSION = 2
 #: versions :func:`read_sample` reads: 1 (full layout only, no ``layout`` attribute) and 2
@@ -243,17 +243,6 @@ def prefill_at(sample: AttentionSample, layer: int) -> np.ndarray:
     return sample.prefill[int(hit[0])]
 
 
-def atomic_target(path: Path) -> Path:
-    """A temporary file beside ``path`` (same filesystem, normal permissions) to rename onto it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return Path(tmp)
-
-
 def _cast(a: np.ndarray, dtype: str) -> np.ndarray:
     """``a.astype(dtype)``; float32 → float16 through torch (same rounding, vectorised: numpy's
     float16 conversion costs ~0.4 s per 10 MB)."""
@@ -292,7 +281,8 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
             t.create_dataset("input_ids", data=s.input_ids.astype(np.int64), track_times=False)
             t.create_dataset("input_tokens", data=np.array(s.input_tokens, dtype=object), dtype=_STR, track_times=False)
             t.create_dataset("generated_ids", data=s.generated_ids.astype(np.int64), track_times=False)
-            t.create_dataset("generated_tokens", data=np.array(s.generated_tokens, dtype=object), dtype=_STR, track_times=False)
+            t.create_dataset("generated_tokens", data=np.array(s.generated_tokens, dtype=object), dtype=_STR,
+                             track_times=False)
             if s.generated_special is not None:
                 t.create_dataset("generated_special", data=np.asarray(s.generated_special, bool), track_times=False)
             v = f.create_group("vision")
@@ -323,7 +313,8 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
                 a["decode_segments"].attrs["segments"] = list(DECODE_SEGMENTS)
             a.create_dataset("decode_key_len", data=s.decode_key_len.astype(np.int64), track_times=False)
             pre = _cast(s.prefill, attention_dtype)
-            a.create_dataset("prefill", data=pre, chunks=(1, *pre.shape[1:]) if pre.size else None, **(kw if pre.size else {}))
+            a.create_dataset("prefill", data=pre, chunks=(1, *pre.shape[1:]) if pre.size else None,
+                             **(kw if pre.size else {}))
             a.create_dataset("prefill_positions", data=s.prefill_positions.astype(np.int64), track_times=False)
             a.create_dataset("prefill_layers", data=s.stored_prefill_layers, track_times=False)
             for name in ("rollout_decode", "rollout_prefill"):
@@ -361,7 +352,8 @@ def _write_vision_encoder(f, ve: VisionEncoderAttention, attention_dtype: str, k
         full = g.create_group("full")
         for i, a in enumerate(ve.full):
             a = _cast(a, attention_dtype)
-            full.create_dataset(f"image_{i}", data=a, chunks=(1, *a.shape[1:]) if a.size else None, **(kw if a.size else plain))
+            full.create_dataset(f"image_{i}", data=a, chunks=(1, *a.shape[1:]) if a.size else None,
+                                **(kw if a.size else plain))
 
 
 def _read_vision_encoder(f) -> VisionEncoderAttention | None:
@@ -402,7 +394,8 @@ def read_sample(path: str | Path) -> AttentionSample:
             sample = _read(f, path)
     except (OSError, KeyError) as e:
         what = "dataset missing" if isinstance(e, KeyError) else "truncated or not HDF5"
-        raise InputError(f"{path}: not a readable attention cache file ({what}: {str(e).splitlines()[0][:120]})") from None
+        reason = str(e).splitlines()[0][:120]
+        raise InputError(f"{path}: not a readable attention cache file ({what}: {reason})") from None
     layers = sample.prefill_layers
     n_layers = sample.n_layers
     if (layers.ndim != 1 or len(layers) != sample.prefill.shape[0] or (np.diff(layers) <= 0).any()
@@ -422,9 +415,11 @@ def read_sample(path: str | Path) -> AttentionSample:
             first = np.argwhere(bad)[0]
             if name == "prefill":  # the decoder layer, not the index into the stored layers
                 first[0] = layers[first[0]]
-            where = ", ".join(f"{ax} {i}" for ax, i in zip(names, first))
+            # the named axes only (the key axis is left out of the message)
+            where = ", ".join(f"{ax} {i}" for ax, i in zip(names, first, strict=False))
             name = {"compact_vision": "decode_vision", "compact_segments": "decode_segments"}.get(name, name)
-            raise InputError(f"{path}: attention/{name} holds {int(bad.sum())} NaN or infinite values (first at {where})")
+            raise InputError(f"{path}: attention/{name} holds {int(bad.sum())} NaN or infinite values "
+                             f"(first at {where})")
     return sample
 
 

@@ -1,4 +1,4 @@
-from vlmattn import jobs
+from vlmattn import tables
 
-jobs.log_to(snakemake.log[0])
-jobs.aggregate(list(snakemake.input.tables), snakemake.output[0])
+tables.log_to(snakemake.log[0])
+tables.aggregate(list(snakemake.input.tables), snakemake.output[0])

@@ -1,4 +1,5 @@
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.extraction import jobs
 
-jobs.log_to(snakemake.log[0])
-jobs.answers(list(snakemake.input), snakemake.params.expected, snakemake.output[0])
+tables.log_to(snakemake.log[0])
+jobs.answers(list(snakemake.input.indexes), snakemake.params.expected, snakemake.output[0])

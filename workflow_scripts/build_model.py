@@ -1,6 +1,7 @@
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.models import jobs
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 jobs.build_model(
     snakemake.params.build,
     snakemake.output[0],

@@ -1,4 +1,5 @@
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.contrasts import jobs
 
-jobs.log_to(snakemake.log[0])
-jobs.contrast_table(list(snakemake.input), snakemake.output[0])
+tables.log_to(snakemake.log[0])
+jobs.contrast_table(list(snakemake.input.tables), snakemake.output[0])

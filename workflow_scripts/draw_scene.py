@@ -1,6 +1,7 @@
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.images import jobs
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 jobs.draw_scene(
     snakemake.wildcards.image,
     snakemake.params.size,

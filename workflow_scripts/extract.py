@@ -1,6 +1,7 @@
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.extraction import jobs
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 jobs.extract_shard(
     model=snakemake.params.model,
     samples=snakemake.params.samples,

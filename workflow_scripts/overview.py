@@ -1,4 +1,5 @@
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.validation import jobs
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 jobs.overview(snakemake.input.answers, snakemake.input.validation, snakemake.output[0])

@@ -1,4 +1,5 @@
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.contrasts import jobs
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 jobs.plot_causal(snakemake.input.causal, snakemake.input.draws, snakemake.params.title, snakemake.output[0])

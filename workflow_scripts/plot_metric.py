@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.metrics import jobs
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 jobs.plot(snakemake.params.metric, snakemake.input.table, snakemake.params.cfg, Path(snakemake.output[0]).parent)

@@ -1,6 +1,6 @@
-from vlmattn import jobs
+from vlmattn import tables
 from vlmattn.pruning import jobs as pruning
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 pruning.plot_learned(snakemake.input.comparison, snakemake.input.training, snakemake.wildcards.model,
                      snakemake.output.comparison, snakemake.output.training)

@@ -1,5 +1,5 @@
-from vlmattn import jobs
+from vlmattn import tables
 from vlmattn.pruning import jobs as pruning
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 pruning.plot_offline(snakemake.input.table, snakemake.wildcards.model, snakemake.output[0])

@@ -1,4 +1,5 @@
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.metrics import jobs
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 jobs.plot_samples(snakemake.params.metric, snakemake.params.samples, snakemake.params.cfg)

@@ -1,7 +1,7 @@
-from vlmattn import jobs
+from vlmattn import tables
 from vlmattn.pruning import jobs as pruning
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 pruning.online_tables(
     list(snakemake.input.chunks), snakemake.params.statistics, snakemake.params.convention, list(snakemake.output)
 )

@@ -1,4 +1,5 @@
-from vlmattn import jobs
+from vlmattn import tables
+from vlmattn.models import jobs
 
-jobs.log_to(snakemake.log[0])
+tables.log_to(snakemake.log[0])
 jobs.train_model(snakemake.params.spec, snakemake.output.model, snakemake.output.report, snakemake.output.plot)

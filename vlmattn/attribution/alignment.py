@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics.grounding import energy, pointing
+from ..maps import energy, pointing
 from .modality_gap import unit_rows
 
 

@@ -7,7 +7,7 @@ For ``k`` tokens (``0 ≤ k ≤ V``):
     insertion:  p_ins(k) = P(y | the image with only its top-k tokens)    (rises fast for a faithful map)
 
 ``y`` is the answer token of the model with every token. The tokens are removed by the pruning harness
-(:func:`vlmattn.pruning.online.generate_pruned`: dropped from the sequence before decoder layer 0, the
+(:func:`vlmattn.engine.pruned.generate_pruned`: dropped from the sequence before decoder layer 0, the
 other tokens keeping their positions), and ``P(y | ·)`` is the softmax of the first generated step's
 logits. Both curves share their ends (``p_del(0) = p_ins(V)``: every token; ``p_del(V) = p_ins(0)``:
 none), computed once. The area under a curve over the fraction ``k / V`` (trapezoidal,
@@ -152,10 +152,10 @@ def ranking(sample_areas: pd.DataFrame, *, n_resamples: int, confidence: float, 
 def harness_probability(lm, image, question: str, target: int) -> Callable[[np.ndarray], float]:
     """``probability(keep)`` of the answer token id ``target`` for ``image`` and ``question`` with only the
     vision tokens ``keep`` (indices into the adapter's layout) entering the language model: one pruned
-    step of :func:`vlmattn.pruning.online.generate_pruned` (drop before layer 0, positions kept)."""
+    step of :func:`vlmattn.engine.pruned.generate_pruned` (drop before layer 0, positions kept)."""
     from scipy.special import softmax
 
-    from ..pruning.online import generate_pruned
+    from ..engine.pruned import generate_pruned
 
     def probability(keep: np.ndarray) -> float:
         r = generate_pruned(lm, image, question, keep=np.asarray(keep, np.int64), layer=0, mode="drop",

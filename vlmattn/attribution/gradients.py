@@ -8,7 +8,7 @@ given the prompt of ``N`` tokens, read from the logits at the last prompt positi
 
 One pass over the prompt followed by ``y`` (``M = N + 1`` positions; by causality nothing at ``q`` sees
 ``y``) runs through the project's attention function with kept attention
-(:func:`vlmattn.capture.keeping_attention`), so that ``A_l [H, M, M]`` of every decoder layer ``l`` is
+(:func:`vlmattn.engine.capture.keeping_attention`), so that ``A_l [H, M, M]`` of every decoder layer ``l`` is
 part of the graph, and one backward pass gives ``∇A_l = ∂f/∂A_l``. Then (Chefer et al. 2021, generic
 attention explainability)
 
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..capture import keeping_attention
-from ..inference import LoadedModel, extended_inputs
+from ..engine.capture import keeping_attention
+from ..engine.inference import LoadedModel, extended_inputs
 from ..store import ROLLOUT_RESIDUAL
 
 
@@ -94,10 +94,10 @@ def answer_pass(lm: LoadedModel, inputs, target: int) -> AnswerPass:
             out = lm.model(**run, use_cache=False, output_hidden_states=True)
             f = answer_log_prob(out.logits[0, n - 1], int(target))
             layers = sorted(kept)
-            grads = torch.autograd.grad(f, [kept[l] for l in layers])
+            grads = torch.autograd.grad(f, [kept[layer] for layer in layers])
     finally:
         embed.remove()
-    attn = torch.stack([kept[l][0].detach() for l in layers])  # [L, H, M, M]
+    attn = torch.stack([kept[layer][0].detach() for layer in layers])  # [L, H, M, M]
     grad = torch.stack([g[0] for g in grads])
     relevance = (grad * attn).clamp(min=0).mean(1)
     hidden = torch.stack([h[0].detach().double() for h in out.hidden_states])

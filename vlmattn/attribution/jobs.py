@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..jobs import log, one_line_errors, read_index, write_table
 from ..progress import progress
+from ..tables import log, one_line_errors, read_index, write_table
 
 SAMPLE_COLUMNS = ["model", "image", "question", "file", "answer", "target_token", "probability", "ig_value",
                   "ig_baseline_value", "ig_delta", "ig_relative_error", "ig_pixels_baseline_value", "ig_pixels_delta",
@@ -46,7 +46,7 @@ def attribute_shard(model: dict, index: str, questions: list[str] | None, option
     ``outputs["separability"]`` (:data:`SEPARABILITY_COLUMNS`)."""
     import torch
 
-    from ..inference import load_model, open_image
+    from ..engine.inference import load_model, open_image
     from ..store import read_sample
     from . import faithfulness as faith
     from . import modality_gap as gap
@@ -108,7 +108,7 @@ def attribute_shard(model: dict, index: str, questions: list[str] | None, option
 
 def _object_mask(s) -> np.ndarray:
     """Tokens ``[V]`` (bool) of any ground-truth box of the stored attribution ``s``."""
-    from ..metrics.common import centre_mask
+    from ..maps import centre_mask
 
     w, h = (int(x) for x in s.image_size)
     mask = np.zeros(len(s.token_boxes), bool)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics import plotting
+from .. import plotting
 
 LABELS = {"attention": "attention", "rollout": "rollout", "attention_gradient": "attention × gradient",
           "attention_gradient_rollout": "attn × grad rollout", "integrated_gradients": "integrated gradients",

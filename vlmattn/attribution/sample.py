@@ -62,7 +62,7 @@ def attribute(lm, image, question: str, target: int, cached: AttentionSample, *,
     id ``target`` (IG with ``ig_steps`` points from ``ig_baseline``, in pixel space with ``pixel_steps`` points,
     ``ig_batch`` per pass); ``cached`` is the sample's attention cache (its vision tokens must be those of ``lm``'s
     layout); ``name`` and ``seed`` fix the random map and the token subsample."""
-    from ..inference import model_inputs
+    from ..engine.inference import model_inputs
 
     inputs = model_inputs(lm, image, question)
     layout = lm.adapter.vision_layout(lm.model, lm.processor, inputs, image.size)

@@ -5,7 +5,8 @@ File layout (float64 unless noted; attributes on the root: model_id, image_id, q
 target_id, target_token, log_prob, ig_value, ig_baseline_value, ig_delta, ig_pixels_value,
 ig_pixels_baseline_value, ig_pixels_delta, ig_baseline, ig_steps, pixel_steps):
 
-    /maps                 [K, V]      the maps of :mod:`.sample` (:data:`MAP_KINDS`), attribute ``kinds`` (JSON list, row order)
+    /maps                 [K, V]      the maps of :mod:`.sample` (:data:`MAP_KINDS`), attribute ``kinds``
+                                      (JSON list, row order)
     /layers/attention     [L, V]      head-mean attention of ``q`` per decoder layer
     /layers/relevance     [L, V]      Ā_l[q] per decoder layer
     /alignment/answer     [L + 1, V]  cos with the answer token per hidden state
@@ -26,7 +27,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..store import AttentionSample, atomic_target
+from ..store import AttentionSample
+from ..tables import atomic_target
 
 #: the maps of :mod:`.sample`, in file order
 MAP_KINDS = ("attention", "rollout", "attention_gradient", "attention_gradient_rollout", "integrated_gradients",

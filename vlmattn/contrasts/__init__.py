@@ -15,5 +15,5 @@ language model or per layer of the vision encoder.
 * :mod:`.analyses` — the analyses the workflow runs, their options and tables;
 * :mod:`.plots` — the contrast figures.
 
-The pairs of a configured contrast come from :func:`vlmattn.config.contrast_pairs`.
+The pairs of a configured contrast come from :func:`vlmattn.contrasts.options.contrast_pairs`.
 """

@@ -16,7 +16,7 @@ rollout        ``rollout``: rollout form (``seed``; ``llm`` and           :func:
 =============  =====================================================  ==============================
 
 Every analysis reads the pairs ``(files_a[i], files_b[i])`` of one model (HDF5 files of the cache,
-opened one at a time) and the slice of :func:`vlmattn.config.contrast_options` that
+opened one at a time) and the slice of :func:`vlmattn.contrasts.options.contrast_options` that
 :func:`analysis_options` names, so editing one analysis's options reruns that analysis alone. The
 causal check runs the model and is :mod:`.ablation`'s. The encoder analysis leaves the ``cls``
 source out for an encoder without a CLS token (Qwen).
@@ -24,6 +24,7 @@ source out for an encoder without a CLS token (Qwen).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Sequence
 
 import pandas as pd
@@ -39,18 +40,18 @@ TABLES: dict[str, tuple[str, ...]] = {
     "rollout": ("rollout",),
 }
 
-#: analysis -> the keys of :func:`vlmattn.config.contrast_options` it reads
+#: analysis -> the keys of :func:`vlmattn.contrasts.options.contrast_options` it reads
 OPTION_KEYS: dict[str, tuple[str, ...]] = {
     "heads": ("roi", "maps", "statistics"),
-    "quadrants": ("maps", "head_pool", "statistics"),
-    "divergence": ("maps", "head_pool", "divergence", "statistics"),
+    "quadrants": ("maps", "head_pooling", "statistics"),
+    "divergence": ("maps", "head_pooling", "divergence", "statistics"),
     "encoder": ("roi", "encoder", "divergence", "statistics"),
     "rollout": ("roi", "maps", "rollout", "statistics"),
 }
 
 
 def analysis_options(options: dict, analysis: str) -> dict:
-    """The part of a contrast's ``options`` (:func:`vlmattn.config.contrast_options`) ``analysis`` reads."""
+    """The part of a contrast's ``options`` (:func:`vlmattn.contrasts.options.contrast_options`) ``analysis`` reads."""
     if analysis not in OPTION_KEYS:
         raise ValueError(f"unknown contrast analysis {analysis!r} (known: {', '.join(OPTION_KEYS)})")
     return {k: options[k] for k in OPTION_KEYS[analysis]}
@@ -64,67 +65,15 @@ def _reader(files: Sequence[str]) -> Callable[[], Iterator]:
     return samples
 
 
-def _summary_options(statistics: dict) -> dict:
-    """:func:`.summary.divergence_summary`'s options: the contrast's statistics, one-sided (A vs B above
-    the within-condition reference)."""
-    return {**{k: statistics[k] for k in ("confidence", "n_resamples", "seed", "method")}, "alternative": "greater"}
-
-
-def _step(step_pool: str) -> int | None:
-    """Decode step of a rollout map: ``first`` → None (each sample's answer step t*), ``last`` → −1."""
-    if step_pool == "mean":
-        raise ValueError("the rollout contrast takes one decode step: step_pooling first or last, not mean")
-    return None if step_pool == "first" else -1
-
-
 def run(analysis: str, files_a: Sequence[str], files_b: Sequence[str], options: dict) -> dict[str, pd.DataFrame]:
     """The tables ``TABLES[analysis]`` of the pairs ``zip(files_a, files_b)`` with ``options``
-    (:func:`analysis_options`); each table as its library function returns it."""
-    a, b = _reader(files_a), _reader(files_b)
-    o = options
-    if analysis == "heads":
-        from . import heads
-
-        return {"heads": heads.head_contrast(a(), b(), o["roi"], **o["maps"], **o["statistics"])}
-    if analysis == "quadrants":
-        from . import quadrants
-
-        tables = [quadrants.quadrant_shift(a(), b(), **o["maps"], head_pool=o["head_pool"], per_layer=per_layer,
-                                           **o["statistics"]) for per_layer in (False, True)]
-        return {"quadrants": pd.concat(tables, ignore_index=True)}
-    if analysis == "divergence":
-        from . import divergence, summary
-
-        kw = dict(**o["maps"], head_pool=o["head_pool"], **o["divergence"])
-        table = divergence.divergence_table(a(), b(), **kw)
-        null = divergence.within_condition_table(b(), **kw)
-        return {"divergence": table,
-                "divergence_summary": summary.divergence_summary(table, null=null,
-                                                                 **_summary_options(o["statistics"]))}
-    if analysis == "encoder":
-        from . import encoder, summary
-
-        contrast, div, summ = [], [], []
-        ve = encoder.encoder_of(read_sample(files_a[0]))
-        for source in [s for s in o["encoder"]["sources"] if s != "cls" or ve.has_cls]:
-            kw = dict(source=source, head_pool=o["encoder"]["head_pool"])
-            contrast.append(encoder.encoder_contrast(a(), b(), o["roi"], **kw, **o["statistics"])
-                            .assign(source=source))
-            d = encoder.encoder_divergence(a(), b(), **kw, **o["divergence"])
-            null = encoder.encoder_within_condition(b(), **kw, **o["divergence"])
-            div.append(d.assign(source=source))
-            summ.append(summary.divergence_summary(d, null=null, **_summary_options(o["statistics"]))
-                        .assign(source=source))
-        return {name: _source_first(pd.concat(frames, ignore_index=True))
-                for name, frames in zip(TABLES["encoder"], (contrast, div, summ), strict=True)}
-    if analysis == "rollout":
-        from . import rollout
-
-        forms = rollout.FORMS if read_sample(files_a[0]).rollout_decode is not None else ("seed",)
-        return {"rollout": rollout.rollout_contrast(a(), b(), o["roi"], step=_step(o["maps"]["step_pool"]),
-                                                    source=o["rollout"]["source"], forms=forms, **o["statistics"])}
-    raise ValueError(f"unknown contrast analysis {analysis!r} (known: {', '.join(TABLES)})")
+    (:func:`analysis_options`): module ``analysis`` of this package's ``analyse(a, b, options, first)``,
+    loaded by name (so a job's code is its own analysis module), with ``a``, ``b`` callables giving
+    fresh iterators over the samples and ``first`` the first A sample; each table as its library
+    function returns it."""
+    if analysis not in TABLES:
+        raise ValueError(f"unknown contrast analysis {analysis!r} (known: {', '.join(TABLES)})")
+    module = importlib.import_module(f"{__package__}.{analysis}")
+    return module.analyse(_reader(files_a), _reader(files_b), options, read_sample(files_a[0]))
 
 
-def _source_first(df: pd.DataFrame) -> pd.DataFrame:
-    return df[["source", *[c for c in df.columns if c != "source"]]]

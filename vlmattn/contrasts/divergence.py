@@ -25,7 +25,7 @@ sets S_A, S_B, ``h(A → B) = max_{s∈S_A} min_{t∈S_B} ‖s − t‖₂``
 ``H = max(h(A → B), h(B → A))``.
 
 Maps: a sample's step-pooled map per (layer, head) (:func:`maps.pooled_maps`), pooled over heads
-(``head_pool``, :func:`common.pool_heads`) — one map per layer — and over layers (nan-aware mean,
+(``head_pooling``, :func:`vlmattn.maps.pool_heads`) — one map per layer — and over layers (nan-aware mean,
 renormalised) for the ``all`` row. Every figure is NaN where either map is undefined.
 
 **Within-condition reference.** :func:`within_condition` computes the same figures between the maps
@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import directed_hausdorff
 
-from ..metrics.common import image_grids, pool_heads, pool_maps
+from ..maps import image_grids, pool_heads, pool_maps
 from ..store import AttentionSample
-from .maps import paired, pooled_maps, sink_keep
+from .pairs import paired, pooled_maps, sink_keep
 
 COLUMNS = ["pair", "layer", "kl_ab", "kl_ba", "js", "hausdorff_ab", "hausdorff_ba", "hausdorff"]
 
@@ -106,12 +106,12 @@ def grid_coords(sample: AttentionSample) -> np.ndarray:
     return np.stack([r, c], axis=1).astype(np.float64)
 
 
-def layer_maps(sample: AttentionSample, *, step_pool: str, renormalize: bool, min_vision_share: float,
-               head_pool: str, keep: np.ndarray | None = None) -> np.ndarray:
+def layer_maps(sample: AttentionSample, *, step_pooling: str, renormalize: bool, min_vision_share: float,
+               head_pooling: str, keep: np.ndarray | None = None) -> np.ndarray:
     """``[L + 1, V]``: the head-pooled map of each layer, then (last row) their nan-aware mean."""
-    p = pooled_maps(sample, step_pool=step_pool, renormalize=renormalize, min_vision_share=min_vision_share,
+    p = pooled_maps(sample, step_pooling=step_pooling, renormalize=renormalize, min_vision_share=min_vision_share,
                     keep=keep)
-    per_layer = pool_heads(p, head_pool, renormalize)  # [L, V]
+    per_layer = pool_heads(p, head_pooling, renormalize)  # [L, V]
     return np.concatenate([per_layer, pool_maps(per_layer, "mean", 0, renormalize)[None]])
 
 
@@ -141,7 +141,7 @@ def pair_frame(pair: int, p_a: np.ndarray, p_b: np.ndarray, coords: np.ndarray, 
 
 
 def divergence_table(samples_a: Iterable[AttentionSample], samples_b: Iterable[AttentionSample], *,
-                     step_pool: str, renormalize: bool, min_vision_share: float, head_pool: str, epsilon: float,
+                     step_pooling: str, renormalize: bool, min_vision_share: float, head_pooling: str, epsilon: float,
                      top_fraction: float, exclude_sinks: bool = False, sink_rule: dict | None = None
                      ) -> pd.DataFrame:
     """Per pair (``pair`` = its index in ``zip(samples_a, samples_b)``) and layer (``0 … L−1``, then
@@ -149,8 +149,8 @@ def divergence_table(samples_a: Iterable[AttentionSample], samples_b: Iterable[A
     (:func:`layer_maps`). Columns :data:`COLUMNS`; ``layer`` is a string column."""
     frames = []
     for i, (sa, sb) in enumerate(paired(samples_a, samples_b)):
-        opts = dict(step_pool=step_pool, renormalize=renormalize, min_vision_share=min_vision_share,
-                    head_pool=head_pool)
+        opts = dict(step_pooling=step_pooling, renormalize=renormalize, min_vision_share=min_vision_share,
+                    head_pooling=head_pooling)
         ma = layer_maps(sa, **opts, keep=sink_keep(sa, exclude_sinks, sink_rule))
         mb = layer_maps(sb, **opts, keep=sink_keep(sb, exclude_sinks, sink_rule))
         frames.append(pair_frame(i, ma, mb, grid_coords(sa), epsilon=epsilon, top_fraction=top_fraction))
@@ -204,13 +204,26 @@ def within_condition(maps: Iterable[tuple[np.ndarray, np.ndarray]], *, epsilon: 
     return out
 
 
-def within_condition_table(samples_b: Iterable[AttentionSample], *, step_pool: str, renormalize: bool,
-                           min_vision_share: float, head_pool: str, epsilon: float, top_fraction: float,
+def within_condition_table(samples_b: Iterable[AttentionSample], *, step_pooling: str, renormalize: bool,
+                           min_vision_share: float, head_pooling: str, epsilon: float, top_fraction: float,
                            exclude_sinks: bool = False, sink_rule: dict | None = None) -> pd.DataFrame:
     """:func:`within_condition` of the B samples of :func:`divergence_table` (same arguments): the
     divergence between B_i and B_{(i+1) mod P} per layer and ``all``. Raises ValueError when the
     samples differ in layers, heads or token grid."""
-    opts = dict(step_pool=step_pool, renormalize=renormalize, min_vision_share=min_vision_share,
-                head_pool=head_pool)
+    opts = dict(step_pooling=step_pooling, renormalize=renormalize, min_vision_share=min_vision_share,
+                head_pooling=head_pooling)
     return within_condition(((layer_maps(s, **opts, keep=sink_keep(s, exclude_sinks, sink_rule)), grid_coords(s))
                              for s in samples_b), epsilon=epsilon, top_fraction=top_fraction)
+
+
+def analyse(a, b, options: dict, first) -> dict:
+    """The ``divergence`` analysis of :mod:`.analyses`: :func:`divergence_table` and its summary
+    against the within-condition reference (:func:`.summary.divergence_summary`)."""
+    from .summary import divergence_summary, summary_options
+
+    o = options
+    kw = dict(**o["maps"], head_pooling=o["head_pooling"], **o["divergence"])
+    table = divergence_table(a(), b(), **kw)
+    null = within_condition_table(b(), **kw)
+    return {"divergence": table,
+            "divergence_summary": divergence_summary(table, null=null, **summary_options(o["statistics"]))}

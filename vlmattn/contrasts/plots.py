@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics import plotting
-from ..metrics.common import image_grids, pool_heads, pool_maps
-from .maps import pair_roi, pooled_maps
+from .. import plotting
+from ..maps import image_grids, pool_heads, pool_maps
+from .pairs import pair_roi, pooled_maps
 
 
 def _head_label(layer, head) -> str:
@@ -106,7 +106,7 @@ def encoder_divergence(summary: pd.DataFrame, path: Path, *, title: str) -> None
 
 def _mean_map(sample) -> np.ndarray:
     """``[V]``: the answer step's map, heads and layers mean-pooled (nan-aware, renormalised)."""
-    p = pooled_maps(sample, step_pool="first", renormalize=True, min_vision_share=0.0)
+    p = pooled_maps(sample, step_pooling="first", renormalize=True, min_vision_share=0.0)
     return pool_maps(pool_heads(p, "mean", True), "mean", 0, True)
 
 

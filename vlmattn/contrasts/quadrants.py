@@ -2,15 +2,15 @@
 condition B to condition A.
 
 Each vision token belongs to exactly one quadrant, by its centre (x, y) ∈ [0, 1]²
-(:func:`vlmattn.metrics.common.quadrant_of`: the 0.5 lines belong to the right / bottom halves), so
+(:func:`vlmattn.maps.quadrant_of`: the 0.5 lines belong to the right / bottom halves), so
 the quadrants partition the tokens. For a map ``p [..., V]`` the quadrant distribution is
 
     q[..., k] = Σ_{v ∈ Q_k} p[..., v] / Σ_v p[..., v],   k over :data:`QUADRANTS` (top_left,
                                                           top_right, bottom_left, bottom_right),
 
 four masses summing to 1 (NaN for an undefined map). A sample's map is pooled before: steps
-(:func:`maps.pooled_maps`), then heads (``head_pool``: nan-aware mean or max, renormalised,
-:func:`common.pool_heads`), then — unless ``per_layer`` — layers (nan-aware mean, renormalised).
+(:func:`maps.pooled_maps`), then heads (``head_pooling``: nan-aware mean or max, renormalised,
+:func:`vlmattn.maps.pool_heads`), then — unless ``per_layer`` — layers (nan-aware mean, renormalised).
 :func:`quadrant_shift` tabulates the paired differences ``q_a − q_b`` per (layer, quadrant) with
 :func:`vlmattn.contrasts.stats.contrast_table` (BH over all the table's cells).
 """
@@ -22,9 +22,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from ..metrics.common import QUADRANTS, pool_heads, pool_maps, quadrant_of
+from ..maps import QUADRANTS, pool_heads, pool_maps, quadrant_of
 from ..store import AttentionSample
-from .maps import paired, pooled_maps, sink_keep
+from .pairs import paired, pooled_maps, sink_keep
 from .stats import contrast_table
 
 COLUMNS = ["layer", "quadrant", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_exact", "p_adj",
@@ -50,19 +50,19 @@ def quadrant_masses(p: np.ndarray, index: np.ndarray) -> np.ndarray:
         return np.where(total > 0, m / total, np.nan)
 
 
-def sample_quadrants(sample: AttentionSample, *, step_pool: str, renormalize: bool, min_vision_share: float,
-                     head_pool: str, per_layer: bool, keep: np.ndarray | None = None) -> np.ndarray:
+def sample_quadrants(sample: AttentionSample, *, step_pooling: str, renormalize: bool, min_vision_share: float,
+                     head_pooling: str, per_layer: bool, keep: np.ndarray | None = None) -> np.ndarray:
     """``q [L', 4]`` of one sample: L' = L with ``per_layer``, else 1 (layers pooled)."""
-    p = pooled_maps(sample, step_pool=step_pool, renormalize=renormalize, min_vision_share=min_vision_share,
+    p = pooled_maps(sample, step_pooling=step_pooling, renormalize=renormalize, min_vision_share=min_vision_share,
                     keep=keep)  # [L, H, V]
-    p = pool_heads(p, head_pool, renormalize)  # [L, V]
+    p = pool_heads(p, head_pooling, renormalize)  # [L, V]
     if not per_layer:
         p = pool_maps(p, "mean", 0, renormalize)[None]  # [1, V]
     return quadrant_masses(p, quadrant_index(sample.token_centres))
 
 
 def quadrant_shift(samples_a: Iterable[AttentionSample], samples_b: Iterable[AttentionSample], *,
-                   step_pool: str, renormalize: bool, min_vision_share: float, head_pool: str,
+                   step_pooling: str, renormalize: bool, min_vision_share: float, head_pooling: str,
                    per_layer: bool, confidence: float, n_resamples: int, seed: int, alpha: float, method: str,
                    alternative: str = "two-sided", exclude_sinks: bool = False,
                    sink_rule: dict | None = None) -> pd.DataFrame:
@@ -80,11 +80,21 @@ def quadrant_shift(samples_a: Iterable[AttentionSample], samples_b: Iterable[Att
     qa, qb = [], []
     for sa, sb in paired(samples_a, samples_b):
         for s, out in ((sa, qa), (sb, qb)):
-            out.append(sample_quadrants(s, step_pool=step_pool, renormalize=renormalize,
-                                        min_vision_share=min_vision_share, head_pool=head_pool,
+            out.append(sample_quadrants(s, step_pooling=step_pooling, renormalize=renormalize,
+                                        min_vision_share=min_vision_share, head_pooling=head_pooling,
                                         per_layer=per_layer, keep=sink_keep(s, exclude_sinks, sink_rule)))
     a, b = np.stack(qa), np.stack(qb)  # [P, L', 4]
     layers = np.arange(a.shape[1]) if per_layer else np.array(["all"])
     df = contrast_table(a, b, confidence=confidence, n_resamples=n_resamples, seed=seed, alpha=alpha,
                         method=method, alternative=alternative, layers=layers, heads=list(QUADRANT_NAMES))
     return df.rename(columns={"head": "quadrant"})[COLUMNS]
+
+
+def analyse(a, b, options: dict, first) -> dict:
+    """The ``quadrants`` analysis of :mod:`.analyses`: :func:`quadrant_shift` pooled over layers, then
+    per layer (two BH families)."""
+    o = options
+    tables = [quadrant_shift(a(), b(), **o["maps"], head_pooling=o["head_pooling"], per_layer=per_layer,
+                             **o["statistics"])
+              for per_layer in (False, True)]
+    return {"quadrants": pd.concat(tables, ignore_index=True)}

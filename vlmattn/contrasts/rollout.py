@@ -11,8 +11,8 @@ over the vision tokens:
 * ``llm_x_encoder``: the language-model rollout row × encoder token importance
   (:func:`~vlmattn.rollout.full_rollout_map`; needs ``extraction.llm_rollout``).
 
-With the ROI's token mask ``R`` (:func:`vlmattn.metrics.common.box_mask` of
-:func:`vlmattn.contrasts.maps.roi_box`), the ROI mass of a map is ``m = Σ_{v ∈ R} map[v]`` (NaN for an
+With the ROI's token mask ``R`` (:func:`vlmattn.maps.box_mask` of
+:func:`vlmattn.contrasts.pairs.roi_box`), the ROI mass of a map is ``m = Σ_{v ∈ R} map[v]`` (NaN for an
 undefined map, which leaves that pair out of the form's statistics). :func:`rollout_contrast` tabulates
 ``d[i, f] = m_a[i, f] − m_b[i, f]`` with :func:`vlmattn.contrasts.stats.contrast_table` (bootstrap
 interval, sign-flip p, Benjamini–Hochberg across the forms, d_z, rank 1 = largest mean d).
@@ -25,10 +25,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..metrics.common import box_mask, sample_answer_step
+from ..maps import box_mask, sample_answer_step
 from ..rollout import full_rollout_map, llm_rollout_map, seed_rollout_map
 from ..store import AttentionSample
-from .maps import pair_roi, paired, roi_box
+from .pairs import pair_roi, paired, roi_box
 from .stats import contrast_table
 
 FORMS = ("seed", "llm", "llm_x_encoder")
@@ -38,7 +38,7 @@ COLUMNS = ["form", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "
 
 def rollout_map(sample: AttentionSample, form: str, *, step: int | None, source: str) -> np.ndarray:
     """``[V]``: the map of ``form`` (:data:`FORMS`) of decode step ``step`` with encoder ``source``;
-    ``step=None`` is the sample's answer step t* (:func:`vlmattn.metrics.common.sample_answer_step`)."""
+    ``step=None`` is the sample's answer step t* (:func:`vlmattn.maps.sample_answer_step`)."""
     if step is None:
         step = sample_answer_step(sample)
     if form == "seed":
@@ -74,11 +74,11 @@ def rollout_contrast(samples_a: Iterable[AttentionSample], samples_b: Iterable[A
     Parameters
     ----------
     samples_a, samples_b : iterables of AttentionSample, one per pair, in pair order (consumed pair by
-        pair, :func:`vlmattn.contrasts.maps.paired`)
+        pair, :func:`vlmattn.contrasts.pairs.paired`)
     roi : quadrant name, box ``[x0, y0, x1, y1]`` in image fractions, or ``"object"`` (per pair,
-        :func:`vlmattn.contrasts.maps.pair_roi`)
+        :func:`vlmattn.contrasts.pairs.pair_roi`)
     step : decode step of the maps (negative from the end; None: each sample's answer step t*, the row of
-        the first generated token that carries text, :func:`vlmattn.metrics.common.answer_step`)
+        the first generated token that carries text, :func:`vlmattn.maps.answer_step`)
     source : ``"cls"`` or ``"received"``, the encoder rollout row (:func:`vlmattn.rollout.encoder_token_importance`)
     confidence, n_resamples, seed, alpha, method, alternative
         Of :func:`vlmattn.contrasts.stats.contrast_table`.
@@ -105,3 +105,19 @@ def rollout_contrast(samples_a: Iterable[AttentionSample], samples_b: Iterable[A
     table = contrast_table(a, b, confidence=confidence, n_resamples=n_resamples, seed=seed, alpha=alpha,
                            method=method, alternative=alternative, heads=list(forms))
     return table.rename(columns={"head": "form"})[COLUMNS].reset_index(drop=True)
+
+
+def step_of(step_pooling: str) -> int | None:
+    """Decode step of a rollout map: ``first`` → None (each sample's answer step t*), ``last`` → −1."""
+    if step_pooling == "mean":
+        raise ValueError("the rollout contrast takes one decode step: step_pooling first or last, not mean")
+    return None if step_pooling == "first" else -1
+
+
+def analyse(a, b, options: dict, first) -> dict:
+    """The ``rollout`` analysis of :mod:`.analyses`: :func:`rollout_contrast` of the ``seed`` form, and
+    of the ``llm`` forms when the cache holds the language-model rollout."""
+    o = options
+    forms = FORMS if first.rollout_decode is not None else ("seed",)
+    return {"rollout": rollout_contrast(a(), b(), o["roi"], step=step_of(o["maps"]["step_pooling"]),
+                                        source=o["rollout"]["source"], forms=forms, **o["statistics"])}

@@ -44,6 +44,8 @@ import pandas as pd
 import scipy
 from scipy import stats
 
+from ..stats import bh_adjust
+
 COLUMNS = ["layer", "head", "n_pairs", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "p", "p_exact", "p_adj",
            "effect_size", "significant", "rank"]
 #: Up to this many complete pairs the sign-flip test enumerates all 2^n sign vectors (2^20 ≈ 10^6).
@@ -173,7 +175,8 @@ def bootstrap_ci(d, *, confidence: float, n_resamples: int, seed: int, method: s
 
     For a cell with n complete pairs ``d_1 … d_n`` the statistic is ``θ = (1/n) Σ_i d_i``; the
     bootstrap draws ``n_resamples`` samples of n pairs with replacement (the same resampled indices
-    for every cell with the same number of complete pairs; one scipy call per cell) and returns :func:`scipy.stats.bootstrap`'s two-sided
+    for every cell with the same number of complete pairs; one scipy call per cell) and returns
+    :func:`scipy.stats.bootstrap`'s two-sided
     interval at level ``confidence``:
 
     * ``percentile``: ``[q_{α/2}, q_{1−α/2}]`` of the bootstrap means θ*_b, α = 1 − confidence;
@@ -284,38 +287,6 @@ def sign_flip_exact(n_pairs, n_resamples: int):
     n = np.asarray(n_pairs)
     with np.errstate(over="ignore"):
         return (n >= 2) & ((n <= EXACT_MAX_PAIRS) | (np.exp2(np.minimum(n, 1023)) <= n_resamples))
-
-
-def bh_adjust(p) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values over all cells.
-
-    With the m non-NaN p-values of ``p`` (all cells, flattened) sorted ``p_(1) ≤ … ≤ p_(m)``:
-
-        p_adj_(k) = min(1, min_{j ≥ k} m · p_(j) / j)
-
-    (:func:`scipy.stats.false_discovery_control` with ``method="bh"``). Rejecting ``p_adj < α``
-    controls the false discovery rate at α for independent or positively dependent tests.
-
-    Parameters
-    ----------
-    p : array ``[...]``
-        p-values in [0, 1]; NaN (a cell without a test) is kept NaN and does not count in m.
-
-    Returns
-    -------
-    p_adj : float64 array ``[...]``, the shape of ``p``.
-    """
-    try:
-        p = np.asarray(p, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("p must be a numeric array of p-values") from None
-    known = ~np.isnan(p)
-    if ((p[known] < 0) | (p[known] > 1)).any():
-        raise ValueError("p must lie in [0, 1] (NaN for a missing test)")
-    out = np.full(p.shape, np.nan)
-    if known.any():
-        out[known] = stats.false_discovery_control(p[known], method="bh")
-    return out
 
 
 def effect_size(d) -> np.ndarray:

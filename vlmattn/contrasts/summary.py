@@ -34,7 +34,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .stats import ALTERNATIVES, bh_adjust, bootstrap_ci, sign_flip_exact, sign_flip_pvalue
+from ..stats import bh_adjust
+from .stats import ALTERNATIVES, bootstrap_ci, sign_flip_exact, sign_flip_pvalue
 
 MEASURES = ("kl_ab", "kl_ba", "js", "hausdorff")
 
@@ -121,3 +122,9 @@ def divergence_summary(table: pd.DataFrame, *, null: pd.DataFrame | None, confid
             out[f"{m}_null"], out[f"{m}_p"], out[f"{m}_p_exact"] = mean_null[:, k], p[:, k], exact[:, k]
             out[f"{m}_p_adj"] = p_adj[:, k]
     return pd.DataFrame(out)
+
+
+def summary_options(statistics: dict) -> dict:
+    """:func:`divergence_summary`'s options from a contrast's statistics, one-sided (A vs B above the
+    within-condition reference)."""
+    return {**{k: statistics[k] for k in ("confidence", "n_resamples", "seed", "method")}, "alternative": "greater"}

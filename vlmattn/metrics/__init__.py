@@ -32,8 +32,6 @@ METRICS = (
     "sinks",
 )
 ID_COLUMNS = ["model", "image", "question"]
-#: The options of ``metrics.sinks`` that make up the sink rule (see :func:`common.find_sinks`).
-SINK_RULE_KEYS = ("ratio", "min_fraction", "min_vision_share")
 
 
 def get_metric(name: str) -> ModuleType:
@@ -54,20 +52,3 @@ def compute_table(name: str, sample, cfg: dict, ids: dict) -> "pd.DataFrame":  #
 def sample_plots(name: str) -> list[str]:
     """Per-sample figure names of metric ``name`` (empty when it draws none)."""
     return list(getattr(get_metric(name), "SAMPLE_PLOTS", []))
-
-
-def metric_params(name: str, metrics_cfg: dict) -> dict:
-    """The config a metric's jobs receive: its own block (``metrics_cfg[name]``, defaults filled in),
-    plus ``sink_rule`` (``ratio``, ``min_fraction``, ``min_vision_share`` of ``metrics.sinks``, or of
-    the schema's defaults of that block when the sinks metric is left out) when the block excludes
-    sinks."""
-    cfg = dict(metrics_cfg[name])
-    if "exclude_sinks" in cfg and cfg["exclude_sinks"] is not False:
-        if "sinks" in metrics_cfg:
-            sinks = metrics_cfg["sinks"]
-        else:
-            from ..config import metric_defaults
-
-            sinks = metric_defaults("sinks")
-        cfg["sink_rule"] = {k: sinks[k] for k in SINK_RULE_KEYS}
-    return cfg

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plotting
-from .common import defined, int_column, measured, views
+from .. import plotting
+from ..maps import defined, int_column, measured, views
 
 COLUMNS = ["entropy", "norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]
 PLOTS = ["concentration_by_layer"]
@@ -62,7 +62,7 @@ def gini(p: np.ndarray) -> np.ndarray:
 
 def effective_span(p: np.ndarray, threshold: float) -> np.ndarray:
     """Fewest tokens whose largest weights cover ``threshold`` of the total, over the last axis
-    (integers; compare :func:`common.defined` for NaN maps, whose value is meaningless)."""
+    (integers; compare :func:`vlmattn.maps.defined` for NaN maps, whose value is meaningless)."""
     c = np.cumsum(-np.sort(-p, axis=-1), axis=-1)
     target = threshold * c[..., -1:]
     # relative slack of a few ulps so that exact ties (e.g. 9 × 0.1 vs 0.9) count as reached

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plotting
-from .common import box_mask, measured, object_boxes, regions, step_views
+from .. import plotting
+from ..maps import box_mask, measured, object_boxes, regions, step_views
 from .concentration import entropy, norm_entropy
 
 COLUMNS = ["token", "entropy", "norm_entropy", "peak", "vision_share"]

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plotting
-from .common import defined, int_column, label_tokens, token_areas, top_mass_mask, views
+from .. import plotting
+from ..maps import defined, int_column, label_tokens, token_areas, top_mass_mask, views
 
 COLUMNS = ["level", "n_tokens", "area", "hull_area", "n_regions"]
 PLOTS = ["geometry_by_layer", "geometry_layer_head"]

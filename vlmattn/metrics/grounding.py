@@ -1,7 +1,7 @@
 """Grounding: how well the attention map lands on each ground-truth box.
 
 For a map ``p [V]`` and a box B (token mask M_B: tokens whose centre lies inside, see
-:func:`common.box_mask`):
+:func:`vlmattn.maps.box_mask`):
 
 * ``iou``       |A_q ∩ M_B| / |A_q ∪ M_B| (token counts), A_q = fewest tokens holding ``top_mass``
   (q) of Σp, largest weights first
@@ -23,8 +23,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plotting
-from .common import box_mask, defined, int_column, object_boxes, object_names, token_areas, top_mass_mask, views
+from .. import plotting
+from ..maps import (
+    box_mask,
+    defined,
+    energy,
+    object_boxes,
+    object_names,
+    pointing,
+    token_areas,
+    top_mass_mask,
+    views,
+)
 
 COLUMNS = ["object", "label", "box_area", "size_class", "n_box_tokens", "box_token_share", "iou", "pointing", "energy"]
 INDEX = ["step_pool", "step", "sinks", "layer", "head"]
@@ -40,17 +50,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of boolean token masks over the last axis (0 when both are empty)."""
     union = (a | b).sum(-1)
     return np.where(union > 0, (a & b).sum(-1) / np.where(union > 0, union, 1), 0.0)
-
-
-def pointing(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """1 where the argmax over the last axis of ``p [..., V]`` falls in ``mask [V]``, one value per map
-    in C order (nullable ``Int64``; missing for an undefined map)."""
-    return int_column(mask[np.nan_to_num(p, nan=0.0).argmax(-1)], defined(p))
-
-
-def energy(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    total = p.sum(-1)
-    return (p * mask).sum(-1) / np.where(total > 0, total, np.nan)
 
 
 def compute(sample, cfg: dict) -> pd.DataFrame:

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plotting
-from .common import defined, int_column, regions, views
+from .. import plotting
+from ..maps import defined, int_column, regions, views
 
 COLUMNS = ["kind", "step_pool", "step", "sinks", "layer", "head", "cluster", "k", "silhouette", "centroid_similarity",
            "size", "region", "region_kind", "mass"]

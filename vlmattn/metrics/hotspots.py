@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plotting
-from .common import defined, label_tokens, local_maxima, quadrant_of, token_areas, views
+from .. import plotting
+from ..maps import defined, label_tokens, local_maxima, quadrant_of, token_areas, views
 
 COLUMNS = ["n_hotspots", "hotspot", "x", "y", "peak", "mass", "area", "n_tokens", "n_peaks", "quadrant"]
 INT_COLUMNS = ["n_hotspots", "hotspot", "n_tokens", "n_peaks"]

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plotting
-from .common import defined, regions, step_views
+from .. import plotting
+from ..maps import defined, regions, step_views
 from .concentration import entropy
 
 COLUMNS = ["region", "region_kind", "mi", "mi_norm", "h_tokens", "h_steps", "mass"]

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import plotting
+from ..maps import int_column, pool_heads, pool_share, select_steps, sink_variants, views
 from ..store import DECODE_SEGMENTS
-from . import plotting
-from .common import int_column, pool_heads, pool_share, select_steps, sink_variants, views
 from .concentration import entropy
 
 SEGMENTS = ["vision", "cls", "sink", "text_before", "text_after", "generated"]
@@ -43,7 +43,7 @@ def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | 
     """Raw attention mass ``[T, L, H]`` of each segment in :data:`SEGMENTS`, from a sample's
     ``decode_vision [T, L, H, V]`` (float64) and ``decode_segments [T, L, H, S]`` (``keep [V]``: non-sinks)."""
     kept = np.ones(vision.shape[-1], bool) if keep is None else np.asarray(keep, bool)
-    others = dict(zip(DECODE_SEGMENTS, np.moveaxis(segments, -1, 0)))
+    others = dict(zip(DECODE_SEGMENTS, np.moveaxis(segments, -1, 0), strict=True))
     return {
         "vision": vision[..., np.flatnonzero(kept)].sum(-1),
         "cls": others["cls"],
@@ -127,7 +127,8 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     fig, axes = plotting.grid_axes(len(groups))
     for ax, ((model, sinks), g) in zip(axes, groups, strict=False):
         m = g.pivot_table(index="layer", columns="step", values="vision_share", aggfunc="mean")
-        im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
+        im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), aspect="auto", origin="lower", cmap="viridis",
+                       interpolation="nearest")
         ax.set_xticks(range(m.shape[1]), m.columns)
         ax.set_yticks(range(m.shape[0]), m.index)
         ax.set_xlabel("decode step")

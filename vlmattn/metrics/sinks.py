@@ -10,7 +10,7 @@ Steps whose map is undefined (vision share below ``min_vision_share``, see :mod:
 out of p̄, and (layer, head) pairs without a defined step out of the means over (l, h); a token
 without any is never a sink (``fraction``, ``mean_ratio``, ``max_ratio`` NaN).
 
-(the rule of :func:`common.find_sinks`; the other metrics use the same rule, from this block, when
+(the rule of :func:`vlmattn.maps.find_sinks`; the other metrics use the same rule, from this block, when
 they exclude sinks). One row per vision token: ``token`` (index in [V]), ``position`` (prompt
 position), ``image_index``, grid ``row``/``col``, centre ``x``/``y``, ``fraction``, ``mean_ratio`` =
 V · mean_{l,h} p̄ and ``max_ratio`` = V · max_{l,h} p̄ (1 = uniform share), ``is_sink``.
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plotting
-from .common import fraction_above, image_grids, pool_step_maps, vision_attention
+from .. import plotting
+from ..maps import fraction_above, image_grids, pool_step_maps, vision_attention
 
 COLUMNS = ["token", "position", "image_index", "row", "col", "x", "y", "fraction", "mean_ratio", "max_ratio",
            "is_sink"]

@@ -1,7 +1,7 @@
 """Where the attention lies on the image: centre of mass, spatial variance and mass per region.
 
 For a map ``p [V]`` over vision tokens with centres ``(xᵥ, yᵥ) ∈ [0, 1]²`` and a region R (a token
-mask, see :func:`common.regions`: the whole image, the four quadrants, the ROIs of
+mask, see :func:`vlmattn.maps.regions`: the whole image, the four quadrants, the ROIs of
 ``regions`` and the ground-truth boxes):
 
 * ``mass``        m_R = Σ_{v∈R} pᵥ
@@ -24,26 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plotting
-from .common import image_grids, pool_heads, pool_maps, regions, views
+from .. import plotting
+from ..maps import image_grids, moments, pool_heads, pool_maps, regions, views
 
 COLUMNS = ["region", "region_kind", "n_tokens", "area_share", "mass", "lift", "com_x", "com_y", "var_x", "var_y"]
 PLOTS = ["spatial_centre_of_mass", "spatial_layer_head"]
 SAMPLE_PLOTS = ["spatial_overlay"]
-
-
-def moments(p: np.ndarray, centres: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Mass and first/second moments of ``p [..., V]`` restricted to ``mask [V]`` (centres ``[V, 2]``)."""
-    q = p * mask
-    m = q.sum(-1)
-    safe = np.where(m > 0, m, np.nan)
-    out = {"mass": m}
-    for axis, name in ((0, "x"), (1, "y")):
-        c = centres[:, axis]
-        mu = (q * c).sum(-1) / safe
-        out[f"com_{name}"] = mu
-        out[f"var_{name}"] = (q * (c - mu[..., None]) ** 2).sum(-1) / safe
-    return out
 
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
@@ -113,7 +99,7 @@ def plot_sample(sample, cfg: dict, out_dir: Path, image_path: str | None = None)
     """``spatial_overlay.png``: the pooled map of each layer (and their mean) over the image, ground-truth
     boxes drawn; first step pooling of the config (``first``, the answer's step, by default), first
     head pooling (else the mean of the heads) and first sink variant. Pooling is nan-aware
-    (:func:`common.pool_maps`); undefined maps are blank."""
+    (:func:`vlmattn.maps.pool_maps`); undefined maps are blank."""
     cfg = {**cfg, "step_pooling": list(cfg["step_pooling"])[:1]}
     v = next(views(sample, cfg))
     hp = (list(cfg["head_pooling"]) or [None])[0]

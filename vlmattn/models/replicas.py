@@ -4,7 +4,7 @@ Each replica is the real transformers architecture (``Qwen2VLForConditionalGener
 ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``) at toy sizes, with a
 byte-level BPE tokenizer trained locally (Qwen special tokens, no BOS), the PIL Qwen2-VL image
 processor (``smart_resize`` + patchify, merged 2×2) and a Qwen-style chat template. Saved with
-``save_pretrained``, a replica reloads through :func:`vlmattn.processors.load_processor` and
+``save_pretrained``, a replica reloads through :func:`vlmattn.engine.processors.load_processor` and
 ``AutoModelForImageTextToText`` like a hub checkpoint. Grouped-query attention as in the real models.
 """
 
@@ -16,7 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from ..processors import image_only_processor
+from ..engine.processors import image_only_processor
 from .toy import BASE_CORPUS
 
 QWEN_SPECIAL_TOKENS = [
@@ -125,7 +125,8 @@ def build_processor(family: str, tokenizer, spec: ReplicaSpec):
         temporal_patch_size=2,
         **norm,
     )
-    return image_only_processor(cls)(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE)
+    return image_only_processor(cls)(image_processor=image_processor, tokenizer=tokenizer,
+                                     chat_template=QWEN_CHAT_TEMPLATE)
 
 
 def _token_ids(tokenizer) -> dict:

@@ -48,7 +48,8 @@ from vlmattn.images.synthetic import COLOURS, SHAPES, draw
 from vlmattn.models import shapes_task as task
 from vlmattn.models.toy import ToySpec, build_toy, save
 from vlmattn.progress import progress
-from vlmattn.store import atomic_target
+
+from ..tables import atomic_target
 
 TRAINED_TOY = ToySpec(image_size=48, patch_size=6, vision_layers=3, text_layers=2)
 
@@ -244,8 +245,10 @@ def first_word(text: str) -> str:
     return words[0].strip(string.punctuation).lower() if words else ""
 
 
-def heldout_set(n_per_type: int, seed: int, size: int, scene: task.SceneSpec = task.SceneSpec()):
-    """Fixed held-out examples: ``n_per_type`` of each question type (position: equal per corner)."""
+def heldout_set(n_per_type: int, seed: int, size: int, scene: task.SceneSpec | None = None):
+    """Fixed held-out examples: ``n_per_type`` of each question type (position: equal per corner);
+    ``scene`` None is the default :class:`vlmattn.models.shapes_task.SceneSpec`."""
+    scene = task.SceneSpec() if scene is None else scene
     rng = np.random.default_rng(seed)
     out = []
     for qtype in task.QUESTION_TYPES:
@@ -269,14 +272,14 @@ def generate_answers(model, processor, examples: list[task.Example], batch_size:
             inputs = processor(images=[examples[i].image for i in chunk], text=[text] * len(chunk), return_tensors="pt")
             gen = model.generate(**inputs, do_sample=False, max_new_tokens=3)
             new = processor.batch_decode(gen[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            out.update(zip(chunk, new))
+            out.update(zip(chunk, new, strict=True))
     return [out[i] for i in range(len(examples))]
 
 
 def score(examples: list[task.Example], answers: list[str]) -> dict[str, float]:
     """Accuracy per question type, plus ``"position/<corner>"`` per corner."""
     hits: dict[str, list[bool]] = {}
-    for e, a in zip(examples, answers):
+    for e, a in zip(examples, answers, strict=True):
         ok = first_word(a) == e.answer
         hits.setdefault(e.qtype, []).append(ok)
         if e.corner is not None:
@@ -418,7 +421,7 @@ def _fit(spec: TrainSpec, tmp: Path):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            for e, lv in zip(examples, per_example.tolist()):
+            for e, lv in zip(examples, per_example.tolist(), strict=True):
                 window.setdefault(e.qtype, []).append(lv)
                 if e.corner is not None:
                     window.setdefault(f"position/{e.corner}", []).append(lv)
@@ -485,7 +488,8 @@ def _save_atomic(model, processor, spec: TrainSpec, report: pd.DataFrame, out_di
         final = report[report.step == report.step.max()] if len(report) else report
         meta = {
             "train_spec": spec.to_dict(),
-            "heldout_accuracy": {r.question_type: r.heldout_accuracy for r in final.itertuples() if r.heldout_accuracy == r.heldout_accuracy},
+            "heldout_accuracy": {r.question_type: r.heldout_accuracy for r in final.itertuples()
+                                 if r.heldout_accuracy == r.heldout_accuracy},
         }
         (tmp / "training.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         old = None

@@ -1,11 +1,11 @@
 """Online evaluation of pruning scorers: per question, every scorer and budget runs the model with the
-other vision tokens dropped (:func:`vlmattn.pruning.online.generate_pruned`, ``mode="drop"``) and the
+other vision tokens dropped (:func:`vlmattn.engine.pruned.generate_pruned`, ``mode="drop"``) and the
 answer is checked against the truth and against the unpruned model.
 
 Per item (an :class:`~vlmattn.pruning.evalset.EvalItem`, or anything with ``index, image, question,
 answer, qtype, boxes``):
 
-1. one capture (:func:`vlmattn.inference.capture_attention`, ``prefill_rows="all_text"`` so that every
+1. one capture (:func:`vlmattn.engine.inference.capture_attention`, ``prefill_rows="all_text"`` so that every
    query strategy finds its rows, one generated token: only the prefill is scored), with the language
    model's input embeddings recorded for SparseVLM's raters;
 2. the scores ``[V]`` (:func:`scores`): study A, ``head:<strategy>`` per head strategy with the
@@ -31,16 +31,17 @@ unattended from the layer on), ``none`` for the unpruned row;
 ``study`` ∈ {``study_a``, ``study_b``, ``published``, ``baseline``, ``unpruned``}; ``budget`` k = the number
 of vision tokens kept (V for the unpruned row), ``kept`` = k / V, ``average_tokens`` = the vision tokens per
 decoder layer averaged over the L layers, (ℓ·V + (L − ℓ)·k) / L for ``layer`` ℓ
-(:func:`vlmattn.pruning.offline.average_tokens`, the count in-LLM methods report); ``recall`` = |kept ∩ objects| / |objects|
-(:func:`vlmattn.pruning.offline.object_recall`; objects = tokens under the item's boxes; NaN without an
-object); ``answer`` = the normalised first word of the generated text (:func:`vlmattn.jobs.normalise_answer`),
+(:func:`vlmattn.pruning.offline.average_tokens`, the count in-LLM methods report);
+``recall`` = |kept ∩ objects| / |objects| (:func:`vlmattn.pruning.offline.object_recall`; objects = tokens
+under the item's boxes; NaN without an object); ``answer`` = the normalised first word of the generated
+text (:func:`vlmattn.answers.normalise_answer`),
 ``correct`` = ``answer == expected``, ``agrees_with_unpruned`` = ``answer`` equals the unpruned row's;
 ``prefill_s``/``decode_s``/``peak_memory_bytes`` the run's wall times and peak memory
-(:class:`~vlmattn.pruning.online.PrunedResult`: CUDA allocator peak on a GPU, process RSS peak on the CPU);
+(:class:`~vlmattn.engine.pruned.PrunedResult`: CUDA allocator peak on a GPU, process RSS peak on the CPU);
 ``flops_fraction`` = :func:`vlmattn.pruning.flops.kept_fraction` with n = N (the whole prompt), n̂ = N − (V − k),
-K = ``layer`` and the text model's depth, width and feed-forward size (1 for ``mask``, which saves nothing). With ``reuse_runs`` a kept set
-already generated for the item (several scorers often agree) is not run again: the row copies that
-run's answer and timings and has ``reused`` True.
+K = ``layer`` and the text model's depth, width and feed-forward size (1 for ``mask``, which saves
+nothing). With ``reuse_runs`` a kept set already generated for the item (several scorers often agree)
+is not run again: the row copies that run's answer and timings and has ``reused`` True.
 """
 
 from __future__ import annotations
@@ -52,14 +53,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..inference import LoadedModel, capture_attention, model_inputs
-from ..jobs import normalise_answer
+from ..answers import normalise_answer
+from ..engine.inference import LoadedModel, capture_attention, model_inputs
+from ..engine.pruned import MODES, generate_pruned
 from ..progress import progress
 from ..store import AttentionSample
 from . import offline
 from . import scorers as sc
 from .flops import kept_fraction
-from .online import MODES, generate_pruned
+from .options import check_prune_layer
 
 STUDIES = ("study_a", "study_b", "published", "baseline", "unpruned")
 #: published signals pruned before the language model (layer 0)
@@ -103,7 +105,8 @@ def capture_item(lm: LoadedModel, item) -> tuple[AttentionSample, np.ndarray]:
 
 
 def _sizes(lm: LoadedModel) -> dict:
-    """The text model's depth, width and feed-forward size, as :func:`~vlmattn.pruning.flops.kept_fraction` takes them."""
+    """The text model's depth, width and feed-forward size, as :func:`~vlmattn.pruning.flops.kept_fraction`
+    takes them."""
     cfg = lm.model.config.get_text_config()
     return dict(n_layers=int(cfg.num_hidden_layers), hidden_size=int(cfg.hidden_size),
                 ffn_size=int(cfg.intermediate_size))
@@ -113,7 +116,8 @@ def _unpruned_row(head: dict, layer: int, n_vis: int, n_tok: int, objects: np.nd
                   prefill_s: float, decode_s: float, peak: int) -> dict:
     """The ``study == "unpruned"`` row of one item (every vision token kept)."""
     return {**head, "mode": "none", "study": "unpruned", "scorer": "unpruned", "layer": layer, "budget": n_vis,
-            "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0, "average_tokens": float(n_vis), "recall": 1.0 if objects.any() else np.nan,
+            "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0, "average_tokens": float(n_vis),
+            "recall": 1.0 if objects.any() else np.nan,
             "answer": answer, "expected": expected, "correct": answer == expected, "agrees_with_unpruned": True,
             "prefill_s": prefill_s, "decode_s": decode_s, "peak_memory_bytes": peak, "flops_fraction": 1.0,
             "reused": False}
@@ -147,11 +151,13 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
     """Rows of the online evaluation (module docstring) of ``items`` on ``lm`` (llava family).
 
     ``budgets``: kept vision-token counts k (1 ≤ k ≤ V; e.g. :func:`vlmattn.pruning.offline.scaled_budgets`
-    of the model's V); ``prune_layer`` K (1 ≤ K < L, so that PyramidDrop's layer K exists);
+    of the model's V); ``prune_layer`` K (1 ≤ K < L, so that PyramidDrop's layer K exists; checked by
+    :func:`vlmattn.pruning.options.check_prune_layer`, the option's one check);
     ``n_heads``/``top_k``: the head strategies' selection size and ``top_k_sum``'s k; ``positions``: rotary
     ids of the layers after pruning (``keep`` as FastV, ``renumber`` as PyramidDrop); ``modes``: ``drop``
-    and/or ``mask`` (:func:`~vlmattn.pruning.online.generate_pruned`), each scorer and budget run in each.
-    Raises ValueError for a budget outside 1 … V, a prune layer outside 1 … L − 1 or an unknown mode.
+    and/or ``mask`` (:func:`~vlmattn.engine.pruned.generate_pruned`), each scorer and budget run in each.
+    Raises ValueError for a budget outside 1 … V or an unknown mode, InputError for a prune layer outside
+    1 … L − 1.
     """
     budgets = [int(k) for k in budgets]
     modes = list(modes)
@@ -161,9 +167,7 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
     head_strategies, query_strategies = list(head_strategies), list(query_strategies)
     size = _sizes(lm)
     n_layers = size["n_layers"]
-    if not 1 <= prune_layer < n_layers:
-        raise ValueError(f"prune_layer must lie in 1 … {n_layers - 1} (the model has {n_layers} decoder layers), "
-                         f"got {prune_layer}")
+    check_prune_layer(prune_layer, n_layers, lm.model_id)
     rows = []
     bar = progress(items, desc="pruning", unit="item", disable=not show_progress)
     for item in bar:
@@ -179,7 +183,7 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
                        draw_offset=int(item.index) * n_draws, encoder_layer=encoder_layer)
         runs: dict[tuple, tuple] = {}
 
-        def run(keep, layer, mode):
+        def run(keep, layer, mode, runs=runs, item=item):
             key = (mode, layer, None if keep is None else tuple(int(i) for i in keep))
             if reuse_runs and key in runs:
                 return runs[key], True
@@ -204,7 +208,8 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
                         kept_fraction(n_tok, n_tok - (n_vis - k), prune_layer=layer, **size))
                     rows.append({**head, "mode": mode, "study": scorer_study(name), "scorer": name, "layer": layer,
                                  "budget": k, "n_vision": n_vis, "n_tokens": n_tok, "kept": k / n_vis,
-                                 "average_tokens": offline.average_tokens(k, n_vis, n_layers=n_layers, prune_layer=layer),
+                                 "average_tokens": offline.average_tokens(k, n_vis, n_layers=n_layers,
+                                                                          prune_layer=layer),
                                  "recall": offline.object_recall(keep, objects), "answer": ans, "expected": expected,
                                  "correct": ans == expected, "agrees_with_unpruned": ans == plain,
                                  "prefill_s": pre_s, "decode_s": dec_s, "peak_memory_bytes": peak,
@@ -222,7 +227,7 @@ def evaluate_learned(lm: LoadedModel, pruners: dict, items: Sequence, *, budgets
     each, :mod:`vlmattn.pruning.learned`) on ``items``: per item one unpruned run and, per variant and
     budget k, one greedy generation in which the pruner keeps the k highest-logit vision tokens, decided
     inside the prefill pass at layer K (layer K − 1's attention observed in the same pass), and the others
-    are dropped from layer K on (:func:`~vlmattn.pruning.online.generate_pruned`). ``study`` is
+    are dropped from layer K on (:func:`~vlmattn.engine.pruned.generate_pruned`). ``study`` is
     :data:`LEARNED_STUDY`, ``scorer`` ``learned:<variant>``; recall and FLOPs as in :func:`evaluate`."""
     from .learned import evaluation_session
 

@@ -1,5 +1,5 @@
 """The pruning stages of the workflow (rules/pruning.smk), one plain function per job: paths and the
-options of :func:`vlmattn.config.pruning_options` in, tables and figures out (written atomically).
+job's options (:mod:`vlmattn.pruning.options`) in, tables and figures out (written atomically).
 
 * :func:`offline_shard` — per cached sample of one (model, shard), every scorer and budget:
   object-token recall and retained attention mass (:mod:`.offline`);
@@ -19,28 +19,23 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..jobs import one_line_errors, read_index, write_table, write_tables
 from ..progress import progress
+from ..tables import one_line_errors, read_index, write_table, write_tables
+from .options import check_prune_layer
 
 #: the tables of :func:`online_tables`, in output order
 ONLINE_TABLES = ("study_a", "study_b", "published", "ranks", "speed")
 
 
-def check_prune_layer(prune_layer: int, n_layers: int, model: str) -> None:
-    """InputError unless 1 ≤ K < L: the scores come from layer K − 1 and PyramidDrop's from layer K."""
-    if not 1 <= prune_layer < n_layers:
-        raise InputError(f"config pruning.prune_layer: {prune_layer} needs 1 <= K < {n_layers}, the decoder "
-                         f"layers of model {model!r}")
-
-
 def model_budgets(n_vision: int, options: dict, n_layers: int, model: str) -> np.ndarray:
     """The kept counts of :func:`.offline.model_budgets` for a model with ``n_vision`` vision tokens and
-    ``n_layers`` decoder layers; InputError naming ``pruning.budget_convention`` when a budget keeps nothing."""
+    ``n_layers`` decoder layers (``options``: a job's, with ``budgets`` and ``prune_layer``); InputError
+    naming ``pruning.budget_convention`` when a budget keeps nothing."""
     from . import offline
 
     try:
         return offline.model_budgets(n_vision, **options["budgets"], n_layers=n_layers,
-                                     prune_layer=options["scores"]["prune_layer"])
+                                     prune_layer=options["prune_layer"])
     except ValueError as e:
         raise InputError(f"config pruning.budget_convention: {options['budgets']['convention']} on model "
                          f"{model!r}: {e}") from e
@@ -58,14 +53,14 @@ def offline_shard(index: str, options: dict, out: str) -> None:
     frames = []
     for row in progress(idx.itertuples(index=False), total=len(idx), desc="pruning offline", unit="sample"):
         sample = read_sample(row.file)
-        check_prune_layer(options["scores"]["prune_layer"], sample.n_layers, row.model)
+        check_prune_layer(options["prune_layer"], sample.n_layers, row.model)
         try:
-            scores = offline.sample_scores(sample, **options["scores"])
+            scores = offline.sample_scores(sample, prune_layer=options["prune_layer"], **options["scores"])
         except ValueError as e:
             raise InputError(f"pruning offline, sample {row.image}__{row.question} of model {row.model}: {e}") from e
         budgets = model_budgets(len(sample.vision_index), options, sample.n_layers, row.model)
-        table = offline.offline_table(sample, scores, budgets, prune_layer=options["scores"]["prune_layer"],
-                                      step=options["offline"]["step"], pooling=True)
+        table = offline.offline_table(sample, scores, budgets, prune_layer=options["prune_layer"],
+                                      step=options["step"], pooling=True)
         frames.append(table.assign(model=row.model, image=row.image, question=row.question)
                       [["model", "image", "question", *offline.COLUMNS]])
     write_tables(frames, out)
@@ -98,13 +93,11 @@ def chunk_items(n_items: int, seed: int, chunks: int, chunk: int) -> list:
 def _model_and_budgets(model: dict, options: dict, items: list):
     """``(lm, budgets)``: the loaded ``model`` (checked against ``prune_layer``) and the kept counts of
     :func:`.offline.model_budgets` for its V, counted in the first item's prompt."""
-    from ..inference import load_model, model_inputs
-    from . import offline
+    from ..engine.inference import load_model, model_inputs
 
     lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
                     model.get("device", "cpu"))
-    check_prune_layer(options["scores"]["prune_layer"], int(lm.model.config.get_text_config().num_hidden_layers),
-                      model["id"])
+    check_prune_layer(options["prune_layer"], int(lm.model.config.get_text_config().num_hidden_layers), model["id"])
     ids = model_inputs(lm, items[0].image, items[0].question)["input_ids"][0]
     n_vision = int((ids == lm.model.config.image_token_id).sum())
     return lm, model_budgets(n_vision, options, int(lm.model.config.get_text_config().num_hidden_layers),
@@ -124,7 +117,7 @@ def online_chunk(model: dict, options: dict, chunk: int, out: str, threads: int 
     items = chunk_items(on["n_items"], on["seed"], on["chunks"], chunk)
     lm, budgets = _model_and_budgets(model, options, items)
     rows = evaluate(lm, items, budgets=budgets, max_new_tokens=on["max_new_tokens"], modes=on["modes"],
-                    positions=on["positions"], **options["scores"])
+                    positions=on["positions"], prune_layer=options["prune_layer"], **options["scores"])
     write_table(rows.assign(model=model["id"])[["model", *COLUMNS]], out)
 
 
@@ -189,30 +182,27 @@ def plot_ablation(tables: list[str], model: str, modes: list[str], outputs: list
 
 @one_line_errors()
 def train_pruner(model: dict, options: dict, variant: str, out_weights: str, out_report: str, threads: int = 1) -> None:
-    """Train the learned pruner ``variant`` (:func:`vlmattn.config.learned_options`) at layer ``prune_layer``
+    """Train the learned pruner ``variant`` (``options``: :func:`.options.train_options`) at layer ``prune_layer``
     of ``model`` (:func:`.train_pruner.train_pruner`); save it (metadata: model, variant, training seconds,
     final residual weight) and its report (``variant``, ``keep_ratio`` then the report's columns)."""
     import time
 
     import torch
 
-    from ..store import atomic_target
+    from ..tables import atomic_target
     from .learned import PrunerSpec
-    from .train_pruner import REPORT_COLUMNS, PrunerTraining, train_pruner as fit
+    from .train_pruner import REPORT_COLUMNS, PrunerTraining
+    from .train_pruner import train_pruner as fit
 
     torch.set_num_threads(threads)
-    learned = options["learned"]
-    if variant not in learned["variants"]:
-        raise InputError(f"config pruning.learned.variants: no variant {variant!r}")
-    from ..inference import load_model
+    from ..engine.inference import load_model
 
     lm = load_model(model["id"], model["family"], model["path"], model.get("dtype", "float32"),
                     model.get("device", "cpu"))
-    k = options["scores"]["prune_layer"]
+    k = options["prune_layer"]
     check_prune_layer(k, int(lm.model.config.get_text_config().num_hidden_layers), model["id"])
-    spec = PrunerSpec(layers=(k,), hidden_size=int(lm.model.config.get_text_config().hidden_size),
-                      **learned["variants"][variant])
-    training = PrunerTraining.from_dict(learned["train"])
+    spec = PrunerSpec(layers=(k,), hidden_size=int(lm.model.config.get_text_config().hidden_size), **options["spec"])
+    training = PrunerTraining.from_dict(options["train"])
     started = time.perf_counter()
     pruner, report = fit(lm.model, lm.processor, spec, training)
     seconds = time.perf_counter() - started
@@ -244,9 +234,9 @@ def learned_chunk(model: dict, options: dict, chunk: int, pruners: list[str], ou
     loaded = {}
     for path in pruners:
         pruner, meta = load_pruner(path)
-        if pruner.layers != (options["scores"]["prune_layer"],):
+        if pruner.layers != (options["prune_layer"],):
             raise InputError(f"pruner {path} prunes at layers {list(pruner.layers)}, not pruning.prune_layer "
-                             f"{options['scores']['prune_layer']}; retrain it")
+                             f"{options['prune_layer']}; retrain it")
         loaded[meta.get("variant", Path(path).stem)] = pruner
     rows = evaluate_learned(lm, loaded, items, budgets=budgets, max_new_tokens=on["max_new_tokens"],
                             positions=on["positions"])

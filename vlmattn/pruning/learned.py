@@ -14,7 +14,7 @@ the positions ``p_0 < … < p_{V−1}`` (the same in every prompt), the head at 
                       a[b, v] = 1/(H |T_b|) Σ_h Σ_{r ∈ T_b} A_{K−1}[b, h, r, p_v]
 
                   computed from the query and key states that layer K − 1's attention call receives,
-                  through the project's attention function (:func:`vlmattn.capture.observing`) in the
+                  through the project's attention function (:func:`vlmattn.engine.capture.observing`) in the
                   same forward pass: no second pass, no eager attention. Layer K − 1 is the last layer
                   that sees every token, and FastV's scoring layer.
 
@@ -36,13 +36,13 @@ and gives keep logits ``ℓ [B, V]``:
 Keep mask ``m [B, V]``: in training, a straight-through Gumbel-softmax sample of the two classes
 keep/drop, ``s = σ((ℓ + G₁ − G₂) / τ)`` with ``G`` standard Gumbel noise, hard ``m = 1[s > ½]``; at
 inference the ``k`` highest logits (:func:`keep_indices`, the budget ``k`` of the harness). Layers ≥ K
-attend to the vision keys with the biases ``β = log m`` (:func:`vlmattn.capture.biasing_keys`: ``−∞``
+attend to the vision keys with the biases ``β = log m`` (:func:`vlmattn.engine.capture.biasing_keys`: ``−∞``
 drops a key, with positions kept), in training ``β = log m + log s − sg(log s)``: the forward pass is the
 hard mask and the gradient reaches ``ℓ`` through ``log s``. A kept token's gradient is its attention's
 effect on the loss (bounded by its attention weight); a dropped token has none, and comes back through
 the noise and the budget loss (a multiplicative mask instead, DynamicViT's, gives a dropped key that
 outscores every kept one a gradient ∝ exp(its score margin), which swamps training). In generation
-(:func:`vlmattn.pruning.online.generate_pruned` with ``keep=`` :meth:`PrunerSession.decide`) the dropped
+(:func:`vlmattn.engine.pruned.generate_pruned` with ``keep=`` :meth:`PrunerSession.decide`) the dropped
 tokens leave the sequence and the KV cache. With several layers, a later head keeps from the tokens the
 earlier ones kept (masks multiply).
 """
@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import batched_attention_rows, biasing_keys, observing
+from ..engine.capture import batched_attention_rows, biasing_keys, observing
 
 RESIDUAL_SCALES = ("raw", "standardize", "log")
 
@@ -216,14 +216,14 @@ def text_vision_attention(rows: torch.Tensor, text_rows: torch.Tensor, vision: t
 class PrunerSession:
     """The pruner attached to one forward pass or one generation (use as a context manager).
 
-    ``model``: a LLaVA-family model whose text attention is the project's (:func:`vlmattn.inference.load_model`);
+    ``model``: a LLaVA-family model whose text attention is the project's (:func:`vlmattn.engine.inference.load_model`);
     ``vision [V]`` the vision-token positions; ``text_rows [B, N]`` the rows averaged into ``a``;
     ``question [B, N]`` the question tokens. ``mode``:
 
     * ``"train"``: Gumbel masks (``tau``, ``generator``) applied as key biases; ``soft[K]`` holds ``s``;
     * ``"budget"``: hard masks keeping ``budgets[K]`` tokens at each layer, applied as key biases;
     * ``"decide"``: no masks; :meth:`decide` (one layer) is the ``keep`` callable of
-      :func:`vlmattn.pruning.online.generate_pruned`, with ``budgets[K]`` tokens kept.
+      :func:`vlmattn.engine.pruned.generate_pruned`, with ``budgets[K]`` tokens kept.
 
     After the pass, ``attention[K]`` is ``a [B, V]`` and ``logits[K]`` is ``ℓ [B, V]``.
     """
@@ -239,7 +239,8 @@ class PrunerSession:
             raise ValueError(f"generation with dropped tokens takes one pruner layer, got {list(pruner.layers)}")
         n_layers = model.config.get_text_config().num_hidden_layers
         if max(pruner.layers) >= n_layers:
-            raise ValueError(f"pruner layers {list(pruner.layers)} must lie below the model's {n_layers} decoder layers")
+            raise ValueError(f"pruner layers {list(pruner.layers)} must lie below the model's {n_layers} decoder "
+                             "layers")
         self.model, self.pruner, self.mode = model, pruner, mode
         self.vision, self.text_rows, self.question = vision, text_rows.bool(), question.bool()
         self.budgets, self.tau, self.generator = dict(budgets or {}), tau, generator
@@ -311,7 +312,7 @@ class PrunerSession:
 
     # --- inference in generate_pruned ---------------------------------------------------------------
     def decide(self, hidden: torch.Tensor) -> np.ndarray:
-        """Kept vision-token indices for :func:`~vlmattn.pruning.online.generate_pruned` (``mode="decide"``,
+        """Kept vision-token indices for :func:`~vlmattn.engine.pruned.generate_pruned` (``mode="decide"``,
         batch of one): the ``budgets[K]`` highest logits at the pruner's layer."""
         (layer,) = self.pruner.layers
         with torch.no_grad():
@@ -358,7 +359,7 @@ def prompt_masks(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, i
 
 
 def evaluation_session(lm, pruner: LearnedPruner, inputs, budget: int) -> PrunerSession:
-    """A ``"decide"`` :class:`PrunerSession` for one prompt (``inputs``: :func:`vlmattn.inference.model_inputs`),
+    """A ``"decide"`` :class:`PrunerSession` for one prompt (``inputs``: :func:`vlmattn.engine.inference.model_inputs`),
     keeping ``budget`` vision tokens at the pruner's layer."""
     vision, text_rows, question = prompt_masks(inputs["input_ids"].cpu(), inputs.get("attention_mask"),
                                                lm.model.config.image_token_id)

@@ -3,7 +3,7 @@ against the ground-truth objects and the unpruned model's own attention, without
 
 For a sample with V vision tokens, a score ``s [V]`` and a budget k, the kept set is
 ``S = keep_indices(s, k)`` (:func:`vlmattn.pruning.scorers.keep_indices`). With the object tokens
-``O`` (the union over ``/image/boxes`` of :func:`vlmattn.metrics.common.box_mask`: tokens whose centre
+``O`` (the union over ``/image/boxes`` of :func:`vlmattn.maps.box_mask`: tokens whose centre
 lies in a box, or the token under a small box's centre):
 
     recall    = |S ∩ O| / |O|                      (NaN when the sample has no object token)
@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..metrics.common import box_mask, object_boxes
+from ..maps import box_mask, object_boxes
 from ..store import AttentionSample
 from . import scorers as sc
 

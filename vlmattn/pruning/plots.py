@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics import plotting
+from .. import plotting
 
 STUDY_TITLES = {"study_a": "study A: head selection (query last_token)",
                 "study_b": "study B: query selection",

@@ -535,7 +535,7 @@ def pooling_scores(grids: np.ndarray, budget: int) -> np.ndarray:
     share[order[: budget - int(share.sum())]] += 1
     score = np.zeros(total)
     start = 0
-    for (rows, cols), n, k in zip(grids, sizes, share):
+    for (rows, cols), n, k in zip(grids, sizes, share, strict=True):
         score[start + grid_subsample(int(rows), int(cols), int(k))] = 1.0
         start += n
     return score

@@ -4,14 +4,14 @@ accuracy with a confidence interval, agreement with the unpruned model and a pai
 Per (mode, study, scorer, budget), over the n items that have both a pruned row and the unpruned row:
 
     accuracy   x / n, x = items answered correctly
-    CI         Wilson score interval (closed form, :func:`wilson_interval`), no resampling
+    CI         Wilson score interval (closed form, :func:`vlmattn.stats.wilson_interval`), no resampling
     agreement  share of items whose answer equals the unpruned model's
     McNemar    exact two-sided test of equal accuracy on the discordant items: with b = items the pruned
                run gets right and the unpruned one wrong (``n_gained``), c = the reverse (``n_lost``),
                p = P(|X − (b+c)/2| ≥ |b − (b+c)/2|) for X ~ Binomial(b + c, ½)
                (:func:`scipy.stats.binomtest`); p = 1 without discordant items
     p_adj      Benjamini–Hochberg over the scorers of the table within each mode and budget
-               (:func:`vlmattn.contrasts.stats.bh_adjust`); ``significant`` = p_adj < α
+               (:func:`vlmattn.stats.bh_adjust`); ``significant`` = p_adj < α
 
 No torch import: the tables are computed from the stored rows alone.
 """
@@ -20,56 +20,27 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from ..contrasts.stats import bh_adjust
+from ..stats import bh_adjust, mcnemar_exact, wilson_interval
 
-TABLE_COLUMNS = ["mode", "study", "scorer", "budget", "kept", "average_tokens", "n_items", "n_correct", "accuracy", "ci_low", "ci_high",
-                 "unpruned_accuracy", "agreement", "n_gained", "n_lost", "p", "p_adj", "significant", "recall",
-                 "flops_fraction"]
+TABLE_COLUMNS = ["mode", "study", "scorer", "budget", "kept", "average_tokens", "n_items", "n_correct", "accuracy",
+                 "ci_low", "ci_high", "unpruned_accuracy", "agreement", "n_gained", "n_lost", "p", "p_adj",
+                 "significant", "recall", "flops_fraction"]
 #: the studies of :func:`ablation_tables`, each shown beside the baselines (random draws, pooling)
 TABLES = ("study_a", "study_b", "published")
 RANKED_BY = ("accuracy", "recall")
-
-
-def wilson_interval(successes, n, *, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for a binomial proportion, ``(low, high)`` broadcast over ``successes`` x and
-    ``n``: with p̂ = x / n and z the two-sided normal quantile of ``confidence``,
-
-        centre ± half = (x + z²/2) / (n + z²)  ±  z / (n + z²) · √(x (n − x) / n + z² / 4)
-
-    NaN where n = 0. Raises ValueError for x outside 0 … n or a confidence outside (0, 1)."""
-    x, n = np.asarray(successes, np.float64), np.asarray(n, np.float64)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if (x < 0).any() or (x > n).any():
-        raise ValueError(f"successes must lie in 0 … n, got {successes} of {n}")
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        centre = (x + z**2 / 2) / (n + z**2)
-        half = z / (n + z**2) * np.sqrt(np.where(n > 0, x * (n - x) / n, np.nan) + z**2 / 4)
-    low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
-    return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
-
-
-def mcnemar_exact(gained: int, lost: int) -> float:
-    """Exact two-sided McNemar p-value of the discordant counts b = ``gained``, c = ``lost``:
-    ``binomtest(b, b + c, ½)`` (two-sided), 1.0 when b + c = 0."""
-    if gained < 0 or lost < 0:
-        raise ValueError(f"discordant counts must be non-negative, got {gained} and {lost}")
-    if gained + lost == 0:
-        return 1.0
-    return float(stats.binomtest(int(gained), int(gained + lost), 0.5).pvalue)
 
 
 def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
     """One row per (mode, study, scorer, budget) of the pruned ``rows`` (columns :data:`TABLE_COLUMNS`,
     module docstring), each paired by item with the unpruned rows (``study == "unpruned"``). ``recall``
     and ``flops_fraction`` are means over the items (recall ignoring NaN); measured times are in
-    :func:`speed_table`, so that the same rows give the same table on every machine. Sorted by mode, budget (descending), study, accuracy (descending), scorer.
+    :func:`speed_table`, so that the same rows give the same table on every machine. Sorted by mode,
+    budget (descending), study, accuracy (descending), scorer.
     Raises ValueError when an item lacks its unpruned row or a scorer has two rows for one item, mode
     and budget."""
-    need = {"item", "mode", "study", "scorer", "budget", "kept", "average_tokens", "correct", "answer", "recall", "flops_fraction"}
+    need = {"item", "mode", "study", "scorer", "budget", "kept", "average_tokens", "correct", "answer", "recall",
+            "flops_fraction"}
     missing = need - set(rows.columns)
     if missing:
         raise ValueError(f"rows lack the columns {sorted(missing)}")
@@ -89,8 +60,9 @@ def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float
         n, x = len(g), int(ok.sum())
         low, high = wilson_interval(x, n, confidence=confidence)
         gained, lost = int((ok & ~ref_ok).sum()), int((~ok & ref_ok).sum())
-        out.append({"mode": mode, "study": study, "scorer": scorer, "budget": int(budget), "kept": float(g["kept"].mean()),
-                    "average_tokens": float(g["average_tokens"].mean()), "n_items": n, "n_correct": x, "accuracy": x / n, "ci_low": float(low), "ci_high": float(high),
+        out.append({"mode": mode, "study": study, "scorer": scorer, "budget": int(budget),
+                    "kept": float(g["kept"].mean()), "average_tokens": float(g["average_tokens"].mean()),
+                    "n_items": n, "n_correct": x, "accuracy": x / n, "ci_low": float(low), "ci_high": float(high),
                     "unpruned_accuracy": float(ref_ok.mean()),
                     "agreement": float((g["answer"].to_numpy() == ref["answer"].to_numpy()).mean()),
                     "n_gained": gained, "n_lost": lost, "p": mcnemar_exact(gained, lost),
@@ -230,7 +202,8 @@ def learned_table(rows: pd.DataFrame, learned: pd.DataFrame, *, confidence: floa
     own = learned[learned["study"] == "unpruned"].set_index("item")["answer"]
     shared = own.index.intersection(base.index)
     if len(shared) != len(own) or not (own.loc[shared] == base.loc[shared]).all():
-        differ = sorted(set(own.index) - set(shared)) or sorted(shared[(own.loc[shared] != base.loc[shared]).to_numpy()])
+        differ = (sorted(set(own.index) - set(shared))
+                  or sorted(shared[(own.loc[shared] != base.loc[shared]).to_numpy()]))
         raise ValueError(f"the learned pruners' unpruned answers differ from the ablation's on items {differ[:5]}")
     keep = {COMPARED_SIGNAL, "pooling", best_strategy(rows)}
     drop = rows[rows["mode"] == "drop"]

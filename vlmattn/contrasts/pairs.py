@@ -1,13 +1,13 @@
 """One pooled attention map per (layer, head) of a sample, the input of every contrast.
 
-Notation as in :mod:`vlmattn.metrics.common`: T decode steps, L layers, H heads, V vision tokens.
+Notation as in :mod:`vlmattn.maps`: T decode steps, L layers, H heads, V vision tokens.
 The map of a sample is
 
     p[l, h, v] = pool_t p_t[l, h, v],   p_t = a_t / Σ_v a_t   (renormalised; raw: p_t = a_t)
 
 with ``pool_t`` the step pooling (``first``: the row producing the answer's first token, ``last``,
 ``mean``: nan-aware mean renormalised to Σ_v = 1). A row whose raw vision share Σ_v a_t is below
-``min_vision_share`` (or 0) is undefined and its map is NaN (:func:`common.vision_attention`); a
+``min_vision_share`` (or 0) is undefined and its map is NaN (:func:`vlmattn.maps.vision_attention`); a
 pooled map without a defined member is NaN. Sink tokens may be zeroed before renormalising
 (``keep``, :func:`sink_keep`).
 """
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from ..metrics.common import QUADRANTS, find_sinks, pool_step_maps, sample_answer_step, vision_attention
+from ..maps import QUADRANTS, find_sinks, pool_step_maps, sample_answer_step, vision_attention
 from ..store import AttentionSample
 
 STEP_POOLS = ("first", "last", "mean")
@@ -26,7 +26,7 @@ STEP_POOLS = ("first", "last", "mean")
 
 def roi_box(roi) -> tuple[float, float, float, float]:
     """The box ``(x0, y0, x1, y1)`` in image fractions of ``roi``: a quadrant name of
-    :data:`common.QUADRANTS` or a box itself (needs x0 < x1, y0 < y1 inside [0, 1]). A pair's ROI,
+    :data:`vlmattn.maps.QUADRANTS` or a box itself (needs x0 < x1, y0 < y1 inside [0, 1]). A pair's ROI,
     which may also be the object that tells A from B, is :func:`pair_roi`'s."""
     if isinstance(roi, str):
         if roi not in QUADRANTS:
@@ -66,7 +66,7 @@ def pair_roi(sample_a: AttentionSample, sample_b: AttentionSample, roi) -> tuple
 
 
 def sink_keep(sample: AttentionSample, exclude_sinks: bool, sink_rule: dict | None) -> np.ndarray | None:
-    """``keep [V]`` (bool): the sample's non-sink tokens (:func:`common.find_sinks` with ``sink_rule``'s
+    """``keep [V]`` (bool): the sample's non-sink tokens (:func:`vlmattn.maps.find_sinks` with ``sink_rule``'s
     ``ratio``, ``min_fraction``, ``min_vision_share``) when ``exclude_sinks``, else None (keep all)."""
     if not exclude_sinks:
         return None
@@ -75,18 +75,18 @@ def sink_keep(sample: AttentionSample, exclude_sinks: bool, sink_rule: dict | No
     return ~find_sinks(sample, sink_rule["ratio"], sink_rule["min_fraction"], sink_rule["min_vision_share"])
 
 
-def pooled_maps(sample: AttentionSample, *, step_pool: str, renormalize: bool, min_vision_share: float,
+def pooled_maps(sample: AttentionSample, *, step_pooling: str, renormalize: bool, min_vision_share: float,
                 keep: np.ndarray | None = None) -> np.ndarray:
     """``p [L, H, V]`` (float64): the step-pooled map of every (layer, head); NaN where undefined.
 
-    ``first`` is the answer's row t* (:func:`vlmattn.metrics.common.sample_answer_step`), as in the
+    ``first`` is the answer's row t* (:func:`vlmattn.maps.sample_answer_step`), as in the
     metric tables; ``keep [V]`` zeroes the other vision tokens before renormalising (None: keep all)."""
-    if step_pool not in STEP_POOLS:
-        raise ValueError(f"step_pool must be one of {', '.join(STEP_POOLS)}; got {step_pool!r}")
+    if step_pooling not in STEP_POOLS:
+        raise ValueError(f"step_pooling must be one of {', '.join(STEP_POOLS)}; got {step_pooling!r}")
     p, _ = vision_attention(sample, renormalize, min_vision_share, keep)
-    if step_pool == "first":
+    if step_pooling == "first":
         return p[sample_answer_step(sample)]
-    return pool_step_maps(p, step_pool, renormalize)
+    return pool_step_maps(p, step_pooling, renormalize)
 
 
 def same_tokens(a: AttentionSample, b: AttentionSample) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ModelError
+from ...errors import ModelError
 from .base import Adapter, VisionLayout
 from .llava import LlavaAdapter
 from .qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelError
-from ..inference import LoadedModel, model_inputs
+from .inference import LoadedModel, model_inputs
 
 MODES = ("drop", "mask")
 POSITIONS = ("keep", "renumber")

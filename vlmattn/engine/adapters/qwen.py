@@ -69,7 +69,7 @@ class Qwen2VLAdapter(Adapter):
         if len(spans) != len(grid_thw):
             raise ValueError(f"{len(spans)} runs of image tokens for {len(grid_thw)} images")
         grids = grid_thw[:, 1:] // merge
-        boxes = [merged_grid_boxes(h, w, patch, merge, *sz) for (_, h, w), sz in zip(grid_thw, sizes)]
+        boxes = [merged_grid_boxes(h, w, patch, merge, *sz) for (_, h, w), sz in zip(grid_thw, sizes, strict=True)]
         return VisionLayout(spans=spans, grids=grids, token_boxes=np.concatenate(boxes))
 
     def vision_attention_modules(self, model):
@@ -88,7 +88,7 @@ class Qwen2VLAdapter(Adapter):
         sizes = _sizes(image_size, len(grid_thw))
         seq, tokens, boxes, image_seq = [], [], [], []
         offset = token_offset = 0
-        for (_, gh, gw), (width, height) in zip(grid_thw, sizes):
+        for (_, gh, gw), (width, height) in zip(grid_thw, sizes, strict=True):
             block = block_major_to_raster(gh, gw, merge)
             seq.append(offset + block)
             tokens.append(token_offset + block // merge**2)

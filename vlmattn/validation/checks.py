@@ -38,7 +38,7 @@ def _pooled(table: pd.DataFrame, pooling: dict) -> pd.DataFrame:
 def answer_checks(answers: pd.DataFrame, models: list[str], min_generated_accuracy: float) -> list[dict]:
     """``answers_correct`` rows per (model, question) of the named images, then
     ``generated_answers_correct`` rows of the corner-pair images (module docstring)."""
-    from .images.synthetic import parse_corner_id
+    from ..images.synthetic import parse_corner_id
 
     rows = []
     scored = answers[answers["expected"].notna() & answers["model"].isin(models)]
@@ -73,7 +73,8 @@ def concentration_delta(conc: pd.DataFrame, trained: str, untrained: str, questi
     return float(means[trained] - means[untrained])
 
 
-def validate(answers: pd.DataFrame, spatial: pd.DataFrame, concentration: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+def validation_table(answers: pd.DataFrame, spatial: pd.DataFrame, concentration: pd.DataFrame,
+                     cfg: dict) -> pd.DataFrame:
     """All checks for ``cfg`` (the ``validation`` config block)."""
     trained, untrained = cfg["trained"], cfg["untrained"]
     qs, pooling = cfg["object_questions"], cfg["pooling"]

@@ -41,6 +41,10 @@ latest multi-position call of layer ``l`` inside the same :func:`ablating` block
 same generation); with none, it raises :class:`CaptureError`. Every other head, and every layer not
 listed, keeps SDPA's output bit for bit; with no ablation active the function is unchanged.
 
+Every intervention is a hook (:class:`AttentionHook`) its caller passes in for a block (:func:`hooks`;
+:func:`recording`, :func:`rolling_out`, :func:`ablating`, :func:`keeping_attention`, :func:`observing`
+and :func:`biasing_keys` each pass one); nothing stays active after the block.
+
 Observers and key biases (:func:`observing`, :func:`biasing_keys`), for modules that read or steer
 attention in the same forward pass (the learned pruner, :mod:`vlmattn.pruning.learned`):
 
@@ -60,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import numbers
 from dataclasses import dataclass, field
 
@@ -68,7 +73,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .store import ROLLOUT_RESIDUAL
+from ..store import ROLLOUT_RESIDUAL
 
 CAPTURE_IMPL = "vlmattn_capture"
 # cap on the float32 weights ``[H, b, M]`` of one block of query rows in the rollout pass (bytes),
@@ -78,18 +83,67 @@ _CPU_ROLLOUT_BLOCK_BYTES = 4 * 2**20
 
 ABLATION_MODES = ("zero", "mean")
 
-_ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar(
-    "vlmattn_active_recorder", default=None
-)
-_ROLLOUT: contextvars.ContextVar[RolloutAccumulator | None] = contextvars.ContextVar(
-    "vlmattn_active_rollout", default=None
-)
-_ABLATION: contextvars.ContextVar[_ActiveAblation | None] = contextvars.ContextVar(
-    "vlmattn_active_ablation", default=None
-)
-_OBSERVER: contextvars.ContextVar = contextvars.ContextVar("vlmattn_attention_observer", default=None)
-_KEY_BIAS: contextvars.ContextVar = contextvars.ContextVar("vlmattn_key_bias", default=None)
-_KEPT: contextvars.ContextVar[dict | None] = contextvars.ContextVar("vlmattn_kept_attention", default=None)
+#: the hooks of the attention calls made now: a tuple, extended by :func:`hooks` for its block
+_HOOKS: contextvars.ContextVar[tuple] = contextvars.ContextVar("vlmattn_attention_hooks", default=())
+
+
+@dataclass
+class AttentionCall:
+    """One language-model attention call as a hook sees it: decoder ``layer``, ``query [B, H, Q, D]``,
+    ``key``/``value [B, H_kv, K, D]``, the additive ``mask`` (or None), the score ``scale``, the query heads
+    per KV head ``groups`` and the sliding ``window`` (None: full attention)."""
+
+    layer: int
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    mask: torch.Tensor | None
+    scale: float
+    groups: int
+    window: int | None
+
+
+class AttentionHook:
+    """An intervention on the language model's attention calls, passed in by its caller through
+    :func:`hooks` and removed when the block ends. Every call runs, for the active hooks in order:
+    ``observe`` (reads the inputs), ``attend`` (an output ``[B, Q, H, D]`` replacing SDPA's, or None; at
+    most one hook may replace it), ``edit`` (the output, changed or not) and ``after`` (reads the call
+    once the output is known, e.g. to record rows). Each method does nothing by default."""
+
+    def observe(self, call: AttentionCall) -> None:
+        """Read the call's inputs (change nothing)."""
+
+    def attend(self, call: AttentionCall) -> torch.Tensor | None:
+        """The call's output in place of SDPA's, or None to leave it."""
+        return None
+
+    def edit(self, call: AttentionCall, out: torch.Tensor) -> torch.Tensor:
+        """The output ``out [B, Q, H, D]``, changed (a copy) or not."""
+        return out
+
+    def after(self, call: AttentionCall) -> None:
+        """Read the call after its output is known."""
+
+
+@contextlib.contextmanager
+def hooks(*added: AttentionHook, keep=None):
+    """Run the hooks ``added`` on every language-model attention call made inside the ``with`` block,
+    after the hooks already active (those for which ``keep(hook)`` is false are left out for the block;
+    ``keep=None`` keeps them all). The list is restored when the block ends, however it ends."""
+    for h in added:
+        if not isinstance(h, AttentionHook):
+            raise TypeError(f"hooks take AttentionHook instances, got {type(h).__name__}")
+    active = _HOOKS.get()
+    token = _HOOKS.set(tuple(h for h in active if keep is None or keep(h)) + added)
+    try:
+        yield added
+    finally:
+        _HOOKS.reset(token)
+
+
+def active_hooks() -> tuple[AttentionHook, ...]:
+    """The hooks active now, in order."""
+    return _HOOKS.get()
 
 
 class CaptureError(RuntimeError):
@@ -97,7 +151,7 @@ class CaptureError(RuntimeError):
 
 
 @dataclass
-class AttentionRecorder:
+class AttentionRecorder(AttentionHook):
     """Collects attention rows of one generation call, every batch element.
 
     ``prefill_positions``: positions (in the padded batch sequence) whose rows are computed in the
@@ -117,6 +171,17 @@ class AttentionRecorder:
     other_rows: torch.Tensor | None = None
     prefill: dict[int, torch.Tensor] = field(default_factory=dict)
     decode: dict[int, list[tuple[int, torch.Tensor]]] = field(default_factory=dict)
+
+    def after(self, call: AttentionCall) -> None:
+        """Record the call's rows: the prefill positions in a multi-position call, the single query row of
+        a decode step."""
+        is_prefill = call.query.shape[2] > 1
+        if is_prefill:
+            rows = self.prefill_positions.to(call.query.device)
+        else:
+            rows = torch.zeros(1, dtype=torch.long, device=call.query.device)
+        a = batched_attention_rows(call.query, call.key, call.mask, call.scale, rows, call.groups, call.window)
+        self.record(call.layer, a, is_prefill, call.window)
 
     def record(self, layer: int, rows: torch.Tensor, is_prefill: bool, window: int | None = None) -> None:
         """Keep ``rows [B, H, R, K]`` of ``layer``; ``window`` is the layer's sliding window (None: full)."""
@@ -165,17 +230,12 @@ def _take_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return rows.gather(2, index[:, None, :, None].expand(b, h, index.shape[1], k))
 
 
-@contextlib.contextmanager
 def recording(recorder: AttentionRecorder):
-    """Activate ``recorder`` for attention calls made inside the ``with`` block."""
-    token = _ACTIVE.set(recorder)
-    try:
-        yield recorder
-    finally:
-        _ACTIVE.reset(token)
+    """Activate ``recorder`` for attention calls made inside the ``with`` block (:func:`hooks`)."""
+    return hooks(recorder)
 
 
-class RolloutAccumulator:
+class RolloutAccumulator(AttentionHook):
     """Attention rollout of the language model over ``M`` positions, accumulated during one forward pass.
 
     Layer ``l`` (``0 … L−1``, called in that order) brings its post-rope ``q``, ``k`` ``[1, H|H_kv, M, D]``;
@@ -206,6 +266,10 @@ class RolloutAccumulator:
         self.rollout = torch.eye(self.length, dtype=torch.float64, device=device)
         # weight above the diagonal, summed over layers (checked once at the end, without a sync per block)
         self._acausal = torch.zeros((), dtype=torch.float64, device=device)
+
+    def after(self, call: AttentionCall) -> None:
+        """Fold the call's weights into the rollout (:meth:`update`)."""
+        self.update(call.layer, call.query, call.key, call.mask, call.scale, call.groups, call.window)
 
     def update(self, layer: int, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
                scaling: float, n_kv_groups: int, window: int | None = None) -> None:
@@ -240,16 +304,9 @@ class RolloutAccumulator:
         return self.rollout[torch.as_tensor(positions, device=self.rollout.device)].float().cpu()
 
 
-@contextlib.contextmanager
 def rolling_out(accumulator: RolloutAccumulator):
     """Activate ``accumulator`` for attention calls inside the ``with`` block; no recorder records there."""
-    token = _ROLLOUT.set(accumulator)
-    off = _ACTIVE.set(None)
-    try:
-        yield accumulator
-    finally:
-        _ACTIVE.reset(off)
-        _ROLLOUT.reset(token)
+    return hooks(accumulator, keep=lambda h: not isinstance(h, AttentionRecorder))
 
 
 def _is_index(x) -> bool:
@@ -291,22 +348,21 @@ class HeadAblation:
 
 
 @dataclass
-class _ActiveAblation:
+class _ActiveAblation(AttentionHook):
     """An ablation inside one :func:`ablating` block, with the per-layer head means ``[B, 1, h, D]``
     of its latest multi-position call (mode ``"mean"``)."""
 
     ablation: HeadAblation
     means: dict[int, torch.Tensor] = field(default_factory=dict)
 
+    def edit(self, call: AttentionCall, out: torch.Tensor) -> torch.Tensor:
+        return ablate_heads(out, call.layer, self)
 
-@contextlib.contextmanager
+
 def ablating(ablation: HeadAblation | None):
-    """Apply ``ablation`` (or nothing, for ``None``) to language-model attention calls in the block."""
-    token = _ABLATION.set(None if ablation is None else _ActiveAblation(ablation))
-    try:
-        yield ablation
-    finally:
-        _ABLATION.reset(token)
+    """Apply ``ablation`` (or nothing, for ``None``) to language-model attention calls in the block
+    (a hook, :func:`hooks`, with its own head means)."""
+    return hooks(*([] if ablation is None else [_ActiveAblation(ablation)]))
 
 
 def ablate_heads(out: torch.Tensor, layer: int, active: _ActiveAblation) -> torch.Tensor:
@@ -398,10 +454,7 @@ def batched_attention_rows(
             m = m.gather(2, rows[:, None, :, None].expand(batch, m.shape[1], n_rows, kv_len))
         else:
             m = attention_mask[:, :, rows, :]
-        if m.dtype == torch.bool:
-            scores = scores.masked_fill(~m, float("-inf"))
-        else:
-            scores = scores + m.float()
+        scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
     return torch.softmax(scores, dim=-1)
 
 
@@ -438,88 +491,101 @@ def attention_output(attn: torch.Tensor, value: torch.Tensor, n_kv_groups: int, 
     return torch.matmul(attn, v).transpose(1, 2).to(dtype).contiguous()
 
 
-@contextlib.contextmanager
+class KeptAttention(AttentionHook):
+    """Keeps every call's full weights as ``store[layer] = A [B, H, Q, K]`` (float32) and returns
+    ``A · V`` (module docstring), differentiably."""
+
+    def __init__(self, store: dict):
+        self.store = store
+
+    def attend(self, call: AttentionCall) -> torch.Tensor:
+        attn = batched_attention_rows(call.query, call.key, call.mask, call.scale,
+                                      torch.arange(call.query.shape[2], device=call.query.device), call.groups,
+                                      call.window)
+        self.store[call.layer] = attn
+        return attention_output(attn, call.value, call.groups, call.query.dtype)
+
+
+class Observer(AttentionHook):
+    """Calls ``fn(layer, query, key, attention_mask, scaling, n_kv_groups, window)`` with every call's
+    inputs (module docstring)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def observe(self, call: AttentionCall) -> None:
+        self.fn(call.layer, call.query, call.key, call.mask, call.scale, call.groups, call.window)
+
+
+class KeyBias(AttentionHook):
+    """Layers for which ``fn(layer, K)`` returns key biases ``[B, K]`` (``K`` keys) attend with them
+    (:func:`key_biased_attention`); None leaves a layer's attention unchanged."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def attend(self, call: AttentionCall) -> torch.Tensor | None:
+        bias = self.fn(call.layer, call.key.shape[2])
+        if bias is None:
+            return None
+        return key_biased_attention(call.query, call.key, call.value, call.mask, call.scale, call.groups, bias)
+
+
 def keeping_attention(store: dict):
-    """Inside the ``with`` block, every language-model attention call keeps its full weights as
-    ``store[layer] = A [B, H, Q, K]`` (float32) and returns ``A · V`` (module docstring), differentiably."""
-    token = _KEPT.set(store)
-    try:
-        yield store
-    finally:
-        _KEPT.reset(token)
+    """Inside the ``with`` block, every language-model attention call keeps its full weights in ``store``
+    (:class:`KeptAttention`)."""
+    return hooks(KeptAttention(store))
 
 
-@contextlib.contextmanager
 def observing(fn):
-    """Call ``fn(layer, query, key, attention_mask, scaling, n_kv_groups, window)`` from every attention call
-    made inside the ``with`` block (module docstring)."""
-    token = _OBSERVER.set(fn)
-    try:
-        yield fn
-    finally:
-        _OBSERVER.reset(token)
+    """Inside the ``with`` block, every attention call is observed by ``fn`` (:class:`Observer`)."""
+    return hooks(Observer(fn))
 
 
-@contextlib.contextmanager
 def biasing_keys(fn):
-    """Inside the ``with`` block, layers for which ``fn(layer, K)`` returns key biases ``[B, K]`` (``K`` keys)
-    attend with them (:func:`key_biased_attention`); None leaves a layer's attention unchanged."""
-    token = _KEY_BIAS.set(fn)
-    try:
-        yield fn
-    finally:
-        _KEY_BIAS.reset(token)
+    """Inside the ``with`` block, the layers ``fn`` gives biases for attend with them (:class:`KeyBias`)."""
+    return hooks(KeyBias(fn))
 
 
 def capture_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """``AttentionInterface`` function: SDPA output ``[B, Q, H, D]`` (``A · V`` of the kept weights inside
-    :func:`keeping_attention`; the key-biased attention where an active key bias gives biases), with the heads of an active :class:`HeadAblation` replaced; an active observer
-    sees the call's inputs, a recorder records rows, an accumulator updates the rollout."""
-    bias_of, observe, kept = _KEY_BIAS.get(), _OBSERVER.get(), _KEPT.get()
-    recorder, accumulator = _ACTIVE.get(), _ROLLOUT.get()
-    if (bias_of is not None or observe is not None or recorder is not None or accumulator is not None
-            or kept is not None):
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        groups = getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1])
-        window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
-    if observe is not None:
-        observe(module.layer_idx, query, key, attention_mask, scale, groups, window)
-    bias = bias_of(module.layer_idx, key.shape[2]) if bias_of is not None else None
-    if kept is not None:
-        if bias is not None:
-            raise CaptureError("kept attention and key biases cannot be active together")
-        attn = batched_attention_rows(query, key, attention_mask, scale,
-                                      torch.arange(query.shape[2], device=query.device), groups, window)
-        kept[module.layer_idx] = attn
-        out = attention_output(attn, value, groups, query.dtype)
-    elif bias is not None:
-        out = key_biased_attention(query, key, value, attention_mask, scale, groups, bias)
-    else:
+    """``AttentionInterface`` function: SDPA's output ``[B, Q, H, D]``, bit for bit, without active hooks;
+    with them (:func:`hooks`), each hook observes the call, one may replace the output (kept attention,
+    key biases), each may edit it (head ablation) and each reads the call afterwards (recorders,
+    rollout accumulators), in the order :class:`AttentionHook` gives."""
+    active = _HOOKS.get()
+    if not active:
         out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                         **kwargs)
-    active = _ABLATION.get()
-    if active is not None:
-        out = ablate_heads(out, module.layer_idx, active)
-    if recorder is None and accumulator is None:
         return out, None
-    if accumulator is not None:
-        accumulator.update(module.layer_idx, query, key, attention_mask, scale, groups, window)
-    if recorder is not None:
-        is_prefill = query.shape[2] > 1
-        if is_prefill:
-            rows = recorder.prefill_positions.to(query.device)
-        else:
-            rows = torch.zeros(1, dtype=torch.long, device=query.device)
-        a = batched_attention_rows(query, key, attention_mask, scale, rows, groups, window)
-        recorder.record(module.layer_idx, a, is_prefill, window)
+    call = AttentionCall(layer=module.layer_idx, query=query, key=key, value=value, mask=attention_mask,
+                         scale=scaling if scaling is not None else query.shape[-1] ** -0.5,
+                         groups=getattr(module, "num_key_value_groups", query.shape[1] // key.shape[1]),
+                         window=kwargs.get("sliding_window", getattr(module, "sliding_window", None)))
+    for h in active:
+        h.observe(call)
+    out = None
+    for h in active:
+        replaced = h.attend(call)
+        if replaced is not None:
+            if out is not None:
+                raise CaptureError("two active hooks replace the same attention output (e.g. kept attention and "
+                                   "key biases)")
+            out = replaced
+    if out is None:
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                        **kwargs)
+    for h in active:
+        out = h.edit(call, out)
+    for h in active:
+        h.after(call)
     return out, None
 
 
+@functools.cache
 def register() -> str:
-    """Register the capture function and its mask builder (SDPA's) under :data:`CAPTURE_IMPL`."""
+    """Register the capture function and its mask builder (SDPA's) under :data:`CAPTURE_IMPL` in
+    transformers' global interfaces, once, on first use (:func:`vlmattn.engine.inference.load_model`
+    calls it); importing this module registers nothing."""
     AttentionInterface.register(CAPTURE_IMPL, capture_attention_forward)
     AttentionMaskInterface.register(CAPTURE_IMPL, sdpa_mask)
     return CAPTURE_IMPL
-
-
-register()

@@ -13,14 +13,16 @@ import torch
 import transformers
 from PIL import Image
 
-from . import __version__
+from .. import __version__
+from ..errors import InputError, ModelError
+from ..images.convert import to_rgb
+from ..store import AttentionSample, settings_json
 from .adapters import Adapter, get_adapter
 from .capture import CAPTURE_IMPL, AttentionRecorder, CaptureError, RolloutAccumulator, recording, rolling_out
-from .errors import InputError, ModelError
-from .images.convert import to_rgb
-from .store import AttentionSample, settings_json
+from .capture import register as register_capture
 from .vision import VISION_IMPL, VisionRecorder, concat_layouts, instrument, split_by_sample
 from .vision import recording as vision_recording
+from .vision import register as register_vision
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PREFILL_MODES = ("last", "text_after_image", "all_text", "all")
@@ -80,7 +82,8 @@ def load_model(model_id: str, family: str, path: str, dtype: str = "float32", de
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"model {model_id!r}: cannot load the weights from {path!r} ({_brief(e)})") from e
     try:
-        model.set_attn_implementation({"text_config": CAPTURE_IMPL, "vision_config": VISION_IMPL})
+        # the attention functions are registered with transformers here, on first use
+        model.set_attn_implementation({"text_config": register_capture(), "vision_config": register_vision()})
         instrument(adapter.vision_attention_modules(model))
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"model {model_id!r}: its attention cannot be instrumented ({_brief(e)})") from e
@@ -216,7 +219,7 @@ def capture_batch(
     removed: they hold weight 0), and rows stop at its first EOS (a finished sample keeps running in
     the batch; nothing past its end is stored). So each sample is what a batch of one gives, up to
     float rounding of the batched matrix products. With ``vision_encoder``, the vision tower's
-    per-patch summaries are recorded as well (see :mod:`vlmattn.vision`); ``vision_full`` also
+    per-patch summaries are recorded as well (see :mod:`vlmattn.engine.vision`); ``vision_full`` also
     keeps its full ``[L, H, T, T]`` weights per image, ``vision_rollout=False`` skips the rollout
     (about one more weight computation per full-attention encoder layer).
 
@@ -234,7 +237,7 @@ def capture_batch(
         raise ValueError(f"a batch needs one question (and meta) per image: {n_batch} images, "
                          f"{len(questions)} questions")
     torch.manual_seed(seed)
-    singles = [model_inputs(lm, im, q) for im, q in zip(images, questions)]
+    singles = [model_inputs(lm, im, q) for im, q in zip(images, questions, strict=True)]
     inputs = singles[0] if n_batch == 1 else batch_inputs(lm, images, questions)
     width_in = int(inputs["input_ids"].shape[1])
     ns = [int(x["input_ids"].shape[1]) for x in singles]
@@ -252,12 +255,12 @@ def capture_batch(
             f"model {lm.model_id!r}: prompt of {max(ns)} tokens + {max_new_tokens} new exceeds the context of {max_pos}"
         )
     layouts = []
-    for im, x in zip(images, singles):
+    for im, x in zip(images, singles, strict=True):
         try:
             layouts.append(lm.adapter.vision_layout(lm.model, lm.processor, x, im.size))
         except ValueError as e:
             raise ModelError(f"model {lm.model_id!r}: cannot lay out its vision tokens ({_brief(e)})") from e
-    stored = [prefill_positions(prefill_rows, n, lay.image_positions) for n, lay in zip(ns, layouts)]
+    stored = [prefill_positions(prefill_rows, n, lay.image_positions) for n, lay in zip(ns, layouts, strict=True)]
     expected = int(text_cfg.num_hidden_layers)
     try:
         layers = prefill_layer_selection(prefill_layers, expected)
@@ -267,21 +270,23 @@ def capture_batch(
         n_heads, n = text_cfg.num_attention_heads, max(ns)
         size = len(layers) * n_heads * n * n * 4
         log.warning(
-            "model %r: prefill_rows 'all' keeps L·H·N² = %d·%d·%d² weights, %s bytes in float32 (half in float16 on disk)",
+            "model %r: prefill_rows 'all' keeps L·H·N² = %d·%d·%d² weights, %s bytes in float32 "
+            "(half in float16 on disk)",
             lm.model_id, len(layers), n_heads, n, f"{size:,}",
         )
     # per sample: recorded prompt positions (stored rows and the last one), padded to a common count
-    recorded = [np.union1d(s, [n - 1]) for s, n in zip(stored, ns)]
+    recorded = [np.union1d(s, [n - 1]) for s, n in zip(stored, ns, strict=True)]
     width_rows = max(len(r) for r in recorded)
-    rows = np.stack([np.pad(r, (0, width_rows - len(r)), mode="edge") + p for r, p in zip(recorded, pads)])
-    last = [int(np.searchsorted(r, n - 1)) for r, n in zip(recorded, ns)]
+    rows = np.stack([np.pad(r, (0, width_rows - len(r)), mode="edge") + p for r, p in zip(recorded, pads, strict=True)])
+    last = [int(np.searchsorted(r, n - 1)) for r, n in zip(recorded, ns, strict=True)]
     recorder = AttentionRecorder(prefill_positions=torch.as_tensor(rows),
                                  prefill_layers=None if prefill_layers is None else frozenset(layers.tolist()),
                                  other_rows=torch.tensor(last)[:, None])
     vrec = patch_layouts = None
     if vision_encoder:
         vision_modules = lm.adapter.vision_attention_modules(lm.model)
-        patch_layouts = [lm.adapter.patch_layout(lm.model, lm.processor, x, im.size) for im, x in zip(images, singles)]
+        patch_layouts = [lm.adapter.patch_layout(lm.model, lm.processor, x, im.size)
+                         for im, x in zip(images, singles, strict=True)]
         vrec = VisionRecorder(concat_layouts(patch_layouts), n_layers=len(vision_modules), store_full=vision_full,
                               rollout=vision_rollout)
     try:

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,8 +42,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from ..store import ROLLOUT_RESIDUAL, VisionEncoderAttention
 from .capture import CaptureError
-from .store import ROLLOUT_RESIDUAL, VisionEncoderAttention
 
 VISION_IMPL = "vlmattn_vision"
 LAYER_ATTR = "_vlmattn_vision_layer"
@@ -471,7 +472,8 @@ def vision_attention_forward(module, query, key, value, attention_mask, scaling=
     """
     recorder = _ACTIVE.get()
     if recorder is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
     layer = getattr(module, LAYER_ATTR, None)
     if layer is None:
         raise CaptureError(f"vision attention module {type(module).__name__} has no layer index")
@@ -484,7 +486,8 @@ def vision_attention_forward(module, query, key, value, attention_mask, scaling=
     )
     out = recorder.add(layer, query.detach(), key.detach(), attention_mask, scale, value if shared else None)
     if out is None:
-        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                        **kwargs)
     return out, None
 
 
@@ -494,10 +497,11 @@ def instrument(modules: list[torch.nn.Module]) -> None:
         setattr(m, LAYER_ATTR, i)
 
 
+@functools.cache
 def register() -> str:
+    """Register the vision function and its mask builder (SDPA's) under :data:`VISION_IMPL`, once, on
+    first use (:func:`vlmattn.engine.inference.load_model`); importing this module registers nothing."""
     AttentionInterface.register(VISION_IMPL, vision_attention_forward)
     AttentionMaskInterface.register(VISION_IMPL, sdpa_mask)
     return VISION_IMPL
 
-
-register()

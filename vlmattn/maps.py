@@ -59,8 +59,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..store import AttentionSample
+from .store import AttentionSample
 
+#: The options of ``metrics.sinks`` that make up the sink rule (see :func:`find_sinks`).
+SINK_RULE_KEYS = ("ratio", "min_fraction", "min_vision_share")
 HEAD_POOLS = ("mean", "max")
 STEP_POOLS = ("first", "last", "mean", "each")
 SINK_MODES = {False: ("included",), True: ("excluded",), "both": ("included", "excluded")}
@@ -237,7 +239,7 @@ def find_sinks(sample: AttentionSample, ratio: float, min_fraction: float, min_s
 def sink_variants(sample: AttentionSample, cfg: dict) -> list[tuple[str, np.ndarray | None]]:
     """``(label, keep [V] or None)`` per ``cfg['exclude_sinks']``; the rule is ``cfg['sink_rule']``
     (``ratio``, ``min_fraction``, ``min_vision_share`` of ``metrics.sinks``, see
-    :func:`vlmattn.metrics.metric_params`)."""
+    :func:`vlmattn.metrics.options.metric_params`)."""
     mode = cfg["exclude_sinks"]
     if mode not in SINK_MODES:
         raise ValueError(f"exclude_sinks must be one of false, true, both; got {mode!r}")
@@ -457,3 +459,29 @@ def top_mass_mask(p: np.ndarray, q: float) -> np.ndarray:
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(p.shape[-1]), -1)
     return (ranks < n[..., None]) & defined(p)[..., None]
+
+def moments(p: np.ndarray, centres: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Mass and first/second moments of ``p [..., V]`` restricted to ``mask [V]`` (centres ``[V, 2]``)."""
+    q = p * mask
+    m = q.sum(-1)
+    safe = np.where(m > 0, m, np.nan)
+    out = {"mass": m}
+    for axis, name in ((0, "x"), (1, "y")):
+        c = centres[:, axis]
+        mu = (q * c).sum(-1) / safe
+        out[f"com_{name}"] = mu
+        out[f"var_{name}"] = (q * (c - mu[..., None]) ** 2).sum(-1) / safe
+    return out
+
+
+def pointing(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """1 where the argmax over the last axis of ``p [..., V]`` falls in ``mask [V]``, one value per map
+    in C order (nullable ``Int64``; missing for an undefined map)."""
+    return int_column(mask[np.nan_to_num(p, nan=0.0).argmax(-1)], defined(p))
+
+
+def energy(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``Σ_{v∈mask} p_v / Σ_v p_v``: the share of each map of ``p [..., V]`` inside ``mask [V]``
+    (``[...]``, NaN for a map with no mass)."""
+    total = p.sum(-1)
+    return (p * mask).sum(-1) / np.where(total > 0, total, np.nan)

@@ -64,7 +64,8 @@ class LlavaAdapter(Adapter):
         r, c = np.divmod(np.arange(rows * cols), cols)
         sx, sy = width / rw, height / rh
         boxes = np.stack(
-            [(left + c * patch) * sx, (top + r * patch) * sy, (left + (c + 1) * patch) * sx, (top + (r + 1) * patch) * sy],
+            [(left + c * patch) * sx, (top + r * patch) * sy,
+             (left + (c + 1) * patch) * sx, (top + (r + 1) * patch) * sy],
             axis=1,
         )
         return rows, cols, np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)

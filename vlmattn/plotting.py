@@ -111,7 +111,8 @@ def layer_head_heatmap(df: pd.DataFrame, value: str, path: Path, title: str, cma
     fig, axes = grid_axes(len(panels))
     for ax, (name, g) in zip(axes, panels, strict=False):
         m = g.pivot_table(index="layer", columns="head_id", values=value, aggfunc="mean")
-        im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), aspect="auto", origin="lower", cmap=cmap, interpolation="nearest")
+        im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), aspect="auto", origin="lower", cmap=cmap,
+                       interpolation="nearest")
         ax.set_xticks(range(m.shape[1]), m.columns)
         ax.set_yticks(range(m.shape[0]), m.index)
         ax.set_xlabel("head")
@@ -164,7 +165,7 @@ def read_image(path: str | Path | None) -> np.ndarray | None:
         return None
     from PIL import Image
 
-    from ..images.convert import to_rgb
+    from .images.convert import to_rgb
 
     with Image.open(path) as im:
         return np.asarray(to_rgb(im))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .metrics import plotting
+from .. import plotting
 
 PASS, FAIL, NONE = "#b7e1b0", "#f2a7a7", "#e6e6e6"
 MAX_CELLS = 40  # images (or questions) shown per panel; the rest are summed up in the title

@@ -47,7 +47,11 @@ class VisionLayout:
 
 
 class Adapter:
-    """Base class. Subclasses set ``family`` and ``model_types`` and implement the two methods."""
+    """A model family's contract with the engine. Subclasses set ``family`` (the config's ``family``
+    value) and ``model_types`` (the checkpoint ``model_type`` values it accepts) and implement
+    :meth:`vision_layout`, :meth:`vision_attention_modules` and :meth:`patch_layout`; the prompt
+    methods (:meth:`messages`, :meth:`build_inputs`, :meth:`build_batch_inputs`) have defaults for
+    chat-template processors with one image per prompt."""
 
     family: str = ""
     model_types: tuple[str, ...] = ()
@@ -77,14 +81,22 @@ class Adapter:
             tokenizer.padding_side = side
 
     def vision_layout(self, model, processor, inputs, image_size: tuple[int, int]) -> VisionLayout:
+        """Where the vision tokens of the prompt ``inputs`` (the processor's tensors, batch of 1) sit and
+        which pixels of the original image of ``image_size`` (width, height) each one sees: their spans
+        in ``inputs["input_ids"]``, the token grid of each image (row-major) and each token's pixel box
+        ``(x0, y0, x1, y1)``, plus the box-less image tokens (:class:`VisionLayout`). ``model`` and
+        ``processor`` give the family's patch size, merge factor and resizing."""
         raise NotImplementedError
 
     def vision_attention_modules(self, model) -> list[torch.nn.Module]:
-        """The vision tower's attention modules, in layer order."""
+        """The vision tower's attention modules of ``model``, in layer order (the engine numbers them and
+        records their attention, :mod:`vlmattn.engine.vision`)."""
         raise NotImplementedError
 
     def patch_layout(self, model, processor, inputs, image_size):
-        """:class:`vlmattn.vision.PatchLayout` of the vision tower's token sequence for ``inputs``."""
+        """The :class:`vlmattn.engine.vision.PatchLayout` of the vision tower's token sequence for the
+        prompt ``inputs`` of an image of ``image_size`` (width, height): which encoder tokens are patches
+        (with their pixel boxes and grid) and which are CLS or padding."""
         raise NotImplementedError
 
 
