@@ -19,7 +19,9 @@ Shards: ``max(4, ⌈N / 500⌉)`` unless ``--shards`` is given, as the README su
 Targets: N = 10,000 → ≤ 1,000 jobs, ``-n`` ≤ 20 s and ≤ 500 MB; metric stage at
 N = 1,000 ≤ 2× the baseline's wall time. Both tables of the stage are compared cell for cell.
 
-Usage: ``PYTHONPATH=. python bench/scale.py [--sizes 100,1000,10000] [--stage-size 1000] [--cores 2]``
+Usage: ``PYTHONPATH=. python bench/scale.py [--sizes 100,1000,10000] [--stage-size 1000] [--cores 2]``;
+``--shapes llava-1.5-7b`` (or ``qwen2.5-vl-7b``, ``toy``) instead measures one sample of those
+attention shapes: seconds, rows and CSV bytes per default metric on one thread.
 """
 
 from __future__ import annotations
@@ -81,25 +83,36 @@ def default_metrics() -> list[str]:
     return list(yaml.safe_load((REPO / "config.yaml").read_text())["metrics"])
 
 
-def synthetic_sample(rng: np.random.Generator, image_id: str, question: str, size: int = 16):
-    """An :class:`AttentionSample` of the default toy model's shapes with Dirichlet attention rows
-    (causal: row t spans N + t keys) and one ground-truth box."""
+#: attention shapes of real models for ``--shapes``: layers, query heads, vision grid (rows = cols),
+#: text tokens before and after the image, generated tokens (LLaVA-1.5-7B: 576 vision tokens, a
+#: 35-token system prompt and a 15-token question; Qwen2.5-VL-7B: 28 × 28 heads, a 448-px image →
+#: 16 × 16 merged tokens)
+SHAPES = {"toy": (LAYERS, HEADS, GRID, TEXT_BEFORE, TEXT_AFTER, STEPS),
+          "llava-1.5-7b": (32, 32, 24, 35, 15, 32),
+          "qwen2.5-vl-7b": (28, 28, 16, 15, 15, 32)}
+
+
+def synthetic_sample(rng: np.random.Generator, image_id: str, question: str, size: int = 16,
+                     shape: tuple[int, int, int, int, int, int] = SHAPES["toy"]):
+    """An :class:`AttentionSample` of ``shape`` (:data:`SHAPES`; the default toy model's by default)
+    with Dirichlet attention rows (causal: row t spans N + t keys) and one ground-truth box."""
     from vlmattn.store import AttentionSample
 
-    v = GRID * GRID
-    n = TEXT_BEFORE + v + TEXT_AFTER
-    decode = np.zeros((STEPS, LAYERS, HEADS, n + STEPS - 1), np.float32)
-    for t in range(STEPS):
-        decode[t, :, :, : n + t] = rng.dirichlet(np.full(n + t, 0.3), size=(LAYERS, HEADS))
-    r, c = np.divmod(np.arange(v), GRID)
-    cell = size / GRID
+    layers, heads, grid, before, after, steps = shape
+    v = grid * grid
+    n = before + v + after
+    decode = np.zeros((steps, layers, heads, n + steps - 1), np.float32)
+    for t in range(steps):
+        decode[t, :, :, : n + t] = rng.dirichlet(np.full(n + t, 0.3), size=(layers, heads))
+    r, c = np.divmod(np.arange(v), grid)
+    cell = size / grid
     boxes = np.stack([c * cell, r * cell, (c + 1) * cell, (r + 1) * cell], 1).astype(np.float32)
     x0, y0 = rng.uniform(0, size / 2, 2)
     return AttentionSample(
-        input_ids=np.arange(n), input_tokens=["t"] * TEXT_BEFORE + ["<image>"] * v + ["q"] * TEXT_AFTER,
-        generated_ids=np.arange(STEPS), generated_tokens=[f"w{t}" for t in range(STEPS)],
-        spans=np.array([[TEXT_BEFORE, TEXT_BEFORE + v]]), grid=np.array([[GRID, GRID]]), token_boxes=boxes,
-        image_size=np.array([size, size]), decode=decode, decode_key_len=n + np.arange(STEPS),
+        input_ids=np.arange(n), input_tokens=["t"] * before + ["<image>"] * v + ["q"] * after,
+        generated_ids=np.arange(steps), generated_tokens=[f"w{t}" for t in range(steps)],
+        spans=np.array([[before, before + v]]), grid=np.array([[grid, grid]]), token_boxes=boxes,
+        image_size=np.array([size, size]), decode=decode, decode_key_len=n + np.arange(steps),
         prefill=decode[0][:, :, None, :n], prefill_positions=np.array([n - 1]),
         attrs={"image_id": image_id, "question_id": question, "generated_text": "yes"},
         boxes=np.array([[x0, y0, x0 + size / 4, y0 + size / 4]], np.float32), labels=["thing"], colours=[""],
@@ -213,13 +226,60 @@ def print_sizes(rows, cores: int) -> None:
         print(f"{n:8d} {shards:6d} {jobs_planned:12d} {wall:9.1f} {rss:15.0f}")
 
 
+def per_sample(shape_name: str, threads: int = 1) -> None:
+    """Per metric of the default config, on one sample of ``shape_name``'s attention shapes written and
+    read through the store (in a fresh process with ``threads`` BLAS/OpenMP threads): seconds of
+    :func:`vlmattn.metrics.compute_table`, rows, and bytes of the CSV the job writes."""
+    code = f"""
+import io, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, {str(REPO)!r})
+from bench.scale import SHAPES, synthetic_sample
+from vlmattn.metrics import compute_table
+from vlmattn.metrics.options import metric_params
+from vlmattn.store import read_sample, write_sample
+from vlmattn.tables import write_table
+from vlmattn.workflow import load_config
+import yaml
+cfg = load_config(yaml.safe_load(Path({str(REPO / "config.yaml")!r}).read_text()), base_dir={str(REPO)!r})
+tmp = Path(tempfile.mkdtemp())
+s = synthetic_sample(np.random.default_rng(0), "img", "q", size=336, shape=SHAPES[{shape_name!r}])
+write_sample(tmp / "s.h5", s)
+print("cache_bytes", (tmp / "s.h5").stat().st_size, flush=True)
+sample = read_sample(tmp / "s.h5")
+for m in cfg["metrics"]:
+    t = time.perf_counter()
+    df = compute_table(m, sample, metric_params(m, cfg["metrics"]), {{"model": "m", "image": "img", "question": "q"}})
+    sec = time.perf_counter() - t
+    write_table(df, tmp / f"{{m}}.csv")
+    print("metric", m, round(sec, 2), len(df), (tmp / f"{{m}}.csv").stat().st_size, flush=True)
+"""
+    env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    rows = [line.split()[1:] for line in out.splitlines() if line.startswith("metric ")]
+    cache = int(next(line.split()[1] for line in out.splitlines() if line.startswith("cache_bytes")))
+    print(f"{shape_name}: one sample, {threads} thread(s); cache file {cache / 1e6:.2f} MB")
+    print(f"{'metric':14s} {'seconds':>8s} {'rows':>9s} {'CSV MB':>8s}")
+    for m, sec, n, size in rows:
+        print(f"{m:14s} {float(sec):8.2f} {int(n):9,d} {int(size) / 1e6:8.2f}")
+    print(f"{'all':14s} {sum(float(r[1]) for r in rows):8.2f} {sum(int(r[2]) for r in rows):9,d} "
+          f"{sum(int(r[3]) for r in rows) / 1e6:8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default=None, choices=sorted(SHAPES),
+                    help="instead of the scaling runs: per-metric seconds, rows and bytes of one sample of "
+                         "these attention shapes, on one thread")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--stage-size", type=int, default=1000, help="0: skip the metric stage")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--shards", type=int, default=None)
     args = ap.parse_args()
+    if args.shapes:
+        per_sample(args.shapes)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="vlmattn-scale-") as tmp:
         for n in [int(v) for v in args.sizes.split(",")]:
