@@ -180,6 +180,11 @@ def _label(heads: Sequence[tuple[int, int]]) -> str:
     return ";".join(f"{layer}.{head}" for layer, head in heads)
 
 
+def _key(heads) -> tuple[tuple[int, int], ...]:
+    """A head set as a sorted tuple: the same set, drawn in any order, is one key."""
+    return tuple(sorted(heads))
+
+
 def causal_table(lm: LoadedModel, items: Sequence, ranked_heads: Sequence, *, ks: Sequence[int], n_random: int,
                  seed: int, mode: str, draw: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Δ log-prob of the answer when the top-k ranked heads are ablated, against random k-head sets,
@@ -224,8 +229,6 @@ def causal_table(lm: LoadedModel, items: Sequence, ranked_heads: Sequence, *, ks
     total = n_layers * n_heads
     if mode not in ABLATION_MODES:
         raise ValueError(f"mode must be one of {ABLATION_MODES}, got {mode!r}")
-    if draw not in DRAWS:
-        raise ValueError(f"draw must be one of {', '.join(DRAWS)}; got {draw!r}")
     if isinstance(items, (str, bytes)) or len(items) == 0:
         raise ValueError("items must be a non-empty sequence of (image, question, answer token id)")
     for j, item in enumerate(items):
@@ -253,8 +256,8 @@ def causal_table(lm: LoadedModel, items: Sequence, ranked_heads: Sequence, *, ks
     sets = random_sets(ranked, ks, n_random=n_random, draw=draw, n_layers=n_layers,
                        n_heads=n_heads, seed=seed)
     n_single = max(ks)
-    distinct = {tuple(sorted(s)) for s in [*(ranked[:k] for k in ks), *(s for k in ks for s in sets[k]),
-                                           *([h] for h in ranked[:n_single])]} - {()}
+    distinct = sorted({_key(s) for s in [*(ranked[:k] for k in ks), *(s for k in ks for s in sets[k]),
+                                         *([h] for h in ranked[:n_single])]} - {()})
     n_items = len(items)
     bar = progress(total=n_items * (1 + len(distinct)), desc="head ablation", unit="forward")
     try:
@@ -270,13 +273,11 @@ def causal_table(lm: LoadedModel, items: Sequence, ranked_heads: Sequence, *, ks
             return out
 
         base = logprobs([])
-        memo: dict[tuple, float] = {(): 0.0}
+        # Δ of every distinct head set, each evaluated once
+        deltas = {(): 0.0} | {heads: float(np.mean(logprobs(heads) - base)) for heads in distinct}
 
         def delta(heads) -> float:
-            key = tuple(sorted(heads))
-            if key not in memo:
-                memo[key] = float(np.mean(logprobs(key) - base))
-            return memo[key]
+            return deltas[_key(heads)]
 
         rows, draws = [], []
         for k in ks:
