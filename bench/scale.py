@@ -176,10 +176,11 @@ def baseline(wd: Path, cfg: dict, files: list[str], out_dir: Path, threads: int 
     code = f"""
 from pathlib import Path
 from vlmattn.workflow import load_config
-from vlmattn.tables import write_tables
-from vlmattn.metrics import compute_table
+from vlmattn.tables import write_parquet
+from vlmattn.metrics import compute_table, get_metric
 from vlmattn.metrics.options import metric_params
 from vlmattn.store import read_sample
+from vlmattn.summaries import summarise_files, write_summary
 cfg = load_config({cfg!r}, base_dir={str(wd)!r})
 metrics = list(cfg["metrics"])
 params = {{m: metric_params(m, cfg["metrics"]) for m in metrics}}
@@ -192,7 +193,10 @@ for f in sorted({files!r}):
 out = Path({str(out_dir)!r})
 out.mkdir(parents=True, exist_ok=True)
 for m in metrics:
-    write_tables(frames[m], out / f"{{m}}.csv")
+    write_parquet(frames[m], out / f"{{m}}.parquet")
+    mod = get_metric(m)
+    write_summary(summarise_files([str(out / f"{{m}}.parquet")], mod.SUMMARY_KEYS, getattr(mod, "SUMMARY_SKIP", ())),
+                  out / f"{{m}}.csv")
 """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if threads:
@@ -204,17 +208,24 @@ for m in metrics:
     return time.perf_counter() - t0
 
 
-def same_tables(a: Path, b: Path, metrics: list[str]) -> bool:
-    """Every metric table of ``a`` equals ``b``'s after sorting rows (the baseline reads in file order)."""
+def same_tables(results: Path, b: Path, metrics: list[str]) -> bool:
+    """Every metric's dataset (``results/tables/{metric}/``) equals the baseline's file after sorting rows
+    (the baseline reads in file order), and its summary equals the baseline's within 1e-9 (the shards
+    are merged in another order)."""
     import pandas as pd
 
     for m in metrics:
-        x = pd.read_csv(a / f"{m}.csv", dtype=str, keep_default_na=False)
-        y = pd.read_csv(b / f"{m}.csv", dtype=str, keep_default_na=False)
+        x = pd.read_parquet(results / "tables" / m).astype(str)
+        y = pd.read_parquet(b / f"{m}.parquet").astype(str)
         if len(x) != len(y) or list(x.columns) != list(y.columns):
             return False
         if not x.sort_values(list(x.columns)).reset_index(drop=True).equals(
                 y.sort_values(list(y.columns)).reset_index(drop=True)):
+            return False
+        sx, sy = pd.read_csv(results / "summaries" / f"{m}.csv"), pd.read_csv(b / f"{m}.csv")
+        num = [c for c in ("n", "mean", "sd", "ci_low", "ci_high") if c in sx]
+        if sx.shape != sy.shape or not np.allclose(sx[num].to_numpy(float), sy[num].to_numpy(float), rtol=1e-9,
+                                                   atol=1e-12, equal_nan=True):
             return False
     return True
 
@@ -226,10 +237,12 @@ def print_sizes(rows, cores: int) -> None:
         print(f"{n:8d} {shards:6d} {jobs_planned:12d} {wall:9.1f} {rss:15.0f}")
 
 
-def per_sample(shape_name: str, threads: int = 1) -> None:
-    """Per metric of the default config, on one sample of ``shape_name``'s attention shapes written and
-    read through the store (in a fresh process with ``threads`` BLAS/OpenMP threads): seconds of
-    :func:`vlmattn.metrics.compute_table`, rows, and bytes of the CSV the job writes."""
+def per_sample(shape_name: str, config: Path, out_dir: Path | None = None, threads: int = 1) -> list[list[str]]:
+    """Per metric of ``config``, on one sample of ``shape_name``'s attention shapes written and read
+    through the store (in a fresh process with ``threads`` BLAS/OpenMP threads): seconds of
+    :func:`vlmattn.metrics.compute_table`, rows, bytes of the Parquet shard file the job writes, and
+    bytes of the same rows as CSV (``%.8g``, the former format). With ``out_dir``, each metric's
+    one-sample Parquet file is kept there (``{metric}.parquet``)."""
     code = f"""
 import io, sys, tempfile, time
 from pathlib import Path
@@ -239,32 +252,144 @@ from bench.scale import SHAPES, synthetic_sample
 from vlmattn.metrics import compute_table
 from vlmattn.metrics.options import metric_params
 from vlmattn.store import read_sample, write_sample
-from vlmattn.tables import write_table
+from vlmattn.tables import write_parquet, write_table
 from vlmattn.workflow import load_config
 import yaml
-cfg = load_config(yaml.safe_load(Path({str(REPO / "config.yaml")!r}).read_text()), base_dir={str(REPO)!r})
-tmp = Path(tempfile.mkdtemp())
+cfg = load_config(yaml.safe_load(Path({str(config)!r}).read_text()), base_dir={str(REPO)!r})
+tmp = Path({str(out_dir) if out_dir else ""!r} or tempfile.mkdtemp())
+tmp.mkdir(parents=True, exist_ok=True)
 s = synthetic_sample(np.random.default_rng(0), "img", "q", size=336, shape=SHAPES[{shape_name!r}])
 write_sample(tmp / "s.h5", s)
 print("cache_bytes", (tmp / "s.h5").stat().st_size, flush=True)
+t = time.perf_counter()
 sample = read_sample(tmp / "s.h5")
+print("read_seconds", time.perf_counter() - t, flush=True)
 for m in cfg["metrics"]:
     t = time.perf_counter()
     df = compute_table(m, sample, metric_params(m, cfg["metrics"]), {{"model": "m", "image": "img", "question": "q"}})
     sec = time.perf_counter() - t
+    write_parquet([df], tmp / f"{{m}}.parquet")
     write_table(df, tmp / f"{{m}}.csv")
-    print("metric", m, round(sec, 2), len(df), (tmp / f"{{m}}.csv").stat().st_size, flush=True)
+    print("metric", m, round(sec, 3), len(df), (tmp / f"{{m}}.parquet").stat().st_size,
+          (tmp / f"{{m}}.csv").stat().st_size, flush=True)
+    (tmp / f"{{m}}.csv").unlink()
 """
     env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     rows = [line.split()[1:] for line in out.splitlines() if line.startswith("metric ")]
     cache = int(next(line.split()[1] for line in out.splitlines() if line.startswith("cache_bytes")))
-    print(f"{shape_name}: one sample, {threads} thread(s); cache file {cache / 1e6:.2f} MB")
-    print(f"{'metric':14s} {'seconds':>8s} {'rows':>9s} {'CSV MB':>8s}")
-    for m, sec, n, size in rows:
-        print(f"{m:14s} {float(sec):8.2f} {int(n):9,d} {int(size) / 1e6:8.2f}")
+    read = float(next(line.split()[1] for line in out.splitlines() if line.startswith("read_seconds")))
+    print(f"{shape_name}: one sample, {threads} thread(s), metrics of {config.name}; cache file {cache / 1e6:.2f} MB "
+          f"read in {read:.2f} s")
+    print(f"{'metric':14s} {'seconds':>8s} {'rows':>9s} {'Parquet MB':>10s} {'CSV MB':>8s}")
+    for m, sec, n, size, csv in rows:
+        print(f"{m:14s} {float(sec):8.2f} {int(n):9,d} {int(size) / 1e6:10.3f} {int(csv) / 1e6:8.2f}")
     print(f"{'all':14s} {sum(float(r[1]) for r in rows):8.2f} {sum(int(r[2]) for r in rows):9,d} "
-          f"{sum(int(r[3]) for r in rows) / 1e6:8.2f}")
+          f"{sum(int(r[3]) for r in rows) / 1e6:10.3f} {sum(int(r[4]) for r in rows) / 1e6:8.2f}", flush=True)
+    return rows
+
+
+def synthetic_shards(template: Path, out_dir: Path, n: int, shards: int, seed: int = 0) -> list[str]:
+    """A metric's dataset of ``n`` samples in ``shards`` Parquet files, from one sample's table
+    (``template``): sample i is the template's rows with image ``im{i:05d}``, question ``q{i % 2}`` and
+    every float value multiplied by an independent factor 1 + 0.05·z (z standard normal), so that the
+    files hold the real row count, schema and (incompressible) values; written with the job's writer
+    options (:func:`vlmattn.tables.parquet_options`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmattn.tables import ROW_GROUP_ROWS, parquet_options
+
+    t = pq.read_table(template)
+    rows = len(t)
+    rng = np.random.default_rng(seed)
+    per = np.array_split(np.arange(n), shards)
+    files = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for k, members in enumerate(per):
+        path = out_dir / f"{k}.parquet"
+        with pq.ParquetWriter(path, t.schema, **parquet_options(t.schema)) as w:
+            for chunk in np.array_split(members, max(1, len(members) * rows // (4 * ROW_GROUP_ROWS))):
+                big = pa.concat_tables([t] * len(chunk))
+                cols = {}
+                for f in t.schema:
+                    if f.name == "image":
+                        idx = np.repeat(np.arange(len(chunk), dtype=np.int32), rows)
+                        cols[f.name] = pa.DictionaryArray.from_arrays(idx, pa.array([f"im{i:05d}" for i in chunk]))
+                    elif f.name == "question":
+                        idx = np.repeat((chunk % 2).astype(np.int32), rows)
+                        cols[f.name] = pa.DictionaryArray.from_arrays(idx, pa.array(["q0", "q1"]))
+                    elif pa.types.is_floating(f.type):
+                        x = big[f.name].to_numpy()
+                        x = (x * (1 + 0.05 * rng.standard_normal(len(x)))).astype(np.float32)
+                        cols[f.name] = pa.array(x, mask=np.isnan(x))
+                    else:
+                        cols[f.name] = big[f.name].combine_chunks()
+                w.write_table(pa.table(cols, schema=t.schema), row_group_size=2 * ROW_GROUP_ROWS)
+        files.append(str(path))
+    return files
+
+
+JOB = """
+import json, resource, sys, time
+from vlmattn.metrics import jobs
+a = json.loads(sys.argv[1])
+t = time.perf_counter()
+getattr(jobs, a.pop("job"))(**a)
+print("JOB", time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def run_job(job: str, **kw) -> tuple[float, float]:
+    """One metric wing job function in a fresh one-thread process: (seconds, peak RSS MiB)."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), **{v: "1" for v in THREAD_VARS}}
+    done = subprocess.run([sys.executable, "-c", JOB, json.dumps({"job": job, **kw})], capture_output=True,
+                          text=True, env=env)
+    if done.returncode:
+        sys.exit(f"{job} failed:\n{done.stderr[-3000:]}")
+    _, sec, rss = done.stdout.split("JOB")[-1].split()
+    return float(sec), int(rss) / 1024
+
+
+def summaries_at_scale(shape_name: str, config: Path, n: int, shards: int) -> None:
+    """At ``n`` samples of ``shape_name``'s shapes: per metric of ``config``, the summary job and the plot
+    job (their job functions in fresh processes, one thread each, one at a time) on a dataset written by
+    :func:`synthetic_shards` from one real sample's table: wall time, peak RSS, dataset size."""
+    import yaml
+
+    from vlmattn.metrics import summary_extras
+    from vlmattn.metrics.options import metric_params
+    from vlmattn.workflow import load_config
+
+    cfg = load_config(yaml.safe_load(config.read_text()), base_dir=str(REPO))
+    with tempfile.TemporaryDirectory(prefix="vlmattn-summaries-") as tmp:
+        tmp = Path(tmp)
+        per_sample(shape_name, config, out_dir=tmp / "one")
+        print(f"\n{shape_name}, N = {n:,} samples in {shards} shards (two questions): summary and plot jobs, "
+              f"one thread each")
+        print(f"{'metric':14s} {'rows':>14s} {'dataset GB':>10s} {'write s':>8s} {'summary s':>9s} {'MiB':>6s} "
+              f"{'plot s':>7s} {'MiB':>6s} {'summary rows':>12s}")
+        for m in cfg["metrics"]:
+            t0 = time.perf_counter()
+            files = synthetic_shards(tmp / "one" / f"{m}.parquet", tmp / "tables" / m / "m", n, shards)
+            write = time.perf_counter() - t0
+            size = sum(Path(f).stat().st_size for f in files)
+            import pyarrow.parquet as pq
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+            extras = {e: str(tmp / "summaries" / f"{m}_{e}.parquet") for e in summary_extras(m)}
+            (tmp / "summaries").mkdir(exist_ok=True)
+            out = str(tmp / "summaries" / f"{m}.csv")
+            s_sec, s_rss = run_job("summary", name=m, tables=files, out=out, extras=extras)
+            p_sec, p_rss = run_job("plot", name=m, summary=out, cfg=metric_params(m, cfg["metrics"]),
+                                   out_dir=str(tmp / "plots"), extras=extras)
+            with open(out) as f:
+                n_summary = sum(1 for _ in f) - 1
+            print(f"{m:14s} {rows:14,d} {size / 1e9:10.2f} {write:8.1f} {s_sec:9.1f} {s_rss:6.0f} {p_sec:7.1f} "
+                  f"{p_rss:6.0f} {n_summary:12,d}", flush=True)
+            for f in files:
+                Path(f).unlink()
 
 
 def main() -> None:
@@ -272,13 +397,20 @@ def main() -> None:
     ap.add_argument("--shapes", default=None, choices=sorted(SHAPES),
                     help="instead of the scaling runs: per-metric seconds, rows and bytes of one sample of "
                          "these attention shapes, on one thread")
+    ap.add_argument("--config", type=Path, default=REPO / "config.yaml",
+                    help="with --shapes: the config whose metric blocks are measured")
+    ap.add_argument("--summaries", type=int, default=0,
+                    help="with --shapes: also the summary and plot jobs at this many samples")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--stage-size", type=int, default=1000, help="0: skip the metric stage")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--shards", type=int, default=None)
     args = ap.parse_args()
     if args.shapes:
-        per_sample(args.shapes)
+        if args.summaries:
+            summaries_at_scale(args.shapes, args.config, args.summaries, shard_count(args.summaries, args.shards))
+        else:
+            per_sample(args.shapes, args.config)
         return
     rows = []
     with tempfile.TemporaryDirectory(prefix="vlmattn-scale-") as tmp:
@@ -299,11 +431,11 @@ def main() -> None:
         metrics = default_metrics()
         walls = {t: baseline(wd, cfg, files, wd / "baseline", t) for t in (None, 1)}
         base_wall = min(walls.values())
-        targets = [f"results/tables/{m}.csv" for m in metrics]
+        targets = [f"results/summaries/{m}.csv" for m in metrics]
         stage_wall, _, out = snakemake(wd, "--cores", str(args.cores), *targets)
-        jobs = len(re.findall(r"^(?:local)?rule (?:metric|table)_", out, re.M))
+        jobs = len(re.findall(r"^(?:local)?rule (?:metric|summary)_", out, re.M))
         extracted = len(re.findall(r"^(?:local)?rule extract", out, re.M))
-        same = same_tables(wd / "results/tables", wd / "baseline", metrics)
+        same = same_tables(wd / "results", wd / "baseline", metrics)
     print_sizes(rows, args.cores)
     print(f"\nmetric stage at N = {n}: {len(metrics)} metrics, {jobs} jobs ({extracted} extraction jobs rerun)")
     print(f"  in-process baseline {walls[None]:.1f} s with the default threads, {walls[1]:.1f} s with one thread")

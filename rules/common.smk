@@ -9,7 +9,7 @@ from vlmattn.codedeps import code_files
 from vlmattn.config import load_dataset, shard_label, shard_of, shard_samples
 from vlmattn.errors import VlmattnError
 from vlmattn.images.synthetic import scene_spec
-from vlmattn.metrics import get_metric, sample_plots
+from vlmattn.metrics import get_metric, sample_plots, summary_extras
 from vlmattn.workflow import load_config
 
 try:
@@ -95,7 +95,7 @@ def attention_dir(model):
 def all_outputs():
     out = [f"{R}/tables/answers.csv", f"{R}/plots/overview.png"]
     for m in METRICS:
-        out.append(f"{R}/tables/{m}.csv")
+        out.append(summary_file(m))
         out += [f"{R}/plots/{p}.png" for p in get_metric(m).PLOTS]
         out += [figure_file(s, p) for s in FIGURE_SAMPLES for p in sample_plots(m)]
     for m, spec in config["models"].items():

@@ -1,12 +1,16 @@
 # One rule per metric and stage, generated from the `metrics` config block. A metric job computes the
-# metric for every sample of one (model, shard) in one process; it gets only its own config block as
-# params (plus the sink rule of `metrics.sinks` when it excludes sinks) and, as code inputs, the
-# project files its module and job read (code_of, derived from the imports), so editing one metric's
-# config or module reruns that metric's jobs alone, and editing a module they share (maps.py)
-# reruns the metrics that read it. The table merges the shard tables in sample order. Metrics with
-# per-sample figures (SAMPLE_PLOTS) get a fourth rule
-# drawing them, for the `sample_figures` first samples of each model, from the cache. On a cluster
-# the metric jobs form the group `metrics`, submitted `group-components` at a time (profiles/slurm).
+# metric for every sample of one (model, shard) in one process and writes the shard's Parquet file,
+# {results}/tables/{metric}/{model}/{shard}.parquet: the folder {results}/tables/{metric}/ is the
+# metric's dataset (pandas.read_parquet, DuckDB and polars open it as one table); no job rewrites all
+# of a metric's rows into one file. It gets only its own config block as params (plus the sink rule
+# of `metrics.sinks` when it excludes sinks) and, as code inputs, the project files its module and job
+# read (code_of, derived from the imports), so editing one metric's config or module reruns that
+# metric's jobs alone, and editing a module they share (maps.py) reruns the metrics that read it. The
+# summary streams over the shard files ({results}/summaries/{metric}.csv: n, mean, sd and a 95 %
+# interval over samples per key); the plots read the summary. Metrics with per-sample figures
+# (SAMPLE_PLOTS) get a fourth rule drawing them, for the `sample_figures` first samples of each model,
+# from the cache. On a cluster the metric jobs form the group `metrics`, submitted `group-components`
+# at a time (profiles/slurm).
 
 
 include: "helpers/metrics.smk"
@@ -21,9 +25,11 @@ for _metric in METRICS:
             index=shard_index("{model}", "{shard}"),
             code=code_of("metric.py", f"vlmattn.metrics.{_metric}"),
         output:
-            f"{R}/metrics/{_metric}/{{model}}/{{shard}}.csv",
+            shard_table(_metric, "{model}", "{shard}"),
         log:
             f"{R}/logs/metrics/{_metric}/{{model}}/{{shard}}.log",
+        benchmark:
+            f"{R}/benchmarks/metrics/{_metric}/{{model}}/{{shard}}.tsv"
         group:
             "metrics"
         conda:
@@ -36,28 +42,35 @@ for _metric in METRICS:
 
     rule:
         name:
-            f"table_{_metric}"
+            f"summary_{_metric}"
         input:
             tables=shard_tables(_metric),
-            code=code_of("aggregate.py"),
+            code=code_of("summary.py", f"vlmattn.metrics.{_metric}"),
         output:
-            report(
-                f"{R}/tables/{_metric}.csv",
+            summary=report(
+                summary_file(_metric),
                 caption=f"../report/{_metric}.rst",
-                category="6. Metric tables",
+                category="6. Metric summaries",
             ),
+            extras=list(extra_files(_metric).values()),
         log:
-            f"{R}/logs/tables/{_metric}.log",
+            f"{R}/logs/summaries/{_metric}.log",
+        benchmark:
+            f"{R}/benchmarks/summaries/{_metric}.tsv"
         conda:
             ENV_ANALYSIS
+        params:
+            metric=_metric,
+            extras=extra_files(_metric),
         script:
-            "../workflow_scripts/aggregate.py"
+            "../workflow_scripts/summary.py"
 
     rule:
         name:
             f"plot_{_metric}"
         input:
-            table=f"{R}/tables/{_metric}.csv",
+            summary=summary_file(_metric),
+            extras=list(extra_files(_metric).values()),
             code=code_of("plot_metric.py", f"vlmattn.metrics.{_metric}"),
         output:
             [
@@ -76,6 +89,7 @@ for _metric in METRICS:
         params:
             metric=_metric,
             cfg=metric_config(_metric),
+            extras=extra_files(_metric),
         script:
             "../workflow_scripts/plot_metric.py"
 

@@ -4,8 +4,8 @@
 rule validation_table:
     input:
         answers=f"{R}/tables/answers.csv",
-        spatial=f"{R}/tables/spatial.csv",
-        concentration=f"{R}/tables/concentration.csv",
+        spatial=summary_file("spatial"),
+        concentration=summary_file("concentration"),
         code=code_of("validation_table.py"),
     output:
         report(

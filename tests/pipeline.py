@@ -58,3 +58,11 @@ def planned_jobs(workdir: Path, *args: str, repo: Path = REPO) -> dict[str, int]
         return {}
     table = out.split("Job stats:", 1)[1]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m[1] != "total"}
+
+
+def result_tables(workdir: Path) -> dict[str, bytes]:
+    """Every table of a run, by path under ``results/``: the CSV tables, the metrics' Parquet shard files
+    (``tables/{metric}/{model}/{shard}.parquet``) and the summaries."""
+    res = workdir / "results"
+    files = [p for d in ("tables", "summaries") for p in (res / d).rglob("*") if p.is_file()]
+    return {str(p.relative_to(res)): p.read_bytes() for p in sorted(files) if p.suffix in {".csv", ".parquet"}}

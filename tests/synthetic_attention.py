@@ -133,3 +133,21 @@ def one_hot(v: int, n: int) -> np.ndarray:
 def tile(p, n_steps: int = 1, n_layers: int = 1, n_heads: int = 1) -> np.ndarray:
     """The same map ``p [V]`` in every (step, layer, head): ``[T, L, H, V]``."""
     return np.broadcast_to(np.asarray(p, np.float64), (n_steps, n_layers, n_heads, len(p))).copy()
+
+
+def plot_metric(name: str, frames, cfg: dict, out_dir) -> None:
+    """Metric ``name``'s figures from per-sample tables ``frames`` through the jobs' own path: one Parquet
+    shard file, the summary job (and its extra summaries), the plot job; files under ``out_dir``."""
+    from pathlib import Path
+
+    from vlmattn.metrics import jobs, summary_extras
+    from vlmattn.tables import write_parquet
+
+    out_dir = Path(out_dir)
+    shard = out_dir / "tables" / name / "m" / "0.parquet"
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(frames, shard)
+    extras = {e: str(out_dir / "summaries" / f"{name}_{e}.parquet") for e in summary_extras(name)}
+    summary = out_dir / "summaries" / f"{name}.csv"
+    jobs.summary(name, [str(shard)], str(summary), extras)
+    jobs.plot(name, str(summary), cfg, str(out_dir), extras)

@@ -75,3 +75,9 @@ def test_unknown_family_and_mismatch(gqa_checkpoint):
         load_model("m", "gpt9", str(gqa_checkpoint))
     with pytest.raises(ModelError, match=r"model 'm': cannot load a checkpoint from '.*missing'"):
         load_model("m", "llava", str(gqa_checkpoint.parent / "missing"))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_config_examples_validate(path):
+    cfg = load_config(yaml.safe_load(path.read_text()), base_dir=str(REPO))
+    assert cfg["metrics"], path

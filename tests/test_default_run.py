@@ -28,7 +28,7 @@ def default_run(tmp_path_factory):
 
 def test_concentration_table_covers_every_sample_layer_head_and_pooling(default_run):
     cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
-    table = pd.read_csv(default_run / "results/tables/concentration.csv", dtype={"head": str})
+    table = pd.read_parquet(default_run / "results/tables/concentration")
     pools = cfg["metrics"]["concentration"]
     sink_variants = 2 if pools["exclude_sinks"] == "both" else 1
     expected = 0

@@ -70,4 +70,4 @@ def test_every_rule_names_its_stage_env():
     assert set(found.values()) <= set(ENVS)
     for rule, env in found.items():
         assert env == ("ENV_MODELS" if rule in MODEL_RULES else "ENV_ANALYSIS"), (rule, env)
-    assert set(found) >= MODEL_RULES and {"metric_*", "table_*", "plot_*", "answers"} <= set(found), found
+    assert set(found) >= MODEL_RULES and {"metric_*", "summary_*", "plot_*", "answers"} <= set(found), found

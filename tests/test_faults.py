@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from tests.pipeline import TINY_CONFIG, command, snakemake, write_config
+from tests.pipeline import TINY_CONFIG, command, result_tables, snakemake, write_config
 
 pytestmark = pytest.mark.pipeline
 CONFIG = copy.deepcopy(TINY_CONFIG)
@@ -44,7 +44,7 @@ def kill_job(run: subprocess.Popen, script: str, timeout: float = 300) -> None:
 
 
 def tables(workdir) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((workdir / "results/tables").glob("*.csv"))}
+    return result_tables(workdir)
 
 
 @pytest.fixture(scope="module")

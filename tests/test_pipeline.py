@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.pipeline import TINY_CONFIG, planned_jobs, snakemake, write_config
+from tests.pipeline import TINY_CONFIG, planned_jobs, result_tables, snakemake, write_config
 from vlmattn.config import load_dataset, shard_samples
 from vlmattn.workflow import load_config
 
@@ -26,7 +26,7 @@ def run(tmp_path_factory):
 
 
 def test_outputs(run):
-    table = pd.read_csv(run / "results/tables/concentration.csv", dtype={"head": str})
+    table = pd.read_parquet(run / "results/tables/concentration")
     # samples x step pooling (last, mean) x layers x (heads + mean + max) x sinks (included, excluded)
     assert set(table["sinks"]) == {"included", "excluded"}
     assert len(table) == 2 * 2 * N_LAYERS * (N_HEADS + 2) * 2
@@ -56,14 +56,16 @@ def test_changed_metric_parameter_reruns_only_that_metric(run):
     cfg = write_config(run / "changed", changed)
     jobs = planned_jobs(run, "--configfile", str(cfg))
     n_shards = len(shard_samples(load_dataset(load_config(TINY_CONFIG)).samples, 4)["tiny"])
-    assert jobs == {"metric_concentration": n_shards, "table_concentration": 1, "plot_concentration": 1, "all": 1}
+    assert jobs == {"metric_concentration": n_shards, "summary_concentration": 1, "plot_concentration": 1, "all": 1}
 
 
 def test_rerun_gives_byte_identical_tables(run, tmp_path):
     write_config(tmp_path, TINY_CONFIG)
     snakemake(tmp_path, "--cores", "2")
-    for name in ["concentration.csv", "answers.csv"]:
-        assert (tmp_path / "results/tables" / name).read_bytes() == (run / "results/tables" / name).read_bytes()
+    again, first = result_tables(tmp_path), result_tables(run)
+    assert set(again) == set(first) and any(name.endswith(".parquet") for name in first)
+    for name in first:
+        assert again[name] == first[name], name
 
 
 @pytest.mark.parametrize(

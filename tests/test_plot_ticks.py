@@ -1,15 +1,15 @@
-"""Every metric plot labels layer, head, step, token and cluster axes with whole numbers only."""
+"""Every metric plot (drawn from its summary, as the jobs draw it) labels layer, head, step, token and cluster
+axes with whole numbers only."""
 
 from __future__ import annotations
 
 import matplotlib
 import numpy as np
-import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from tests.synthetic_attention import make_sample, metric_cfg
-from vlmattn.metrics import METRICS, compute_table, get_metric
+from tests.synthetic_attention import make_sample, metric_cfg, plot_metric
+from vlmattn.metrics import METRICS, compute_table
 from vlmattn.plotting import is_countable
 
 matplotlib.use("Agg")
@@ -40,8 +40,7 @@ def tick_values(fig: Figure) -> list[tuple[str, list[str]]]:
 @pytest.mark.parametrize("name", METRICS)
 def test_countable_axes_have_integer_ticks(name, tmp_path, monkeypatch):
     cfg = metric_cfg(name)
-    table = pd.concat([compute_table(name, s, cfg, {"model": "m", "image": image, "question": "q"})
-                       for image, s in samples()], ignore_index=True)
+    frames = [compute_table(name, s, cfg, {"model": "m", "image": image, "question": "q"}) for image, s in samples()]
     seen = []
     real = Figure.savefig
 
@@ -50,7 +49,7 @@ def test_countable_axes_have_integer_ticks(name, tmp_path, monkeypatch):
         return real(fig, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", checked)
-    get_metric(name).plot(table, cfg, tmp_path)
+    plot_metric(name, frames, cfg, tmp_path)
     for label, ticks in seen:
         for t in ticks:
             if t:

@@ -58,8 +58,8 @@ SAMPLE_FIGURES = {"spatial", "head_clusters"}  # the metrics that draw per-sampl
 
 
 def metric_jobs(name: str) -> set[str]:
-    """A metric's own jobs, and the validation (and the overview it feeds) when it reads the table."""
-    jobs = {f"metric_{name}", f"table_{name}", f"plot_{name}"}
+    """A metric's own jobs, and the validation (and the overview it feeds) when it reads the summary."""
+    jobs = {f"metric_{name}", f"summary_{name}", f"plot_{name}"}
     jobs |= {f"figures_{name}"} if name in SAMPLE_FIGURES else set()
     return jobs | ({"validation_table", "overview"} if name in ("spatial", "concentration") else set())
 

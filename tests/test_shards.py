@@ -7,7 +7,6 @@ import os
 
 import h5py
 import numpy as np
-import pandas as pd
 from PIL import Image
 from scipy import stats
 
@@ -89,24 +88,6 @@ def test_shard_job_loads_once_and_reuses_the_cache(checkpoint, tmp_path, monkeyp
         np.testing.assert_array_equal(f["attention/decode"][()], first)
     # a changed setting is a different cache entry
     assert run(samples[:1], {**SETTINGS, "max_new_tokens": 3})["extracted"] == 1
-
-
-def test_merge_orders_rows_by_sample_and_keeps_cells(tmp_path):
-    a = pd.DataFrame({"model": ["m", "m", "m"], "image": ["b", "b", "d"], "question": ["q"] * 3,
-                      "token": ["NA", "x,y", "\n"], "v": [1.5, 2.0, float("nan")]})
-    b = pd.DataFrame({"model": ["m", "n"], "image": ["c", "a"], "question": ["q", "q"], "token": ["", "z"],
-                      "v": [3.0, 4.25]})
-    tables.write_table(a, tmp_path / "0.csv")
-    tables.write_table(b, tmp_path / "1.csv")
-    tables.aggregate([str(tmp_path / "1.csv"), str(tmp_path / "0.csv")], str(tmp_path / "all.csv"))
-    merged = pd.read_csv(tmp_path / "all.csv", dtype=str, keep_default_na=False)
-    assert list(merged["image"]) == ["b", "b", "c", "d", "a"]
-    assert list(merged["token"]) == ["NA", "x,y", "", "\n", "z"]
-    # byte-identical to concatenating, sorting and writing through pandas
-    ref = pd.concat([pd.read_csv(tmp_path / p, dtype=str, keep_default_na=False) for p in ("0.csv", "1.csv")])
-    ref = ref.iloc[[0, 1, 3, 2, 4]]
-    tables.write_table(ref, tmp_path / "ref.csv")
-    assert (tmp_path / "all.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
 
 
 def test_a_batched_shard_job_writes_what_one_sample_at_a_time_writes(checkpoint, tmp_path, monkeypatch):

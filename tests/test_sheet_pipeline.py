@@ -57,7 +57,7 @@ def test_sheet_with_coco_boxes_end_to_end(tmp_path):
         assert [x.decode() for x in f["image/labels"][()]] == ["square", "circle"]
         np.testing.assert_array_equal(f["image/boxes"][()], [s.pixel_box(SIZE) for s in SCENES["dog_02.png"]])
         assert f.attrs["image_path"] == "data/img/dog_02.png"
-    spatial = pd.read_csv(tmp_path / "results/tables/spatial.csv", dtype={"head": str})
+    spatial = pd.read_parquet(tmp_path / "results/tables/spatial")
     objects = spatial[spatial.region_kind == "object"].groupby("image")["region"].unique()
     assert sorted(objects["dog_02"]) == ["circle", "square"] and list(objects["cat_01"]) == ["triangle"]
     assert set(spatial["image"]) == {"cat_01", "dog_02", "triangle_topleft"}

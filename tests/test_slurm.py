@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests import REPO
-from tests.pipeline import TINY_CONFIG, snakemake, write_config
+from tests.pipeline import TINY_CONFIG, result_tables, snakemake, write_config
 from tests.slurm_cluster import SingleNodeSlurm, _alive, available, install
 
 pytestmark = [pytest.mark.slurm, pytest.mark.pipeline]
@@ -69,13 +69,15 @@ def test_tables_on_slurm_equal_a_local_run(cluster, tmp_path):
     assert done.returncode == 0, (f"exit {done.returncode} after {wall:.0f} s:\n{done.stdout[-3000:]}\n"
                                   f"{done.stderr[-4000:]}")
 
-    tables = sorted(p.name for p in (local / "results/tables").glob("*.csv"))
-    assert "concentration.csv" in tables and "answers.csv" in tables
-    assert "pruning_study_a.csv" in tables and "faithfulness.csv" in tables
+    tables, remote_tables = result_tables(local), result_tables(remote)
+    assert "summaries/concentration.csv" in tables and "tables/answers.csv" in tables
+    assert "tables/pruning_study_a.csv" in tables and "tables/faithfulness.csv" in tables
+    assert any(name.startswith("tables/concentration/") for name in tables)
+    assert set(remote_tables) == set(tables)
     for name in tables:
-        if name == "pruning_speed.csv":  # measured wall times
+        if name == "tables/pruning_speed.csv":  # measured wall times
             continue
-        assert (remote / "results/tables" / name).read_bytes() == (local / "results/tables" / name).read_bytes(), name
+        assert remote_tables[name] == tables[name], name
 
     # SLURM ran them: every job the cluster knows finished, with the rules (or metric groups) named
     jobs = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%k"], capture_output=True, text=True,
@@ -83,7 +85,7 @@ def test_tables_on_slurm_equal_a_local_run(cluster, tmp_path):
     states = {j.split("|")[1] for j in jobs}
     comments = " ".join(j.split("|")[2] for j in jobs)
     assert states == {"COMPLETED"}, jobs
-    assert "rule_extract" in comments and "rule_metrics" in comments and "rule_table_concentration" in comments
+    assert "rule_extract" in comments and "rule_metrics" in comments and "rule_summary_concentration" in comments
     assert "rule_pruning_online" in comments and "rule_attribute" in comments
     submitted = len(jobs)
     log = (cluster.log / "slurmctld.log").read_text()

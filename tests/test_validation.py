@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from vlmattn.summaries import means, summarise_tables
 from vlmattn.validation.checks import validation_table
 
 CFG = {"trained": "t", "untrained": "u", "object_questions": ["shape"], "min_object_lift": 2.0,
@@ -24,7 +25,11 @@ def tables(lift_t, lift_u, ent_t, ent_u):
             sp.append({**base, "region": "top_left", "region_kind": "quadrant", "lift": 99.0})
             sp.append({**base, "head": "0", "region": "obj", "region_kind": "object", "lift": 99.0})
             co.append({**base, "norm_entropy": ent, "effective_span": 10 * ent, "gini": 1 - ent})
-    return answers, pd.DataFrame(sp), pd.DataFrame(co)
+    # the checks read the summaries' means, as the pipeline's job does
+    keys = ["step_pool", "head", "sinks", "layer"]
+    spatial = means(summarise_tables([pd.DataFrame(sp)], keys + ["region", "region_kind"], ["lift"]))
+    conc = means(summarise_tables([pd.DataFrame(co)], keys, ["norm_entropy", "effective_span", "gini"]))
+    return answers, spatial, conc
 
 
 def test_all_pass_when_trained_model_looks_at_the_object():

@@ -102,15 +102,18 @@ def empty_figure(path: Path, message: str) -> None:
 
 
 def layer_head_heatmap(df: pd.DataFrame, value: str, path: Path, title: str, cmap: str = "viridis") -> None:
-    """Layer × head heatmap of ``value`` (mean over the remaining rows: samples, regions, …), one panel
-    per (model, step pooling, sinks)."""
+    """Layer × head heatmap of ``value`` in a :func:`vlmattn.summaries.means` frame (mean over the
+    remaining groups' rows, weighted by their counts: samples, regions, …), one panel per (model, step
+    pooling, sinks)."""
+    from .summaries import pooled
+
     panels = facets(individual_heads(df.dropna(subset=[value])))
     if not panels:
         empty_figure(path, f"{title}: no rows")
         return
     fig, axes = grid_axes(len(panels))
     for ax, (name, g) in zip(axes, panels, strict=False):
-        m = g.pivot_table(index="layer", columns="head_id", values=value, aggfunc="mean")
+        m = pooled(g, ["layer", "head_id"], [value])[value].unstack("head_id")
         im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), aspect="auto", origin="lower", cmap=cmap,
                        interpolation="nearest")
         ax.set_xticks(range(m.shape[1]), m.columns)

@@ -1,6 +1,6 @@
-"""The plumbing every wing's jobs share: the job's log, one-line errors, and tables written atomically
-and byte-identically (CSV with a fixed float format), the extraction shard index every analysis
-reads, and the merge of shard tables into one table in sample order."""
+"""The plumbing every wing's jobs share: the job's log, one-line errors, tables written atomically
+and byte-identically (CSV with a fixed float format; per-sample tables as Parquet shard files), and
+the extraction shard index every analysis reads."""
 
 from __future__ import annotations
 
@@ -81,49 +81,90 @@ def write_tables(frames: list[pd.DataFrame], path: str | os.PathLike) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def _sample_key(row: list[str]) -> str:
-    """Sort key of a metric-table row: ``{model}/{image}__{question}`` (its first three cells)."""
-    return f"{row[0]}/{row[1]}__{row[2]}"
-
-
 def _by_sample(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` (text cells, model, image and question first) with its rows stably sorted by
-    :func:`_sample_key`."""
+    """``df`` (text cells, model, image and question first) with its rows stably sorted by sample,
+    ``{model}/{image}__{question}``."""
     key = (df.iloc[:, 0] + "/" + df.iloc[:, 1] + "__" + df.iloc[:, 2]).to_numpy(dtype=str)
     return df.iloc[np.argsort(key, kind="stable")]
 
 
-def aggregate(inputs: list[str], out: str) -> None:
-    """Merge shard tables into one, rows ordered by sample (``{model}/{image}__{question}``) and, within
-    a sample, as written. Each shard is sorted by sample and a sample lives in one shard, so this is a
-    streaming k-way merge: cells pass through as written (text such as a generated token ``NA``
-    survives), memory stays O(shards). Shards with other columns are concatenated through pandas."""
-    import csv
-    import heapq
-
-    files = [open(p, newline="") for p in sorted(inputs)]  # noqa: SIM115 - closed below
-    try:
-        readers = [csv.reader(f) for f in files]
-        headers = [next(r, None) for r in readers]
-        if any(h != headers[0] for h in headers):
-            frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(inputs)]
-            write_table(_by_sample(pd.concat(frames, ignore_index=True)), out)
-            return
-        tmp = atomic_target(Path(out))
-        try:
-            with open(tmp, "w", newline="") as f:
-                w = csv.writer(f, lineterminator="\n")
-                if headers and headers[0] is not None:
-                    w.writerow(headers[0])
-                w.writerows(heapq.merge(*readers, key=_sample_key))
-            os.replace(tmp, out)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    finally:
-        for f in files:
-            f.close()
-
-
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A metric table, with the text columns ``head`` and ``token`` kept as strings."""
+    """A CSV table, with the text columns ``head`` and ``token`` kept as strings."""
     return pd.read_csv(path, dtype={"head": str, "token": str})
+
+
+# ------------------------------------------------------------------------------------------ Parquet
+#: rows gathered before a Parquet row group is written
+ROW_GROUP_ROWS = 1 << 17
+
+
+def arrow_schema(df: pd.DataFrame):
+    """The Parquet schema of a per-sample table: text columns dictionary-encoded strings, floats
+    float32, integers (nullable or not) int32, booleans bool; from the columns' dtypes alone, so every
+    sample of one metric gets the same schema."""
+    import pyarrow as pa
+
+    fields = []
+    for col, dtype in df.dtypes.items():
+        if pd.api.types.is_bool_dtype(dtype):
+            t = pa.bool_()
+        elif pd.api.types.is_integer_dtype(dtype):
+            t = pa.int32()
+        elif pd.api.types.is_float_dtype(dtype):
+            t = pa.float32()
+        else:
+            t = pa.dictionary(pa.int32(), pa.string())
+        fields.append(pa.field(col, t))
+    return pa.schema(fields)
+
+
+def parquet_options(schema) -> dict:
+    """``pyarrow.parquet.ParquetWriter`` options of a per-sample table: zstd, dictionary pages for the
+    text and integer columns, byte-stream split for the float32 values (which zstd then compresses
+    about twice as well as plain floats)."""
+    import pyarrow as pa
+
+    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+    return {"compression": "zstd", "use_dictionary": [f.name for f in schema if f.name not in floats],
+            "use_byte_stream_split": floats or False, "write_statistics": True}
+
+
+def write_parquet(frames, path: str | os.PathLike) -> int:
+    """Rows of ``frames`` (an iterable of DataFrames with the same columns, consumed one at a time) as one
+    Parquet file (:func:`arrow_schema`, :func:`parquet_options`, row groups of about
+    :data:`ROW_GROUP_ROWS` rows), via a temporary file renamed onto ``path``. Byte-identical on rerun.
+    Returns the number of rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    tmp = atomic_target(path)
+    writer, schema, pending, rows = None, None, [], 0
+    try:
+        def flush():
+            if pending:
+                writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS * 2)
+                pending.clear()
+
+        for df in frames:
+            if schema is None:
+                schema = arrow_schema(df)
+                writer = pq.ParquetWriter(tmp, schema, **parquet_options(schema))
+            pending.append(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+            rows += len(df)
+            if sum(len(t) for t in pending) >= ROW_GROUP_ROWS:
+                flush()
+        if writer is None:  # no rows at all: an empty file with no columns
+            writer = pq.ParquetWriter(tmp, pa.schema([]), compression="zstd")
+        flush()
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return rows
+
+
+def read_parquet(path: str | os.PathLike, **kw) -> pd.DataFrame:
+    """A per-sample table (one shard file or a metric's folder of them) as pandas: text columns as
+    ``category``, nullable integers as ``Int32``."""
+    return pd.read_parquet(path, **kw)

@@ -1,9 +1,23 @@
-# Helpers of rules/metrics.smk: each metric's params, shard tables and per-sample figures.
+# Helpers of rules/metrics.smk: each metric's params, shard tables, summary and per-sample figures.
 from vlmattn.metrics.options import metric_params
 
 
+def shard_table(metric, model, shard):
+    """One shard's Parquet file of a metric's dataset, {results}/tables/{metric}/."""
+    return f"{R}/tables/{metric}/{model}/{shard}.parquet"
+
+
 def shard_tables(metric):
-    return [f"{R}/metrics/{metric}/{m}/{k}.csv" for m, by in SHARDS.items() for k in by]
+    return [shard_table(metric, m, k) for m, by in SHARDS.items() for k in by]
+
+
+def summary_file(metric):
+    return f"{R}/summaries/{metric}.csv"
+
+
+def extra_files(metric):
+    """A metric's summaries of another shape (SUMMARY_EXTRAS): name → its Parquet file."""
+    return {e: f"{R}/summaries/{metric}_{e}.parquet" for e in summary_extras(metric)}
 
 
 def metric_config(metric):

@@ -1,7 +1,11 @@
 """Metric registry. A metric is a module here exposing
 
 * ``compute(sample: AttentionSample, cfg: dict) -> pandas.DataFrame`` — tidy rows for one sample;
-* ``plot(table: DataFrame, cfg: dict, out_dir: Path)`` — figures from the aggregated table;
+* ``SUMMARY_KEYS`` (and optionally ``SUMMARY_SKIP``) — the key columns of its summary over samples
+  (:mod:`vlmattn.summaries`; every other numeric column but the skipped ones is a quantity), and
+  optionally ``SUMMARY_EXTRAS`` (name → function of the shard files) for summaries of another shape;
+* ``plot(table: DataFrame, cfg: dict, out_dir: Path, **extras)`` — figures from the summary's means
+  (:func:`vlmattn.summaries.means`) and the extra summaries;
 * ``PLOTS`` — the figure names ``plot`` writes (``{out_dir}/{name}.png``);
 * optionally ``SAMPLE_PLOTS`` and ``plot_sample(sample, cfg, out_dir, image_path)`` — per-sample
   figures drawn from the attention cache (``{out_dir}/{name}.png``).
@@ -47,6 +51,12 @@ def compute_table(name: str, sample, cfg: dict, ids: dict) -> "pd.DataFrame":  #
     for i, col in enumerate(ID_COLUMNS):
         df.insert(i, col, ids[col])
     return df
+
+
+def summary_extras(name: str) -> dict:
+    """Summaries of metric ``name`` beside its per-key summary: name → function of the shard files
+    (returning a DataFrame), from the module's ``SUMMARY_EXTRAS`` (empty when it has none)."""
+    return dict(getattr(get_metric(name), "SUMMARY_EXTRAS", {}))
 
 
 def sample_plots(name: str) -> list[str]:

@@ -36,6 +36,8 @@ from ..maps import defined, int_column, measured, views
 
 COLUMNS = ["entropy", "norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]
 PLOTS = ["concentration_by_layer"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head"]
 
 
 def entropy(p: np.ndarray) -> np.ndarray:
@@ -101,14 +103,16 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
-    """``concentration_by_layer.png``: each metric vs layer, mean over samples, per pooling."""
-    plt = plotting.pyplot()
+    """``concentration_by_layer.png``: each metric vs layer, mean over samples, per pooling (``table``: the
+    summary's means, :func:`vlmattn.summaries.means`)."""
+    from ..summaries import pooled
 
-    pooled = table[table["head"].isin(["mean", "max"]) & (table["step_pool"] != "each")]
+    plt = plotting.pyplot()
+    rows = table[table["head"].isin(["mean", "max"]) & (table["step_pool"] != "each")]
     metrics = ["norm_entropy", "gini", "effective_span", "peak_to_mean", "vision_share"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), constrained_layout=True)
-    for (model, sp, hp, sinks), g in pooled.groupby(["model", "step_pool", "head", "sinks"], sort=True):
-        m = g.groupby("layer")[metrics].mean()
+    for (model, sp, hp, sinks), g in rows.groupby(["model", "step_pool", "head", "sinks"], sort=True):
+        m = pooled(g, ["layer"], metrics)
         style = "-" if sinks == "included" else "--"
         for ax, col in zip(axes, metrics, strict=True):
             ax.plot(m.index, m[col], style, marker="o", label=f"{model} · steps {sp} · heads {hp} · sinks {sinks}")

@@ -27,6 +27,8 @@ from .concentration import entropy, norm_entropy
 
 COLUMNS = ["token", "entropy", "norm_entropy", "peak", "vision_share"]
 PLOTS = ["dynamics_tokens"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head"]
 
 
 def mass_columns(sample, cfg: dict, p: np.ndarray) -> dict[str, np.ndarray]:
@@ -70,34 +72,37 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
-    """``dynamics_tokens.png``: per sample (row), entropy, peak, vision share and region masses of the
-    first pooled head (mean over layers) against the generated tokens; dashed: sinks excluded."""
+    """``dynamics_tokens.png``: per model (row), entropy, peak, vision share and region masses of the
+    first pooled head (mean over samples and layers) against the decode step; dashed: sinks excluded
+    (``table``: the summary's means, :func:`vlmattn.summaries.means`)."""
+    from ..summaries import pooled
+
     plt = plotting.pyplot()
     pools = [h for h in cfg["head_pooling"] if h in set(table["head"])] or ["0"]
-    d = table[table["head"] == pools[0]].copy()
-    d["token"] = d["token"].fillna("").astype(str)
+    d = table[table["head"] == pools[0]]
     masses = [c for c in d.columns if c.startswith("mass_") and d[c].notna().any()]
     cols = ["norm_entropy", "peak", "vision_share"] + masses
-    samples = list(d.groupby(["model", "image", "question"], sort=True))
-    if not samples:
+    models = sorted(d["model"].unique())
+    if not models:
         plotting.empty_figure(out_dir / "dynamics_tokens.png", "no rows")
         return
-    fig, axes = plt.subplots(len(samples), 4, figsize=(18, 2.6 * len(samples)), constrained_layout=True,
+    fig, axes = plt.subplots(len(models), 4, figsize=(18, 2.8 * len(models)), constrained_layout=True,
                              squeeze=False)
-    for row, ((model, image, question), g) in zip(axes, samples, strict=True):
+    for row, model in zip(axes, models, strict=True):
+        g = d[d["model"] == model]
         for sinks, gs in g.groupby("sinks", sort=True):
-            m = gs.groupby("step")[cols].mean()
+            m = pooled(gs, ["step"], cols)
             style = "-" if sinks == "included" else "--"
             for ax, col in zip(row[:3], cols[:3], strict=True):
                 ax.plot(m.index, m[col], style, marker="o", color="C0", label=f"sinks {sinks}")
             for i, col in enumerate(masses):
                 row[3].plot(m.index, m[col], style, marker=".", color=f"C{i}",
                             label=col.removeprefix("mass_") if sinks == "included" else None)
-        tokens = g.drop_duplicates("step").sort_values("step")
         for ax, title in zip(row, cols[:3] + ["mass per region"], strict=True):
-            ax.set_xticks(tokens["step"], [repr(t)[1:-1] for t in tokens["token"]], rotation=45, fontsize=7)
-            ax.set_title(f"{title} · {image} / {question}", fontsize=8)
-        row[0].set_ylabel(f"{model}\nheads {pools[0]}, mean of layers", fontsize=7)
+            ax.set_xlabel("decode step (generated token)")
+            ax.set_title(f"{title} · {model}", fontsize=8)
+        row[0].set_ylabel(f"{model}\nheads {pools[0]}, mean of layers and samples", fontsize=7)
         row[0].legend(fontsize=6)
         row[3].legend(fontsize=6, ncol=2)
+    plotting.integer_ticks(fig)
     plotting.save(fig, out_dir / "dynamics_tokens.png")

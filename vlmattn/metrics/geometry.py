@@ -28,6 +28,8 @@ from ..maps import defined, int_column, label_tokens, token_areas, top_mass_mask
 
 COLUMNS = ["level", "n_tokens", "area", "hull_area", "n_regions"]
 PLOTS = ["geometry_by_layer", "geometry_layer_head"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head", "level"]
 
 
 def hull_area(points: np.ndarray) -> float:
@@ -74,10 +76,11 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     """``geometry_by_layer.png``: area, hull area and region count of each level set per layer for the
     pooled heads (mean over samples); ``geometry_layer_head.png``: area of the lowest level's set per
-    layer × head."""
+    layer × head (``table``: the summary's means, :func:`vlmattn.summaries.means`)."""
+    from ..summaries import pooled
+
     plt = plotting.pyplot()
-    pooled = table[table["head"].isin(["mean", "max"])]
-    panels = plotting.facets(pooled)
+    panels = plotting.facets(table[table["head"].isin(["mean", "max"])])
     cols = ["area", "hull_area", "n_regions"]
     if not panels:
         plotting.empty_figure(out_dir / "geometry_by_layer.png", "no pooled-head rows")
@@ -87,7 +90,7 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         for row, (name, g) in zip(axes, panels, strict=True):
             levels = sorted(g["level"].unique())
             for (level, hp), gs in g.groupby(["level", "head"], sort=True):
-                m = gs.groupby("layer")[cols].mean()
+                m = pooled(gs, ["layer"], cols)
                 for ax, col in zip(row, cols, strict=True):
                     ax.plot(m.index, m[col], "-" if hp == "mean" else "--", marker="o", color=f"C{levels.index(level)}",
                             label=f"{level:g} mass · heads {hp}")

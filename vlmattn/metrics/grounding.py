@@ -40,6 +40,8 @@ COLUMNS = ["object", "label", "box_area", "size_class", "n_box_tokens", "box_tok
 INDEX = ["step_pool", "step", "sinks", "layer", "head"]
 SIZE_CLASSES = ("small", "medium", "large")
 PLOTS = ["grounding_by_size", "grounding_layer_head"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head", "size_class"]
 
 
 def size_class(area: float, small: float, large: float) -> str:
@@ -90,9 +92,11 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     """``grounding_by_size.png``: IoU, pointing accuracy and energy of the pooled maps per layer and
     box-size class (mean over boxes and samples; dotted: uniform-attention energy);
-    ``grounding_layer_head.png``: energy per layer × head."""
-    pooled = table[table["head"].isin(["mean", "max"])]
-    panels = plotting.facets(pooled)
+    ``grounding_layer_head.png``: energy per layer × head (``table``: the summary's means,
+    :func:`vlmattn.summaries.means`)."""
+    from ..summaries import pooled
+
+    panels = plotting.facets(table[table["head"].isin(["mean", "max"])])
     path = out_dir / "grounding_by_size.png"
     if not panels:
         plotting.empty_figure(path, "no ground-truth boxes in any sample")
@@ -103,7 +107,7 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
                                  squeeze=False)
         for row, (name, g) in zip(axes, panels, strict=True):
             for (sc, hp), gs in g.groupby(["size_class", "head"], sort=True):
-                m = gs.groupby("layer")[cols + ["box_token_share"]].mean()
+                m = pooled(gs, ["layer"], cols + ["box_token_share"])
                 style = "-" if hp == "mean" else "--"
                 colour = f"C{SIZE_CLASSES.index(sc)}" if sc in SIZE_CLASSES else "k"
                 for ax, col in zip(row, cols, strict=True):

@@ -22,7 +22,6 @@ undefined (NaN, see :mod:`.common`) are not clustered: their ``cluster`` and
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,10 @@ COLUMNS = ["kind", "step_pool", "step", "sinks", "layer", "head", "cluster", "k"
            "size", "region", "region_kind", "mass"]
 PLOTS = ["head_clusters_coassignment", "head_clusters_silhouette"]
 SAMPLE_PLOTS = ["head_clusters_similarity"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["kind", "step_pool", "step", "sinks", "layer", "head", "region", "region_kind"]
+#: numeric columns that are not quantities to average (cluster ids are arbitrary per map)
+SUMMARY_SKIP = ["cluster"]
 
 
 def cosine_similarity(features: np.ndarray) -> np.ndarray:
@@ -115,47 +118,99 @@ def _head_order(d: pd.DataFrame) -> pd.DataFrame:
     return d.sort_values(["layer", "head_id"])
 
 
-def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
+def coassignment(files: list[str]) -> pd.DataFrame:
+    """Per (model, step_pool, sinks) and pair of heads (a, b) over the shard files' ``head`` rows: ``n``,
+    the maps (samples × steps) in which both heads are clustered, and ``share``, the fraction of those in
+    which they fall in the same cluster. Streams over the files one at a time; per file and group,
+    ``same = E Eᵀ`` with ``E [heads, maps · k]`` the one-hot cluster labels (``n = D Dᵀ``, ``D`` the
+    clustered indicator). Heads in (layer, head) order, named ``"{layer}.{head}"``."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    acc: dict[tuple, list] = {}
+    cols = ["model", "image", "question", "kind", "step_pool", "step", "sinks", "layer", "head", "cluster"]
+    for f in sorted(files):
+        t = pq.read_table(f, columns=cols)
+        if t.num_rows == 0:
+            continue
+        t = t.filter(pc.equal(t["kind"].cast("string"), "head"))
+        d = t.to_pandas()
+        for c in ("model", "image", "question", "step_pool", "sinks", "head"):
+            d[c] = d[c].astype(str)
+        d["head_id"] = d["head"].astype(int)
+        for key, g in d.groupby(["model", "step_pool", "sinks"], sort=True, observed=True):
+            names = g.drop_duplicates(["layer", "head_id"]).sort_values(["layer", "head_id"])
+            order = {(la, h): i for i, (la, h) in enumerate(zip(names["layer"], names["head_id"], strict=True))}
+            maps = g.groupby(["image", "question", "step"], sort=False, dropna=False).ngroup().to_numpy()
+            head = np.array([order[(la, h)] for la, h in zip(g["layer"], g["head_id"], strict=True)])
+            lab = g["cluster"].to_numpy(dtype=float, na_value=np.nan)
+            ok = ~np.isnan(lab)
+            n_maps, n_heads, n_lab = maps.max() + 1, len(order), int(np.nanmax(lab, initial=0)) + 1
+            onehot = np.zeros((n_heads, n_maps * n_lab), np.float32)
+            onehot[head[ok], maps[ok] * n_lab + lab[ok].astype(int)] = 1
+            clustered = np.zeros((n_heads, n_maps), np.float32)
+            clustered[head[ok], maps[ok]] = 1
+            same, both = onehot @ onehot.T, clustered @ clustered.T
+            label = [f"{la}.{h}" for la, h in zip(names["layer"], names["head_id"], strict=True)]
+            if key in acc:
+                if acc[key][0] != label:
+                    raise ValueError(f"head_clusters: shard {f} has other heads for {key}")
+                acc[key][1] += same
+                acc[key][2] += both
+            else:
+                acc[key] = [label, same.astype(np.float64), both.astype(np.float64)]
+    frames = []
+    for (model, sp, sinks), (label, same, both) in sorted(acc.items()):
+        k = len(label)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(both > 0, same / both, np.nan)
+        frames.append(pd.DataFrame({"model": model, "step_pool": sp, "sinks": sinks,
+                                    "head_a": np.repeat(label, k), "head_b": np.tile(label, k),
+                                    "n": both.ravel().astype(np.int64), "share": share.ravel()}))
+    columns = ["model", "step_pool", "sinks", "head_a", "head_b", "n", "share"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+#: summaries beside the per-key one: name → function of the shard files (``{metric}_{name}.parquet``)
+SUMMARY_EXTRAS = {"coassignment": coassignment}
+
+
+def plot(table: pd.DataFrame, cfg: dict, out_dir: Path, coassignment: pd.DataFrame | None = None) -> None:
     """``head_clusters_coassignment.png``: fraction of samples in which two heads share a cluster
-    (heads in layer order); ``head_clusters_silhouette.png``: silhouette score per sample."""
-    heads = table[table["kind"] == "head"]
-    grid = plotting.facet_grid(heads, out_dir / "head_clusters_coassignment.png", "no head rows", size=(4.2, 3.8))
+    (heads in layer order; :func:`coassignment`); ``head_clusters_silhouette.png``: mean silhouette score
+    and number of clusters per model, step pooling and sinks (``table``: the summary's means,
+    :func:`vlmattn.summaries.means`)."""
+    from ..summaries import pooled
+
+    co = coassignment if coassignment is not None else pd.DataFrame(columns=["model", "step_pool", "sinks"])
+    grid = plotting.facet_grid(co, out_dir / "head_clusters_coassignment.png", "no head rows", size=(4.2, 3.8))
     if grid is not None:
         fig, cells = grid
         for ax, name, g in cells:
-            mats, ticks = [], None
-            for _, gs in g.groupby(["image", "question", "step"], sort=True, dropna=False):
-                gs = _head_order(gs)
-                lab = pd.to_numeric(gs["cluster"]).to_numpy(dtype=float, na_value=np.nan)
-                same = (lab[:, None] == lab[None, :]).astype(float)
-                same[np.isnan(lab)] = np.nan  # heads with an undefined map are in no cluster
-                same[:, np.isnan(lab)] = np.nan
-                mats.append(same)
-                ticks = gs
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                co = np.nanmean(mats, axis=0)
-            im = ax.imshow(co, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-            starts = np.flatnonzero(ticks["head_id"].to_numpy() == 0)
-            layers = ticks["layer"].to_numpy().astype(int)[starts]
-            ax.set_xticks(starts, layers)
-            ax.set_yticks(starts, layers)
+            label = list(dict.fromkeys(g["head_a"]))
+            k = len(label)
+            mat = g["share"].to_numpy(float).reshape(k, k)
+            im = ax.imshow(mat, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+            layers = [int(s.split(".")[0]) for s in label]
+            starts = [i for i, s in enumerate(label) if s.endswith(".0")]
+            ax.set_xticks(starts, [layers[i] for i in starts])
+            ax.set_yticks(starts, [layers[i] for i in starts])
             ax.set_xlabel("layer (first head)")
-            ax.set_title(f"{name} · {len(mats)} maps", fontsize=8)
+            ax.set_title(f"{name} · {int(g['n'].max())} maps", fontsize=8)
             fig.colorbar(im, ax=ax, shrink=0.8)
         fig.suptitle("Share of samples in which two heads fall in the same cluster")
         plotting.save(fig, out_dir / "head_clusters_coassignment.png")
-    summary = heads.drop_duplicates(["model", "image", "question", "step_pool", "step", "sinks"])
-    grid = plotting.facet_grid(summary, out_dir / "head_clusters_silhouette.png", "no head rows", size=(4.2, 3.4))
+    heads = table[table["kind"] == "head"]
+    grid = plotting.facet_grid(heads, out_dir / "head_clusters_silhouette.png", "no head rows", size=(4.2, 3.4))
     if grid is None:
         return
     fig, cells = grid
     for ax, name, g in cells:
-        labels = (g["image"] + " / " + g["question"]).to_numpy()
-        ax.barh(np.arange(len(g)), g["silhouette"].to_numpy())
-        ax.set_yticks(np.arange(len(g)), labels, fontsize=6)
-        ax.set_xlabel(f"silhouette (cosine), k = {', '.join(map(str, sorted(set(g['k']))))}")
-        ax.set_title(name, fontsize=8)
+        m = pooled(g, ["question"], ["silhouette", "k"])
+        ax.barh(np.arange(len(m)), m["silhouette"].to_numpy())
+        ax.set_yticks(np.arange(len(m)), list(m.index), fontsize=6)
+        ax.set_xlabel("silhouette (cosine), mean over samples")
+        ax.set_title(f"{name} · k {', '.join(f'{v:.3g}' for v in m['k'])}", fontsize=8)
     plotting.save(fig, out_dir / "head_clusters_silhouette.png")
 
 

@@ -27,6 +27,8 @@ from ..maps import defined, label_tokens, local_maxima, quadrant_of, token_areas
 COLUMNS = ["n_hotspots", "hotspot", "x", "y", "peak", "mass", "area", "n_tokens", "n_peaks", "quadrant"]
 INT_COLUMNS = ["n_hotspots", "hotspot", "n_tokens", "n_peaks"]
 PLOTS = ["hotspots_layer_head", "hotspots_positions"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head", "hotspot"]
 
 
 def find_hotspots(p: np.ndarray, sample, size: int, percentile: float, connectivity: int) -> list[dict]:
@@ -76,17 +78,21 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     """``hotspots_layer_head.png``: number of hotspots per layer × head (mean over samples);
-    ``hotspots_positions.png``: centroids of the pooled maps' hotspots (size ∝ peak), all layers."""
-    per_map = table.drop_duplicates(["model", "image", "question", "step_pool", "step", "sinks", "layer", "head"])
+    ``hotspots_positions.png``: mean centroid of the pooled maps' strongest hotspots per layer and rank
+    (size ∝ mean peak; ``table``: the summary's means, :func:`vlmattn.summaries.means`)."""
+    from ..summaries import pooled
+
+    per_map = table[table["hotspot"] == 0]  # n_hotspots repeats on every hotspot of a map
     plotting.layer_head_heatmap(per_map, "n_hotspots", out_dir / "hotspots_layer_head.png", "Number of hotspots")
-    pooled = table[table["head"].isin(["mean", "max"])]
-    grid = plotting.facet_grid(pooled, out_dir / "hotspots_positions.png", "no pooled-head rows", size=(3.8, 3.8))
+    rows = table[table["head"].isin(["mean", "max"]) & table["hotspot"].notna()]
+    grid = plotting.facet_grid(rows, out_dir / "hotspots_positions.png", "no pooled-head rows", size=(3.8, 3.8))
     if grid is None:
         return
     fig, cells = grid
+    top = max(float(rows["peak"].max()), 1e-12)
     for ax, name, g in cells:
-        sc = ax.scatter(g["x"], g["y"], s=8 + 400 * g["peak"] / max(table["peak"].max(), 1e-12), c=g["layer"],
-                        cmap="viridis", alpha=0.6)
+        m = pooled(g, ["layer", "hotspot"], ["x", "y", "peak"]).reset_index()
+        sc = ax.scatter(m["x"], m["y"], s=8 + 400 * m["peak"] / top, c=m["layer"], cmap="viridis", alpha=0.6)
         ax.axhline(0.5, color="grey", lw=0.5)
         ax.axvline(0.5, color="grey", lw=0.5)
         ax.set_xlim(0, 1)
@@ -94,5 +100,5 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         ax.set_aspect("equal")
         ax.set_title(name, fontsize=8)
         fig.colorbar(sc, ax=ax, shrink=0.7, label="layer")
-    fig.suptitle("Hotspot centroids (pooled heads; size ∝ peak)")
+    fig.suptitle("Mean hotspot centroids per layer and rank (pooled heads; size ∝ peak)")
     plotting.save(fig, out_dir / "hotspots_positions.png")

@@ -28,6 +28,8 @@ from .concentration import entropy
 
 COLUMNS = ["region", "region_kind", "mi", "mi_norm", "h_tokens", "h_steps", "mass"]
 PLOTS = ["information_layer_head", "information_regions"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["step_pool", "sinks", "layer", "head", "region", "region_kind"]
 
 
 def mutual_information(joint: np.ndarray) -> np.ndarray:
@@ -78,7 +80,10 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     """``information_layer_head.png``: MI over the whole image per layer × head (mean over samples);
-    ``information_regions.png``: MI of the pooled heads per layer in each quadrant / ROI / the image."""
+    ``information_regions.png``: MI of the pooled heads per layer in each quadrant / ROI / the image
+    (``table``: the summary's means, :func:`vlmattn.summaries.means`)."""
+    from ..summaries import pooled
+
     whole = table[table["region"] == "image"]
     plotting.layer_head_heatmap(whole, "mi", out_dir / "information_layer_head.png",
                                 "Mutual information (nats) between generated token and vision token")
@@ -89,7 +94,7 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         return
     fig, axes = plotting.grid_axes(len(panels))
     for ax, ((model, head, sinks), g) in zip(axes, panels, strict=False):
-        m = g.pivot_table(index="layer", columns="region", values="mi", aggfunc="mean")
+        m = pooled(g, ["layer", "region"], ["mi"])["mi"].unstack("region")
         for region in m.columns:
             ax.plot(m.index, m[region], "-o" if region == "image" else "--.", label=region)
         ax.set_xlabel("LLM layer")

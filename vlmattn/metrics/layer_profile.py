@@ -37,6 +37,10 @@ from .concentration import entropy
 SEGMENTS = ["vision", "cls", "sink", "text_before", "text_after", "generated"]
 COLUMNS = ["entropy", "entropy_mean", "entropy_min", "entropy_min_head"] + [f"{s}_share" for s in SEGMENTS]
 PLOTS = ["layer_profile", "layer_profile_steps"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head"]
+#: numeric columns that are not quantities to average
+SUMMARY_SKIP = ["entropy_min_head"]
 
 
 def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -95,7 +99,10 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     """``layer_profile.png``: stacked row shares and entropy (mean / min over heads) per layer, mean over
-    samples; ``layer_profile_steps.png``: vision share per layer × decode step (``each`` views)."""
+    samples; ``layer_profile_steps.png``: vision share per layer × decode step (``each`` views);
+    ``table``: the summary's means, :func:`vlmattn.summaries.means`."""
+    from ..summaries import pooled
+
     plt = plotting.pyplot()
     d = table[table["head"] == "mean"]
     panels = plotting.facets(d)
@@ -105,7 +112,7 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 6.4), constrained_layout=True,
                                  squeeze=False)
         for col, (name, g) in enumerate(panels):
-            m = g.groupby("layer")[[f"{s}_share" for s in SEGMENTS] + ["entropy_mean", "entropy_min"]].mean()
+            m = pooled(g, ["layer"], [f"{s}_share" for s in SEGMENTS] + ["entropy_mean", "entropy_min"])
             ax = axes[0, col]
             ax.stackplot(m.index, *[m[f"{s}_share"] for s in SEGMENTS], labels=SEGMENTS, alpha=0.85)
             ax.set_ylim(0, 1)
@@ -126,7 +133,7 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     groups = list(each.groupby(["model", "sinks"], sort=True))
     fig, axes = plotting.grid_axes(len(groups))
     for ax, ((model, sinks), g) in zip(axes, groups, strict=False):
-        m = g.pivot_table(index="layer", columns="step", values="vision_share", aggfunc="mean")
+        m = pooled(g, ["layer", "step"], ["vision_share"])["vision_share"].unstack("step")
         im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), aspect="auto", origin="lower", cmap="viridis",
                        interpolation="nearest")
         ax.set_xticks(range(m.shape[1]), m.columns)

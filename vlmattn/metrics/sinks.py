@@ -30,6 +30,8 @@ from ..maps import fraction_above, image_grids, pool_step_maps, vision_attention
 COLUMNS = ["token", "position", "image_index", "row", "col", "x", "y", "fraction", "mean_ratio", "max_ratio",
            "is_sink"]
 PLOTS = ["sinks_map"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["token", "position", "image_index", "row", "col"]
 
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
@@ -68,7 +70,11 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
     """``sinks_map.png``: per model, on the (first image's) grid: share of samples in which the token is
-    a sink, mean sink ``fraction`` and mean ``mean_ratio``; and the number of sinks per sample."""
+    a sink, mean sink ``fraction`` and mean ``mean_ratio``; and the mean number of sink tokens per sample
+    for each question (Σ over tokens of the share of samples in which it is a sink); ``table``: the
+    summary's means, :func:`vlmattn.summaries.means`."""
+    from ..summaries import pooled
+
     plt = plotting.pyplot()
     models = sorted(table["model"].unique())
     if not models:
@@ -76,23 +82,21 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         return
     fig, axes = plt.subplots(len(models), 4, figsize=(16, 3.6 * len(models)), constrained_layout=True, squeeze=False)
     for row, model in zip(axes, models, strict=True):
-        d = table[(table["model"] == model) & (table["image_index"] == 0)].copy()
-        d["is_sink"] = d["is_sink"].astype(str).str.lower().isin(["true", "1"])
+        d = table[(table["model"] == model) & (table["image_index"] == 0)]
         panels = [("is_sink", "share of samples where a sink"),
                   ("fraction", f"fraction of (layer, head) above {cfg['ratio']:g}/V"),
                   ("mean_ratio", "mean attention ÷ uniform share")]
         for ax, (col, title) in zip(row[:3], panels, strict=True):
-            m = d.pivot_table(index="row", columns="col", values=col, aggfunc="mean")
-            im = ax.imshow(m.to_numpy(dtype=float), cmap="magma", interpolation="nearest")
+            m = pooled(d, ["row", "col"], [col])[col].unstack("col")
+            im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), cmap="magma", interpolation="nearest")
             ax.set_title(f"{model}: {title}", fontsize=8)
             ax.set_xlabel("grid column")
             ax.set_ylabel("grid row")
             fig.colorbar(im, ax=ax, shrink=0.8)
-        per = table[table["model"] == model].groupby(["image", "question"])["is_sink"].apply(
-            lambda s: s.astype(str).str.lower().isin(["true", "1"]).sum())
+        per = table[table["model"] == model].groupby("question", sort=True)["is_sink"].sum()
         row[3].barh(np.arange(len(per)), per.to_numpy())
-        row[3].set_yticks(np.arange(len(per)), [f"{i} / {q}" for i, q in per.index], fontsize=6)
-        row[3].set_xlabel("sink tokens")
+        row[3].set_yticks(np.arange(len(per)), list(per.index), fontsize=6)
+        row[3].set_xlabel("sink tokens per sample (mean)")
         row[3].set_title(f"{model}: sinks per sample (ratio {cfg['ratio']:g}, "
                          f"min fraction {cfg['min_fraction']:g})", fontsize=8)
     plotting.save(fig, out_dir / "sinks_map.png")

@@ -30,6 +30,8 @@ from ..maps import image_grids, moments, pool_heads, pool_maps, regions, views
 COLUMNS = ["region", "region_kind", "n_tokens", "area_share", "mass", "lift", "com_x", "com_y", "var_x", "var_y"]
 PLOTS = ["spatial_centre_of_mass", "spatial_layer_head"]
 SAMPLE_PLOTS = ["spatial_overlay"]
+#: the summary's key columns (besides model and question); every other numeric column is a quantity
+SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head", "region", "region_kind"]
 
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
@@ -61,8 +63,11 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
-    """``spatial_centre_of_mass.png``: centre of mass of the pooled maps per layer (mean over samples,
-    faint: each sample); ``spatial_layer_head.png``: lift on the ground-truth objects per layer × head."""
+    """``spatial_centre_of_mass.png``: centre of mass of the pooled maps per layer (mean over samples);
+    ``spatial_layer_head.png``: lift on the ground-truth objects
+    per layer × head (``table``: the summary's means, :func:`vlmattn.summaries.means`)."""
+    from ..summaries import pooled
+
     plt = plotting.pyplot()
     whole = table[(table["region"] == "image") & table["head"].isin(["mean", "max"])]
     grid = plotting.facet_grid(whole, out_dir / "spatial_centre_of_mass.png", "no pooled-head rows", size=(3.8, 3.8))
@@ -73,8 +78,7 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
                 gh = g[g["head"] == hp]
                 if gh.empty:
                     continue
-                ax.scatter(gh["com_x"], gh["com_y"], s=6, alpha=0.25, color=colour)
-                m = gh.groupby("layer")[["com_x", "com_y"]].mean()
+                m = pooled(gh, ["layer"], ["com_x", "com_y"])
                 ax.plot(m["com_x"], m["com_y"], "-o", color=colour, label=f"heads {hp}", markersize=4)
                 for layer, row in m.iterrows():
                     ax.annotate(str(layer), (row["com_x"], row["com_y"]), fontsize=6)

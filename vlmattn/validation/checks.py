@@ -1,7 +1,9 @@
 """Checks of the default run against the ground truth the toy model was trained on.
 
-Every observed figure is read from tables the pipeline computed (``answers``, ``spatial``,
-``concentration``); nothing is typed in. One row per check:
+Every observed figure is read from tables the pipeline computed (``answers`` and the means of the
+``spatial`` and ``concentration`` summaries, :func:`vlmattn.summaries.means`); nothing is typed in.
+A mean over several summary groups weighs each group by its count, so it is the mean over the
+samples' rows (:func:`vlmattn.summaries.pooled`). One row per check:
 ``check, model, question, expectation, observed, passed``.
 
 * ``answers_correct``: share of samples of the config's named images whose answer equals the expected
@@ -10,9 +12,9 @@ Every observed figure is read from tables the pipeline computed (``answers``, ``
   (:func:`vlmattn.images.synthetic.parse_corner_id`), random scenes like the held-out scenes of
   training; expected ≥ ``min_generated_accuracy`` (the training recipe's held-out target is 0.95).
 * ``object_lift``: attention share on an object's vision tokens ÷ the object's area share (the
-  spatial metric's ``lift`` of ``object`` regions), averaged over the object questions' samples and
-  objects after pooling layers, heads and steps as configured. Trained model: ≥ ``min_object_lift``;
-  untrained model: within ``untrained_lift_tolerance`` of 1.
+  spatial metric's ``lift`` of ``object`` regions), averaged over the object questions' samples,
+  objects and the configured layers, with heads, steps and sinks pooled as configured. Trained
+  model: ≥ ``min_object_lift``; untrained model: within ``untrained_lift_tolerance`` of 1.
 * ``entropy_lower`` / ``effective_span_lower`` / ``gini_higher``: trained minus untrained mean of the
   concentration metric over the same samples and pooling; expected < 0, < 0, > 0.
 """
@@ -55,21 +57,26 @@ def answer_checks(answers: pd.DataFrame, models: list[str], min_generated_accura
 
 
 def object_lift(spatial: pd.DataFrame, model: str, questions: list[str], pooling: dict) -> float:
-    """Mean lift of ground-truth object regions for ``model`` on ``questions`` (mean over layers first)."""
+    """Mean lift of ground-truth object regions for ``model`` on ``questions``: over the samples' object
+    rows of the chosen layers (``spatial``: the spatial summary's means)."""
+    from ..summaries import pooled
+
     t = _pooled(spatial, pooling)
     t = t[(t["model"] == model) & t["question"].isin(questions) & (t["region_kind"] == "object")]
-    if t.empty:
-        raise ValueError(f"no object rows in the spatial table for model {model!r} and questions {questions}")
-    per_object = t.groupby(["image", "question", "region"])["lift"].mean()
-    return float(per_object.mean())
+    if t.empty or t["n:lift"].sum() == 0:
+        raise ValueError(f"no object rows in the spatial summary for model {model!r} and questions {questions}")
+    return float(pooled(t.assign(_all=0), ["_all"], ["lift"])["lift"].iloc[0])
 
 
 def concentration_delta(conc: pd.DataFrame, trained: str, untrained: str, questions: list[str], metric: str,
                         pooling: dict) -> float:
-    """Trained minus untrained mean of ``metric`` over the same samples and pooling."""
+    """Trained minus untrained mean of ``metric`` over the same samples and pooling (``conc``: the
+    concentration summary's means)."""
+    from ..summaries import pooled
+
     t = _pooled(conc, pooling)
     t = t[t["question"].isin(questions)]
-    means = t.groupby("model")[metric].mean()
+    means = pooled(t, ["model"], [metric])[metric]
     return float(means[trained] - means[untrained])
 
 

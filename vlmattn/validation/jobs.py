@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..tables import one_line_errors, read_table, write_table
+from ..tables import one_line_errors, write_table
 
 
 @one_line_errors()
 def validation_table(answers: str, spatial: str, concentration: str, cfg: dict, out: str) -> None:
-    """The validation table (:mod:`vlmattn.validation.checks`) from the pipeline's own tables."""
+    """The validation table (:mod:`vlmattn.validation.checks`) from the answers and the spatial and
+    concentration summaries."""
+    from ..summaries import means, read_summary
     from .checks import validation_table as run
 
-    write_table(run(pd.read_csv(answers), read_table(spatial), read_table(concentration), cfg), out)
+    write_table(run(pd.read_csv(answers), means(read_summary(spatial)), means(read_summary(concentration)), cfg),
+                out)
 
 
 def overview(answers: str, validation: list[str], out: str) -> None:
