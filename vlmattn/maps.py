@@ -84,13 +84,101 @@ def vision_attention(
     share`` (``renormalize``) or ``a``. A row with ``share < min_share`` or ``share = 0`` has an
     undefined map: ``p`` is NaN over its V tokens.
     """
-    raw = sample.decode_vision.astype(np.float64)
-    if keep is not None:
-        raw = raw * np.asarray(keep, bool)
-    share = raw.sum(-1)
-    valid = (share > 0) & (share >= min_share)
-    p = raw / np.where(valid, share, 1.0)[..., None] if renormalize else raw
-    return np.where(valid[..., None], p, np.nan), share
+    att = Attention(sample)
+    return att.maps(keep, renormalize, min_share), att.shares(keep)
+
+
+def _keep_key(keep: np.ndarray | None) -> bytes | None:
+    return None if keep is None else np.asarray(keep, bool).tobytes()
+
+
+class Attention:
+    """A sample's decode rows over its vision tokens, read once (``decode_vision``), with what
+    :func:`vision_attention` derives from them computed once per ``(keep, renormalize, min_share)``:
+    the shares, the maps of the rows a view needs (``rows``), of all rows (``maps``) and the nan-aware
+    step mean (``step_mean``, :func:`pool_step_maps`). The values are those of :func:`vision_attention`
+    bit for bit: the same float64 operations on the same rows, step by step."""
+
+    def __init__(self, sample: AttentionSample):
+        self.sample = sample
+        self._raw = None
+        self._memo: dict = {}
+
+    @property
+    def raw(self) -> np.ndarray:
+        if self._raw is None:
+            self._raw = self.sample.decode_vision
+        return self._raw
+
+    def _row(self, t: int, keep: np.ndarray | None) -> np.ndarray:
+        r = self.raw[t].astype(np.float64)
+        if keep is not None:
+            r *= np.asarray(keep, bool)
+        return r
+
+    def shares(self, keep: np.ndarray | None) -> np.ndarray:
+        """``share [T, L, H]`` (float64) over the kept tokens."""
+        key = ("share", _keep_key(keep))
+        if key not in self._memo:
+            self._memo[key] = np.stack([self._row(t, keep).sum(-1) for t in range(self.raw.shape[0])])
+        return self._memo[key]
+
+    def valid(self, keep: np.ndarray | None, min_share: float) -> np.ndarray:
+        share = self.shares(keep)
+        return (share > 0) & (share >= min_share)
+
+    def _map(self, r: np.ndarray, share: np.ndarray, valid: np.ndarray, renormalize: bool) -> np.ndarray:
+        if renormalize:
+            r /= np.where(valid, share, 1.0)[..., None]
+        r[~valid] = np.nan
+        return r
+
+    def rows(self, keep: np.ndarray | None, renormalize: bool, min_share: float, t: int) -> np.ndarray:
+        """``p[t] [L, H, V]`` of :func:`vision_attention`."""
+        key = ("maps", _keep_key(keep), renormalize, min_share)
+        if key in self._memo:
+            return self._memo[key][t]
+        key = ("row", _keep_key(keep), renormalize, min_share, int(t) % self.raw.shape[0])
+        if key not in self._memo:
+            share, valid = self.shares(keep)[t], self.valid(keep, min_share)[t]
+            self._memo[key] = self._map(self._row(t, keep), share, valid, renormalize)
+        return self._memo[key]
+
+    def maps(self, keep: np.ndarray | None, renormalize: bool, min_share: float) -> np.ndarray:
+        """``p [T, L, H, V]`` of :func:`vision_attention`."""
+        key = ("maps", _keep_key(keep), renormalize, min_share)
+        if key not in self._memo:
+            out = np.empty(self.raw.shape, np.float64)
+            share, valid = self.shares(keep), self.valid(keep, min_share)
+            for t in range(len(out)):
+                out[t] = self.raw[t]
+                if keep is not None:
+                    out[t] *= np.asarray(keep, bool)
+                self._map(out[t], share[t], valid[t], renormalize)
+            self._memo[key] = out
+        return self._memo[key]
+
+    def step_mean(self, keep: np.ndarray | None, renormalize: bool, min_share: float) -> np.ndarray:
+        """``pool_step_maps(p, "mean", renormalize)`` of :func:`vision_attention`'s ``p``, ``[L, H, V]``:
+        the rows' sum over the defined steps in step order (as ``np.nanmean``) / their count."""
+        key = ("mean", _keep_key(keep), renormalize, min_share)
+        if key not in self._memo:
+            valid = self.valid(keep, min_share)
+            full = self._memo.get(("maps", _keep_key(keep), renormalize, min_share))
+            acc = np.zeros(self.raw.shape[1:], np.float64)
+            share = self.shares(keep)
+            for t in range(self.raw.shape[0]):
+                if full is not None:
+                    p = full[t]
+                else:
+                    p = self._row(t, keep)
+                    if renormalize:
+                        p /= np.where(valid[t], share[t], 1.0)[..., None]
+                np.add(acc, p, out=acc, where=valid[t][..., None])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m = acc / valid.sum(0)[..., None]
+            self._memo[key] = normalise(m) if renormalize else m
+        return self._memo[key]
 
 
 def defined(p: np.ndarray) -> np.ndarray:
@@ -124,7 +212,11 @@ def pool_maps(p: np.ndarray, how: str, axis: int, renormalize: bool) -> np.ndarr
         raise ValueError(f"unknown pooling {how!r} (known: first, last, mean, max)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices → NaN, as intended
-        m = (np.nanmean if how == "mean" else np.nanmax)(p, axis=axis)
+        if how == "max":
+            m = np.nanmax(p, axis=axis)
+        else:  # np.nanmean's arithmetic (NaN → 0, sum, ÷ count) in fewer passes
+            nan = np.isnan(p)
+            m = np.where(nan, 0.0, p).sum(axis) / (p.shape[axis] - np.count_nonzero(nan, axis=axis))
     return normalise(m) if renormalize else m
 
 
@@ -214,12 +306,12 @@ def with_pooled_heads(p: np.ndarray, share: np.ndarray, cfg: dict) -> tuple[np.n
 
 
 # -------------------------------------------------------------------------------------------- sinks
-def sink_fraction(sample: AttentionSample, ratio: float, min_share: float) -> np.ndarray:
+def sink_fraction(sample: AttentionSample, ratio: float, min_share: float, att: Attention | None = None) -> np.ndarray:
     """``f [V]``: fraction of the (layer, head) pairs with a defined step-mean renormalised map
     (:func:`vision_attention` with ``min_share``, :func:`pool_step_maps`) whose weight on the token
-    exceeds ``ratio / V``; NaN when no pair is defined."""
-    p, _ = vision_attention(sample, True, min_share)
-    return fraction_above(pool_step_maps(p, "mean", True), ratio)
+    exceeds ``ratio / V``; NaN when no pair is defined. ``att``: the sample's :class:`Attention`."""
+    att = att or Attention(sample)
+    return fraction_above(att.step_mean(None, True, min_share), ratio)
 
 
 def fraction_above(pm: np.ndarray, ratio: float) -> np.ndarray:
@@ -230,16 +322,18 @@ def fraction_above(pm: np.ndarray, ratio: float) -> np.ndarray:
         return np.nanmean(above, axis=(0, 1))
 
 
-def find_sinks(sample: AttentionSample, ratio: float, min_fraction: float, min_share: float) -> np.ndarray:
+def find_sinks(sample: AttentionSample, ratio: float, min_fraction: float, min_share: float,
+               att: Attention | None = None) -> np.ndarray:
     """Sink mask ``[V]``: tokens with :func:`sink_fraction` ≥ ``min_fraction`` (never where it is NaN,
     as NaN compares False)."""
-    return sink_fraction(sample, ratio, min_share) >= min_fraction
+    return sink_fraction(sample, ratio, min_share, att) >= min_fraction
 
 
-def sink_variants(sample: AttentionSample, cfg: dict) -> list[tuple[str, np.ndarray | None]]:
+def sink_variants(sample: AttentionSample, cfg: dict,
+                  att: Attention | None = None) -> list[tuple[str, np.ndarray | None]]:
     """``(label, keep [V] or None)`` per ``cfg['exclude_sinks']``; the rule is ``cfg['sink_rule']``
     (``ratio``, ``min_fraction``, ``min_vision_share`` of ``metrics.sinks``, see
-    :func:`vlmattn.metrics.options.metric_params`)."""
+    :func:`vlmattn.metrics.options.metric_params`). ``att``: the sample's :class:`Attention`."""
     mode = cfg["exclude_sinks"]
     if mode not in SINK_MODES:
         raise ValueError(f"exclude_sinks must be one of false, true, both; got {mode!r}")
@@ -249,8 +343,28 @@ def sink_variants(sample: AttentionSample, cfg: dict) -> list[tuple[str, np.ndar
             out.append((label, None))
         else:
             rule = cfg["sink_rule"]
-            out.append((label, ~find_sinks(sample, rule["ratio"], rule["min_fraction"], rule["min_vision_share"])))
+            out.append((label, ~find_sinks(sample, rule["ratio"], rule["min_fraction"], rule["min_vision_share"],
+                                           att)))
     return out
+
+
+def per_head(cfg: dict) -> bool:
+    """``cfg['per_head']`` (true when the block has no such option): rows for the single heads too, or
+    only for the pooled heads of ``head_pooling``; false without a head pooling is an error."""
+    single = cfg.get("per_head", True)
+    if not single and not list(cfg.get("head_pooling", [])):
+        raise ValueError("per_head: false needs a head_pooling (mean and / or max): with head_pooling: [] "
+                         "there would be no rows")
+    return single
+
+
+def head_views(p: np.ndarray, share: np.ndarray, cfg: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`with_pooled_heads`, less the single heads when ``per_head`` is false (:func:`per_head`)."""
+    pk, sk, heads = with_pooled_heads(p, share, cfg)
+    if per_head(cfg):
+        return pk, sk, heads
+    n = p.shape[-2]
+    return pk[..., n:, :], sk[..., n:], heads[n:]
 
 
 # -------------------------------------------------------------------------------------------- views
@@ -284,25 +398,29 @@ class View:
 
 
 def views(sample: AttentionSample, cfg: dict,
-          variants: list[tuple[str, np.ndarray | None]] | None = None) -> Iterator[View]:
+          variants: list[tuple[str, np.ndarray | None]] | None = None,
+          att: Attention | None = None) -> Iterator[View]:
     """Per sink variant, per step pooling in ``cfg['step_pooling']`` (each step for ``each``): every
-    head, then each head pooling in ``cfg['head_pooling']`` (steps are pooled before heads; both
-    nan-aware, see :func:`pool_maps`). ``first`` is row t* (:func:`sample_answer_step`), ``last`` row
-    T − 1. ``variants``: :func:`sink_variants` when the caller has them."""
-    renorm = cfg["renormalize"]
-    for label, keep in variants if variants is not None else sink_variants(sample, cfg):
-        p, share = vision_attention(sample, renorm, cfg["min_vision_share"], keep)
+    head (unless ``per_head`` is false), then each head pooling in ``cfg['head_pooling']`` (steps are
+    pooled before heads; both nan-aware, see :func:`pool_maps`). ``first`` is row t*
+    (:func:`sample_answer_step`), ``last`` row T − 1. ``variants``: :func:`sink_variants` when the
+    caller has them; ``att``: the sample's :class:`Attention` (shared maps are computed once)."""
+    renorm, min_share = cfg["renormalize"], cfg["min_vision_share"]
+    per_head(cfg)
+    att = att or Attention(sample)
+    for label, keep in variants if variants is not None else sink_variants(sample, cfg, att):
+        share = att.shares(keep)
         for sp in cfg["step_pooling"]:
             if sp == "each":
-                for t in range(p.shape[0]):
-                    pk, sk, heads = with_pooled_heads(p[t], share[t], cfg)
+                for t in range(share.shape[0]):
+                    pk, sk, heads = head_views(att.rows(keep, renorm, min_share, t), share[t], cfg)
                     yield View(sp, heads, pk, sk, step=t, sinks=label, keep=keep)
             elif sp == "mean":
-                pk, sk, heads = with_pooled_heads(pool_step_maps(p, sp, renorm), pool_steps(share, sp), cfg)
+                pk, sk, heads = head_views(att.step_mean(keep, renorm, min_share), pool_steps(share, sp), cfg)
                 yield View(sp, heads, pk, sk, step=None, sinks=label, keep=keep)
             elif sp in ("first", "last"):
-                t = sample_answer_step(sample) if sp == "first" else p.shape[0] - 1
-                pk, sk, heads = with_pooled_heads(p[t], share[t], cfg)
+                t = sample_answer_step(sample) if sp == "first" else share.shape[0] - 1
+                pk, sk, heads = head_views(att.rows(keep, renorm, min_share, t), share[t], cfg)
                 yield View(sp, heads, pk, sk, step=t, sinks=label, keep=keep)
             else:
                 raise ValueError(f"unknown step pooling {sp!r} (known: {STEP_POOLS})")
@@ -320,11 +438,13 @@ class Steps:
     keep: np.ndarray | None = None
 
 
-def step_views(sample: AttentionSample, cfg: dict) -> Iterator[Steps]:
+def step_views(sample: AttentionSample, cfg: dict, att: Attention | None = None) -> Iterator[Steps]:
     """Per sink variant, all steps unpooled (for per-token metrics); heads as in :func:`views`."""
-    for label, keep in sink_variants(sample, cfg):
-        p, share = vision_attention(sample, cfg["renormalize"], cfg["min_vision_share"], keep)
-        pk, sk, heads = with_pooled_heads(p, share, cfg)
+    per_head(cfg)
+    att = att or Attention(sample)
+    for label, keep in sink_variants(sample, cfg, att):
+        p = att.maps(keep, cfg["renormalize"], cfg["min_vision_share"])
+        pk, sk, heads = head_views(p, att.shares(keep), cfg)
         yield Steps(label, heads, pk, sk, keep=keep)
 
 
