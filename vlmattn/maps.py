@@ -572,13 +572,102 @@ def local_maxima(p: np.ndarray, sample: AttentionSample, size: int = 3) -> np.nd
 def top_mass_mask(p: np.ndarray, q: float) -> np.ndarray:
     """Over the last axis: the fewest tokens whose largest weights reach ``q`` of the total (ties
     broken by token order), as a bool mask of p's shape; empty for an undefined (NaN) map."""
+    return top_mass_masks(p, [q])[0]
+
+
+def top_mass_masks(p: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
+    """:func:`top_mass_mask` of ``p`` for each level in ``qs``, from one sort."""
     order = np.argsort(-p, axis=-1, kind="stable")
     c = np.cumsum(np.take_along_axis(p, order, -1), axis=-1)
-    # relative slack of a few ulps so that exact ties (e.g. 5 × 0.1 vs 0.5) count as reached
-    n = (c >= q * c[..., -1:] * (1 - 1e-12)).argmax(-1) + 1
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(p.shape[-1]), -1)
-    return (ranks < n[..., None]) & defined(p)[..., None]
+    ok = defined(p)[..., None]
+    out = []
+    for q in qs:
+        # relative slack of a few ulps so that exact ties (e.g. 5 × 0.1 vs 0.5) count as reached
+        n = (c >= q * c[..., -1:] * (1 - 1e-12)).argmax(-1) + 1
+        out.append((ranks < n[..., None]) & ok)
+    return out
+
+
+def count_components(masks: np.ndarray, sample: AttentionSample, connectivity: int = 4) -> np.ndarray:
+    """``[M]``: the number of connected components of each mask of ``masks [M, V]`` on the image grids
+    (:func:`label_tokens`'s n), labelled as one stack (a structure that does not connect masks)."""
+    from scipy import ndimage
+
+    plane = np.zeros((3, 3, 3), bool)
+    plane[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    n_masks = len(masks)
+    out = np.zeros(n_masks, np.int64)
+    for idx, shape in image_grids(sample):
+        lab, n = ndimage.label(np.asarray(masks)[:, idx].reshape(n_masks, *shape), structure=plane)
+        lab = lab.reshape(n_masks, len(idx))
+        owner = np.zeros(n + 1, np.int64)
+        rows, _ = np.nonzero(lab)
+        owner[lab[lab > 0]] = rows
+        out += np.bincount(owner[1:], minlength=n_masks)
+    return out
+
+
+def hull_areas(masks: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``[M]``: area of the convex hull of ``points [V, 2]`` (x, y) where each of ``masks [M, V]`` is
+    set (0 for fewer than 3 distinct points or collinear ones), all masks at once: per distinct y only
+    the leftmost and rightmost point can be a vertex; Andrew's monotone chain over the y levels builds
+    the left and right chains of every mask together and the shoelace formula gives the area."""
+    masks = np.asarray(masks, bool)
+    n_masks = len(masks)
+    x, y = np.asarray(points, np.float64)[:, 0], np.asarray(points, np.float64)[:, 1]
+    ys, level = np.unique(y, return_inverse=True)
+    order = np.argsort(level, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(level[order]) > 0])
+    m = masks[:, order]
+    xo = x[order]
+    left = np.minimum.reduceat(np.where(m, xo, np.inf), starts, axis=1)  # [M, n_y]
+    right = np.maximum.reduceat(np.where(m, xo, -np.inf), starts, axis=1)
+    has = np.isfinite(left)
+    rows = np.arange(n_masks)
+
+    def chain(w: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        su = np.zeros(w.shape)  # stacks of (y, x) per mask
+        sw = np.zeros(w.shape)
+        n = np.zeros(n_masks, np.int64)
+        for i in range(w.shape[1]):
+            u, live = ys[i], has[:, i]
+            wi = np.where(live, w[:, i], 0.0)
+            while True:
+                pop = live & (n >= 2)
+                if not pop.any():
+                    break
+                a, b = np.maximum(n - 2, 0), np.maximum(n - 1, 0)
+                cross = ((su[rows, b] - su[rows, a]) * (wi - sw[rows, a])
+                         - (sw[rows, b] - sw[rows, a]) * (u - su[rows, a]))
+                pop &= sign * cross <= 0
+                if not pop.any():
+                    break
+                n -= pop
+            su[rows[live], n[live]] = u
+            sw[rows[live], n[live]] = wi[live]
+            n += live
+        return su, sw, n
+
+    lu, lw, ln = chain(left, 1.0)  # counter-clockwise turns (y as abscissa)
+    ru, rw, rn = chain(right, -1.0)
+    # polygon: the left chain, then the right chain backwards; shoelace in (y, x)
+    width = ln + rn
+    pu = np.zeros((n_masks, max(int(width.max(initial=0)), 1)))
+    pw = np.zeros_like(pu)
+    col = np.arange(pu.shape[1])
+    in_left = col[None, :] < ln[:, None]
+    back = np.clip(width[:, None] - 1 - col[None, :], 0, pu.shape[1] - 1)  # right chain index, reversed
+    ri = np.clip(back, 0, ru.shape[1] - 1)
+    li = np.clip(col[None, :].repeat(n_masks, 0), 0, lu.shape[1] - 1)
+    pu = np.where(in_left, np.take_along_axis(lu, li, 1), np.take_along_axis(ru, ri, 1))
+    pw = np.where(in_left, np.take_along_axis(lw, li, 1), np.take_along_axis(rw, ri, 1))
+    valid = col[None, :] < width[:, None]
+    nxt = np.where(col[None, :] + 1 < width[:, None], col[None, :] + 1, 0)
+    pu_n, pw_n = np.take_along_axis(pu, nxt, 1), np.take_along_axis(pw, nxt, 1)
+    area = 0.5 * np.abs(np.where(valid, pu * pw_n - pu_n * pw, 0.0).sum(1))
+    return area
 
 def moments(p: np.ndarray, centres: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """Mass and first/second moments of ``p [..., V]`` restricted to ``mask [V]`` (centres ``[V, 2]``)."""

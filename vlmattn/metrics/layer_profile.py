@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import int_column, pool_heads, pool_share, select_steps, sink_variants, views
+from ..maps import Attention, int_column, pool_heads, pool_share, select_steps, sink_variants, views
 from ..store import DECODE_SEGMENTS
 from .concentration import entropy
 
@@ -39,15 +39,18 @@ COLUMNS = ["entropy", "entropy_mean", "entropy_min", "entropy_min_head"] + [f"{s
 PLOTS = ["layer_profile", "layer_profile_steps"]
 
 
-def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | None = None,
+                   share: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Raw attention mass ``[T, L, H]`` of each segment in :data:`SEGMENTS`, from a sample's
-    ``decode_vision [T, L, H, V]`` (float64) and ``decode_segments [T, L, H, S]`` (``keep [V]``: non-sinks)."""
+    ``decode_vision [T, L, H, V]`` and ``decode_segments [T, L, H, S]`` (``keep [V]``: non-sinks;
+    ``share``: the vision mass over the kept tokens when the caller has it, :meth:`Attention.shares`)."""
     kept = np.ones(vision.shape[-1], bool) if keep is None else np.asarray(keep, bool)
     others = dict(zip(DECODE_SEGMENTS, np.moveaxis(segments, -1, 0), strict=True))
+    sinks = np.flatnonzero(~kept)
     return {
-        "vision": vision[..., np.flatnonzero(kept)].sum(-1),
+        "vision": vision[..., np.flatnonzero(kept)].astype(np.float64).sum(-1) if share is None else share,
         "cls": others["cls"],
-        "sink": vision[..., np.flatnonzero(~kept)].sum(-1),
+        "sink": vision[..., sinks].astype(np.float64).sum(-1) if len(sinks) else np.zeros(vision.shape[:-1]),
         "text_before": others["text_before"],
         "text_after": others["text_after"],
         "generated": others["generated"],
@@ -59,11 +62,12 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     n_heads = sample.n_heads
     renorm = cfg["renormalize"]
     pools = list(cfg["head_pooling"]) or ["mean"]
-    variants = sink_variants(sample, cfg)
-    vision, others = sample.decode_vision.astype(np.float64), sample.decode_segments  # once per sample
-    segments = {label: segment_shares(vision, others, keep) for label, keep in variants}
+    att = Attention(sample)  # the vision rows, read once
+    variants = sink_variants(sample, cfg, att)
+    others = sample.decode_segments
+    segments = {label: segment_shares(att.raw, others, keep, att.shares(keep)) for label, keep in variants}
     frames = []
-    for v in views(sample, cfg, variants):
+    for v in views(sample, {**cfg, "per_head": True}, variants, att):  # the single heads feed every row
         p = v.p[:, :n_heads]  # [L, H, V], single heads
         h = entropy(p)  # [L, H], NaN for undefined maps
         some = ~np.isnan(h).all(1)
