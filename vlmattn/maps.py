@@ -107,13 +107,20 @@ class Attention:
     @property
     def raw(self) -> np.ndarray:
         if self._raw is None:
-            self._raw = self.sample.decode_vision
+            s = self.sample
+            idx = s.vision_index if s.decode is not None else None
+            if idx is not None and len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+                # one span: the same values as decode_vision's gather, by a slice
+                self._raw = np.ascontiguousarray(s.decode[..., idx[0]: idx[0] + len(idx)])
+            else:
+                self._raw = s.decode_vision
         return self._raw
 
     def _row(self, t: int, keep: np.ndarray | None) -> np.ndarray:
+        """Row t as float64, the tokens outside ``keep`` zeroed (``a · keep`` of non-negative weights)."""
         r = self.raw[t].astype(np.float64)
         if keep is not None:
-            r *= np.asarray(keep, bool)
+            r[..., ~np.asarray(keep, bool)] = 0.0
         return r
 
     def shares(self, keep: np.ndarray | None) -> np.ndarray:
@@ -144,6 +151,15 @@ class Attention:
             self._memo[key] = self._map(self._row(t, keep), share, valid, renormalize)
         return self._memo[key]
 
+    def row(self, keep: np.ndarray | None, renormalize: bool, min_share: float, t: int) -> np.ndarray:
+        """:meth:`rows` without keeping the row (for callers that visit every step once)."""
+        key = ("row", _keep_key(keep), renormalize, min_share, int(t) % self.raw.shape[0])
+        full = self._memo.get(("maps", _keep_key(keep), renormalize, min_share))
+        if full is not None or key in self._memo:
+            return self.rows(keep, renormalize, min_share, t)
+        share, valid = self.shares(keep)[t], self.valid(keep, min_share)[t]
+        return self._map(self._row(t, keep), share, valid, renormalize)
+
     def maps(self, keep: np.ndarray | None, renormalize: bool, min_share: float) -> np.ndarray:
         """``p [T, L, H, V]`` of :func:`vision_attention`."""
         key = ("maps", _keep_key(keep), renormalize, min_share)
@@ -153,7 +169,7 @@ class Attention:
             for t in range(len(out)):
                 out[t] = self.raw[t]
                 if keep is not None:
-                    out[t] *= np.asarray(keep, bool)
+                    out[t][..., ~np.asarray(keep, bool)] = 0.0
                 self._map(out[t], share[t], valid[t], renormalize)
             self._memo[key] = out
         return self._memo[key]
@@ -163,18 +179,27 @@ class Attention:
         the rows' sum over the defined steps in step order (as ``np.nanmean``) / their count."""
         key = ("mean", _keep_key(keep), renormalize, min_share)
         if key not in self._memo:
-            valid = self.valid(keep, min_share)
             full = self._memo.get(("maps", _keep_key(keep), renormalize, min_share))
+            known = ("share", _keep_key(keep)) in self._memo
             acc = np.zeros(self.raw.shape[1:], np.float64)
-            share = self.shares(keep)
+            share = self.shares(keep) if known or full is not None else np.zeros(self.raw.shape[:-1])
+            valid = np.zeros(share.shape, bool)
             for t in range(self.raw.shape[0]):
                 if full is not None:
                     p = full[t]
                 else:
                     p = self._row(t, keep)
+                    if not known:
+                        share[t] = p.sum(-1)  # as shares() sums it
+                if full is None:
+                    valid[t] = (share[t] > 0) & (share[t] >= min_share)
                     if renormalize:
                         p /= np.where(valid[t], share[t], 1.0)[..., None]
+                else:
+                    valid[t] = (share[t] > 0) & (share[t] >= min_share)
                 np.add(acc, p, out=acc, where=valid[t][..., None])
+            if not known:
+                self._memo[("share", _keep_key(keep))] = share
             with np.errstate(invalid="ignore", divide="ignore"):
                 m = acc / valid.sum(0)[..., None]
             self._memo[key] = normalise(m) if renormalize else m
@@ -442,10 +467,16 @@ def step_views(sample: AttentionSample, cfg: dict, att: Attention | None = None)
     """Per sink variant, all steps unpooled (for per-token metrics); heads as in :func:`views`."""
     per_head(cfg)
     att = att or Attention(sample)
+    renorm, min_share = cfg["renormalize"], cfg["min_vision_share"]
     for label, keep in sink_variants(sample, cfg, att):
-        p = att.maps(keep, cfg["renormalize"], cfg["min_vision_share"])
-        pk, sk, heads = head_views(p, att.shares(keep), cfg)
-        yield Steps(label, heads, pk, sk, keep=keep)
+        share = att.shares(keep)
+        out = None
+        for t in range(share.shape[0]):  # step by step: the heads of each row pooled as they come
+            pk, sk, heads = head_views(att.row(keep, renorm, min_share, t), share[t], cfg)
+            if out is None:
+                out, out_share = np.empty((share.shape[0], *pk.shape)), np.empty((share.shape[0], *sk.shape))
+            out[t], out_share[t] = pk, sk
+        yield Steps(label, heads, out, out_share, keep=keep)
 
 
 # ------------------------------------------------------------------------------------------ regions

@@ -113,7 +113,7 @@ def stacked_hotspots(flat: np.ndarray, sample, size: int, percentile: float, con
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """Rows ``step_pool, step, sinks, layer, head`` × hotspot, with :data:`COLUMNS`; with
     ``max_per_map`` only the strongest hotspots of each map (``n_hotspots`` still counts all)."""
-    size, pct, conn, top = cfg["size"], cfg["percentile"], cfg["connectivity"], cfg.get("max_per_map")
+    size, pct, conn, top = cfg["size"], cfg["percentile"], cfg["connectivity"], cfg["max_per_map"]
     frames = []
     for v in views(sample, cfg):
         flat = v.p.reshape(-1, v.p.shape[-1])
