@@ -110,8 +110,8 @@ class Attention:
             s = self.sample
             idx = s.vision_index if s.decode is not None else None
             if idx is not None and len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
-                # one span: the same values as decode_vision's gather, by a slice
-                self._raw = np.ascontiguousarray(s.decode[..., idx[0]: idx[0] + len(idx)])
+                # one span: the values of decode_vision's gather, as a view (rows are converted one by one)
+                self._raw = s.decode[..., idx[0]: idx[0] + len(idx)]
             else:
                 self._raw = s.decode_vision
         return self._raw
