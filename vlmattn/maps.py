@@ -84,13 +84,126 @@ def vision_attention(
     share`` (``renormalize``) or ``a``. A row with ``share < min_share`` or ``share = 0`` has an
     undefined map: ``p`` is NaN over its V tokens.
     """
-    raw = sample.decode_vision.astype(np.float64)
-    if keep is not None:
-        raw = raw * np.asarray(keep, bool)
-    share = raw.sum(-1)
-    valid = (share > 0) & (share >= min_share)
-    p = raw / np.where(valid, share, 1.0)[..., None] if renormalize else raw
-    return np.where(valid[..., None], p, np.nan), share
+    att = Attention(sample)
+    return att.maps(keep, renormalize, min_share), att.shares(keep)
+
+
+def _keep_key(keep: np.ndarray | None) -> bytes | None:
+    return None if keep is None else np.asarray(keep, bool).tobytes()
+
+
+class Attention:
+    """A sample's decode rows over its vision tokens, read once (``decode_vision``), with what
+    :func:`vision_attention` derives from them computed once per ``(keep, renormalize, min_share)``:
+    the shares, the maps of the rows a view needs (``rows``), of all rows (``maps``) and the nan-aware
+    step mean (``step_mean``, :func:`pool_step_maps`). The values are those of :func:`vision_attention`
+    bit for bit: the same float64 operations on the same rows, step by step."""
+
+    def __init__(self, sample: AttentionSample):
+        self.sample = sample
+        self._raw = None
+        self._memo: dict = {}
+
+    @property
+    def raw(self) -> np.ndarray:
+        if self._raw is None:
+            s = self.sample
+            idx = s.vision_index if s.decode is not None else None
+            if idx is not None and len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+                # one span: the values of decode_vision's gather, as a view (rows are converted one by one)
+                self._raw = s.decode[..., idx[0]: idx[0] + len(idx)]
+            else:
+                self._raw = s.decode_vision
+        return self._raw
+
+    def _row(self, t: int, keep: np.ndarray | None) -> np.ndarray:
+        """Row t as float64, the tokens outside ``keep`` zeroed (``a · keep`` of non-negative weights)."""
+        r = self.raw[t].astype(np.float64)
+        if keep is not None:
+            r[..., ~np.asarray(keep, bool)] = 0.0
+        return r
+
+    def shares(self, keep: np.ndarray | None) -> np.ndarray:
+        """``share [T, L, H]`` (float64) over the kept tokens."""
+        key = ("share", _keep_key(keep))
+        if key not in self._memo:
+            self._memo[key] = np.stack([self._row(t, keep).sum(-1) for t in range(self.raw.shape[0])])
+        return self._memo[key]
+
+    def valid(self, keep: np.ndarray | None, min_share: float) -> np.ndarray:
+        share = self.shares(keep)
+        return (share > 0) & (share >= min_share)
+
+    def _map(self, r: np.ndarray, share: np.ndarray, valid: np.ndarray, renormalize: bool) -> np.ndarray:
+        if renormalize:
+            r /= np.where(valid, share, 1.0)[..., None]
+        r[~valid] = np.nan
+        return r
+
+    def rows(self, keep: np.ndarray | None, renormalize: bool, min_share: float, t: int) -> np.ndarray:
+        """``p[t] [L, H, V]`` of :func:`vision_attention`."""
+        key = ("maps", _keep_key(keep), renormalize, min_share)
+        if key in self._memo:
+            return self._memo[key][t]
+        key = ("row", _keep_key(keep), renormalize, min_share, int(t) % self.raw.shape[0])
+        if key not in self._memo:
+            share, valid = self.shares(keep)[t], self.valid(keep, min_share)[t]
+            self._memo[key] = self._map(self._row(t, keep), share, valid, renormalize)
+        return self._memo[key]
+
+    def row(self, keep: np.ndarray | None, renormalize: bool, min_share: float, t: int) -> np.ndarray:
+        """:meth:`rows` without keeping the row (for callers that visit every step once)."""
+        key = ("row", _keep_key(keep), renormalize, min_share, int(t) % self.raw.shape[0])
+        full = self._memo.get(("maps", _keep_key(keep), renormalize, min_share))
+        if full is not None or key in self._memo:
+            return self.rows(keep, renormalize, min_share, t)
+        share, valid = self.shares(keep)[t], self.valid(keep, min_share)[t]
+        return self._map(self._row(t, keep), share, valid, renormalize)
+
+    def maps(self, keep: np.ndarray | None, renormalize: bool, min_share: float) -> np.ndarray:
+        """``p [T, L, H, V]`` of :func:`vision_attention`."""
+        key = ("maps", _keep_key(keep), renormalize, min_share)
+        if key not in self._memo:
+            out = np.empty(self.raw.shape, np.float64)
+            share, valid = self.shares(keep), self.valid(keep, min_share)
+            for t in range(len(out)):
+                out[t] = self.raw[t]
+                if keep is not None:
+                    out[t][..., ~np.asarray(keep, bool)] = 0.0
+                self._map(out[t], share[t], valid[t], renormalize)
+            self._memo[key] = out
+        return self._memo[key]
+
+    def step_mean(self, keep: np.ndarray | None, renormalize: bool, min_share: float) -> np.ndarray:
+        """``pool_step_maps(p, "mean", renormalize)`` of :func:`vision_attention`'s ``p``, ``[L, H, V]``:
+        the rows' sum over the defined steps in step order (as ``np.nanmean``) / their count."""
+        key = ("mean", _keep_key(keep), renormalize, min_share)
+        if key not in self._memo:
+            full = self._memo.get(("maps", _keep_key(keep), renormalize, min_share))
+            known = ("share", _keep_key(keep)) in self._memo
+            acc = np.zeros(self.raw.shape[1:], np.float64)
+            share = self.shares(keep) if known or full is not None else np.zeros(self.raw.shape[:-1])
+            valid = np.zeros(share.shape, bool)
+            for t in range(self.raw.shape[0]):
+                if full is not None:
+                    p = full[t]
+                else:
+                    p = self._row(t, keep)
+                    if not known:
+                        share[t] = p.sum(-1)  # as shares() sums it
+                if full is None:
+                    valid[t] = (share[t] > 0) & (share[t] >= min_share)
+                    if renormalize:
+                        p /= np.where(valid[t], share[t], 1.0)[..., None]
+                else:
+                    valid[t] = (share[t] > 0) & (share[t] >= min_share)
+                np.add(acc, p, out=acc, where=valid[t][..., None])
+            if not known:
+                self._memo[("share", _keep_key(keep))] = share
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m = acc / valid.sum(0)[..., None]
+            self._memo[key] = normalise(m) if renormalize else m
+        return self._memo[key]
 
 
 def defined(p: np.ndarray) -> np.ndarray:
@@ -124,7 +237,11 @@ def pool_maps(p: np.ndarray, how: str, axis: int, renormalize: bool) -> np.ndarr
         raise ValueError(f"unknown pooling {how!r} (known: first, last, mean, max)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices → NaN, as intended
-        m = (np.nanmean if how == "mean" else np.nanmax)(p, axis=axis)
+        if how == "max":
+            m = np.nanmax(p, axis=axis)
+        else:  # np.nanmean's arithmetic (NaN → 0, sum, ÷ count) in fewer passes
+            nan = np.isnan(p)
+            m = np.where(nan, 0.0, p).sum(axis) / (p.shape[axis] - np.count_nonzero(nan, axis=axis))
     return normalise(m) if renormalize else m
 
 
@@ -214,12 +331,12 @@ def with_pooled_heads(p: np.ndarray, share: np.ndarray, cfg: dict) -> tuple[np.n
 
 
 # -------------------------------------------------------------------------------------------- sinks
-def sink_fraction(sample: AttentionSample, ratio: float, min_share: float) -> np.ndarray:
+def sink_fraction(sample: AttentionSample, ratio: float, min_share: float, att: Attention | None = None) -> np.ndarray:
     """``f [V]``: fraction of the (layer, head) pairs with a defined step-mean renormalised map
     (:func:`vision_attention` with ``min_share``, :func:`pool_step_maps`) whose weight on the token
-    exceeds ``ratio / V``; NaN when no pair is defined."""
-    p, _ = vision_attention(sample, True, min_share)
-    return fraction_above(pool_step_maps(p, "mean", True), ratio)
+    exceeds ``ratio / V``; NaN when no pair is defined. ``att``: the sample's :class:`Attention`."""
+    att = att or Attention(sample)
+    return fraction_above(att.step_mean(None, True, min_share), ratio)
 
 
 def fraction_above(pm: np.ndarray, ratio: float) -> np.ndarray:
@@ -230,16 +347,18 @@ def fraction_above(pm: np.ndarray, ratio: float) -> np.ndarray:
         return np.nanmean(above, axis=(0, 1))
 
 
-def find_sinks(sample: AttentionSample, ratio: float, min_fraction: float, min_share: float) -> np.ndarray:
+def find_sinks(sample: AttentionSample, ratio: float, min_fraction: float, min_share: float,
+               att: Attention | None = None) -> np.ndarray:
     """Sink mask ``[V]``: tokens with :func:`sink_fraction` ≥ ``min_fraction`` (never where it is NaN,
     as NaN compares False)."""
-    return sink_fraction(sample, ratio, min_share) >= min_fraction
+    return sink_fraction(sample, ratio, min_share, att) >= min_fraction
 
 
-def sink_variants(sample: AttentionSample, cfg: dict) -> list[tuple[str, np.ndarray | None]]:
+def sink_variants(sample: AttentionSample, cfg: dict,
+                  att: Attention | None = None) -> list[tuple[str, np.ndarray | None]]:
     """``(label, keep [V] or None)`` per ``cfg['exclude_sinks']``; the rule is ``cfg['sink_rule']``
     (``ratio``, ``min_fraction``, ``min_vision_share`` of ``metrics.sinks``, see
-    :func:`vlmattn.metrics.options.metric_params`)."""
+    :func:`vlmattn.metrics.options.metric_params`). ``att``: the sample's :class:`Attention`."""
     mode = cfg["exclude_sinks"]
     if mode not in SINK_MODES:
         raise ValueError(f"exclude_sinks must be one of false, true, both; got {mode!r}")
@@ -249,8 +368,28 @@ def sink_variants(sample: AttentionSample, cfg: dict) -> list[tuple[str, np.ndar
             out.append((label, None))
         else:
             rule = cfg["sink_rule"]
-            out.append((label, ~find_sinks(sample, rule["ratio"], rule["min_fraction"], rule["min_vision_share"])))
+            out.append((label, ~find_sinks(sample, rule["ratio"], rule["min_fraction"], rule["min_vision_share"],
+                                           att)))
     return out
+
+
+def per_head(cfg: dict) -> bool:
+    """``cfg['per_head']`` (true when the block has no such option): rows for the single heads too, or
+    only for the pooled heads of ``head_pooling``; false without a head pooling is an error."""
+    single = cfg.get("per_head", True)
+    if not single and not list(cfg.get("head_pooling", [])):
+        raise ValueError("per_head: false needs a head_pooling (mean and / or max): with head_pooling: [] "
+                         "there would be no rows")
+    return single
+
+
+def head_views(p: np.ndarray, share: np.ndarray, cfg: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`with_pooled_heads`, less the single heads when ``per_head`` is false (:func:`per_head`)."""
+    pk, sk, heads = with_pooled_heads(p, share, cfg)
+    if per_head(cfg):
+        return pk, sk, heads
+    n = p.shape[-2]
+    return pk[..., n:, :], sk[..., n:], heads[n:]
 
 
 # -------------------------------------------------------------------------------------------- views
@@ -284,25 +423,29 @@ class View:
 
 
 def views(sample: AttentionSample, cfg: dict,
-          variants: list[tuple[str, np.ndarray | None]] | None = None) -> Iterator[View]:
+          variants: list[tuple[str, np.ndarray | None]] | None = None,
+          att: Attention | None = None) -> Iterator[View]:
     """Per sink variant, per step pooling in ``cfg['step_pooling']`` (each step for ``each``): every
-    head, then each head pooling in ``cfg['head_pooling']`` (steps are pooled before heads; both
-    nan-aware, see :func:`pool_maps`). ``first`` is row t* (:func:`sample_answer_step`), ``last`` row
-    T − 1. ``variants``: :func:`sink_variants` when the caller has them."""
-    renorm = cfg["renormalize"]
-    for label, keep in variants if variants is not None else sink_variants(sample, cfg):
-        p, share = vision_attention(sample, renorm, cfg["min_vision_share"], keep)
+    head (unless ``per_head`` is false), then each head pooling in ``cfg['head_pooling']`` (steps are
+    pooled before heads; both nan-aware, see :func:`pool_maps`). ``first`` is row t*
+    (:func:`sample_answer_step`), ``last`` row T − 1. ``variants``: :func:`sink_variants` when the
+    caller has them; ``att``: the sample's :class:`Attention` (shared maps are computed once)."""
+    renorm, min_share = cfg["renormalize"], cfg["min_vision_share"]
+    per_head(cfg)
+    att = att or Attention(sample)
+    for label, keep in variants if variants is not None else sink_variants(sample, cfg, att):
+        share = att.shares(keep)
         for sp in cfg["step_pooling"]:
             if sp == "each":
-                for t in range(p.shape[0]):
-                    pk, sk, heads = with_pooled_heads(p[t], share[t], cfg)
+                for t in range(share.shape[0]):
+                    pk, sk, heads = head_views(att.rows(keep, renorm, min_share, t), share[t], cfg)
                     yield View(sp, heads, pk, sk, step=t, sinks=label, keep=keep)
             elif sp == "mean":
-                pk, sk, heads = with_pooled_heads(pool_step_maps(p, sp, renorm), pool_steps(share, sp), cfg)
+                pk, sk, heads = head_views(att.step_mean(keep, renorm, min_share), pool_steps(share, sp), cfg)
                 yield View(sp, heads, pk, sk, step=None, sinks=label, keep=keep)
             elif sp in ("first", "last"):
-                t = sample_answer_step(sample) if sp == "first" else p.shape[0] - 1
-                pk, sk, heads = with_pooled_heads(p[t], share[t], cfg)
+                t = sample_answer_step(sample) if sp == "first" else share.shape[0] - 1
+                pk, sk, heads = head_views(att.rows(keep, renorm, min_share, t), share[t], cfg)
                 yield View(sp, heads, pk, sk, step=t, sinks=label, keep=keep)
             else:
                 raise ValueError(f"unknown step pooling {sp!r} (known: {STEP_POOLS})")
@@ -320,12 +463,20 @@ class Steps:
     keep: np.ndarray | None = None
 
 
-def step_views(sample: AttentionSample, cfg: dict) -> Iterator[Steps]:
+def step_views(sample: AttentionSample, cfg: dict, att: Attention | None = None) -> Iterator[Steps]:
     """Per sink variant, all steps unpooled (for per-token metrics); heads as in :func:`views`."""
-    for label, keep in sink_variants(sample, cfg):
-        p, share = vision_attention(sample, cfg["renormalize"], cfg["min_vision_share"], keep)
-        pk, sk, heads = with_pooled_heads(p, share, cfg)
-        yield Steps(label, heads, pk, sk, keep=keep)
+    per_head(cfg)
+    att = att or Attention(sample)
+    renorm, min_share = cfg["renormalize"], cfg["min_vision_share"]
+    for label, keep in sink_variants(sample, cfg, att):
+        share = att.shares(keep)
+        out = None
+        for t in range(share.shape[0]):  # step by step: the heads of each row pooled as they come
+            pk, sk, heads = head_views(att.row(keep, renorm, min_share, t), share[t], cfg)
+            if out is None:
+                out, out_share = np.empty((share.shape[0], *pk.shape)), np.empty((share.shape[0], *sk.shape))
+            out[t], out_share[t] = pk, sk
+        yield Steps(label, heads, out, out_share, keep=keep)
 
 
 # ------------------------------------------------------------------------------------------ regions
@@ -452,13 +603,102 @@ def local_maxima(p: np.ndarray, sample: AttentionSample, size: int = 3) -> np.nd
 def top_mass_mask(p: np.ndarray, q: float) -> np.ndarray:
     """Over the last axis: the fewest tokens whose largest weights reach ``q`` of the total (ties
     broken by token order), as a bool mask of p's shape; empty for an undefined (NaN) map."""
+    return top_mass_masks(p, [q])[0]
+
+
+def top_mass_masks(p: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
+    """:func:`top_mass_mask` of ``p`` for each level in ``qs``, from one sort."""
     order = np.argsort(-p, axis=-1, kind="stable")
     c = np.cumsum(np.take_along_axis(p, order, -1), axis=-1)
-    # relative slack of a few ulps so that exact ties (e.g. 5 × 0.1 vs 0.5) count as reached
-    n = (c >= q * c[..., -1:] * (1 - 1e-12)).argmax(-1) + 1
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(p.shape[-1]), -1)
-    return (ranks < n[..., None]) & defined(p)[..., None]
+    ok = defined(p)[..., None]
+    out = []
+    for q in qs:
+        # relative slack of a few ulps so that exact ties (e.g. 5 × 0.1 vs 0.5) count as reached
+        n = (c >= q * c[..., -1:] * (1 - 1e-12)).argmax(-1) + 1
+        out.append((ranks < n[..., None]) & ok)
+    return out
+
+
+def count_components(masks: np.ndarray, sample: AttentionSample, connectivity: int = 4) -> np.ndarray:
+    """``[M]``: the number of connected components of each mask of ``masks [M, V]`` on the image grids
+    (:func:`label_tokens`'s n), labelled as one stack (a structure that does not connect masks)."""
+    from scipy import ndimage
+
+    plane = np.zeros((3, 3, 3), bool)
+    plane[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
+    n_masks = len(masks)
+    out = np.zeros(n_masks, np.int64)
+    for idx, shape in image_grids(sample):
+        lab, n = ndimage.label(np.asarray(masks)[:, idx].reshape(n_masks, *shape), structure=plane)
+        lab = lab.reshape(n_masks, len(idx))
+        owner = np.zeros(n + 1, np.int64)
+        rows, _ = np.nonzero(lab)
+        owner[lab[lab > 0]] = rows
+        out += np.bincount(owner[1:], minlength=n_masks)
+    return out
+
+
+def hull_areas(masks: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``[M]``: area of the convex hull of ``points [V, 2]`` (x, y) where each of ``masks [M, V]`` is
+    set (0 for fewer than 3 distinct points or collinear ones), all masks at once: per distinct y only
+    the leftmost and rightmost point can be a vertex; Andrew's monotone chain over the y levels builds
+    the left and right chains of every mask together and the shoelace formula gives the area."""
+    masks = np.asarray(masks, bool)
+    n_masks = len(masks)
+    x, y = np.asarray(points, np.float64)[:, 0], np.asarray(points, np.float64)[:, 1]
+    ys, level = np.unique(y, return_inverse=True)
+    order = np.argsort(level, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(level[order]) > 0])
+    m = masks[:, order]
+    xo = x[order]
+    left = np.minimum.reduceat(np.where(m, xo, np.inf), starts, axis=1)  # [M, n_y]
+    right = np.maximum.reduceat(np.where(m, xo, -np.inf), starts, axis=1)
+    has = np.isfinite(left)
+    rows = np.arange(n_masks)
+
+    def chain(w: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        su = np.zeros(w.shape)  # stacks of (y, x) per mask
+        sw = np.zeros(w.shape)
+        n = np.zeros(n_masks, np.int64)
+        for i in range(w.shape[1]):
+            u, live = ys[i], has[:, i]
+            wi = np.where(live, w[:, i], 0.0)
+            while True:
+                pop = live & (n >= 2)
+                if not pop.any():
+                    break
+                a, b = np.maximum(n - 2, 0), np.maximum(n - 1, 0)
+                cross = ((su[rows, b] - su[rows, a]) * (wi - sw[rows, a])
+                         - (sw[rows, b] - sw[rows, a]) * (u - su[rows, a]))
+                pop &= sign * cross <= 0
+                if not pop.any():
+                    break
+                n -= pop
+            su[rows[live], n[live]] = u
+            sw[rows[live], n[live]] = wi[live]
+            n += live
+        return su, sw, n
+
+    lu, lw, ln = chain(left, 1.0)  # counter-clockwise turns (y as abscissa)
+    ru, rw, rn = chain(right, -1.0)
+    # polygon: the left chain, then the right chain backwards; shoelace in (y, x)
+    width = ln + rn
+    pu = np.zeros((n_masks, max(int(width.max(initial=0)), 1)))
+    pw = np.zeros_like(pu)
+    col = np.arange(pu.shape[1])
+    in_left = col[None, :] < ln[:, None]
+    back = np.clip(width[:, None] - 1 - col[None, :], 0, pu.shape[1] - 1)  # right chain index, reversed
+    ri = np.clip(back, 0, ru.shape[1] - 1)
+    li = np.clip(col[None, :].repeat(n_masks, 0), 0, lu.shape[1] - 1)
+    pu = np.where(in_left, np.take_along_axis(lu, li, 1), np.take_along_axis(ru, ri, 1))
+    pw = np.where(in_left, np.take_along_axis(lw, li, 1), np.take_along_axis(rw, ri, 1))
+    valid = col[None, :] < width[:, None]
+    nxt = np.where(col[None, :] + 1 < width[:, None], col[None, :] + 1, 0)
+    pu_n, pw_n = np.take_along_axis(pu, nxt, 1), np.take_along_axis(pw, nxt, 1)
+    area = 0.5 * np.abs(np.where(valid, pu * pw_n - pu_n * pw, 0.0).sum(1))
+    return area
 
 def moments(p: np.ndarray, centres: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """Mass and first/second moments of ``p [..., V]`` restricted to ``mask [V]`` (centres ``[V, 2]``)."""

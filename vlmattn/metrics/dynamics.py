@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import box_mask, measured, object_boxes, regions, step_views
+from ..maps import box_mask, object_boxes, regions, step_views
 from .concentration import entropy, norm_entropy
 
 COLUMNS = ["token", "entropy", "norm_entropy", "peak", "vision_share"]
@@ -33,13 +33,15 @@ SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head"]
 
 def mass_columns(sample, cfg: dict, p: np.ndarray) -> dict[str, np.ndarray]:
     """``mass_<name>`` of ``p [..., V]`` for the quadrants, the ROIs and the union of the objects."""
-    out = {f"mass_{r.name}": (p * r.mask).sum(-1) for r in regions(sample, {**cfg, "objects": False}, image=False)}
+    names = [f"mass_{r.name}" for r in regions(sample, {**cfg, "objects": False}, image=False)]
+    masks = [r.mask for r in regions(sample, {**cfg, "objects": False}, image=False)]
     boxes = object_boxes(sample)
-    if len(boxes) and cfg["objects"]:
-        union = np.any([box_mask(sample, b) for b in boxes], axis=0)
-        out["mass_objects"] = (p * union).sum(-1)
-    else:
-        out["mass_objects"] = np.full(p.shape[:-1], np.nan)
+    objects = bool(len(boxes) and cfg["objects"])
+    if objects:
+        masks.append(np.any([box_mask(sample, b) for b in boxes], axis=0))
+    mass = p @ np.array(masks, np.float64).reshape(len(masks), p.shape[-1]).T  # [..., R]: one product
+    out = {name: mass[..., i] for i, name in enumerate(names)}
+    out["mass_objects"] = mass[..., -1] if objects else np.full(p.shape[:-1], np.nan)
     return out
 
 
@@ -48,8 +50,8 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     frames = []
     for s in step_views(sample, cfg):
         n_steps, n_layers, n_heads, _ = s.p.shape
-        h = entropy(measured(s.p, s.keep))
-        n = measured(s.p, s.keep).shape[-1]
+        h = entropy(s.p)  # the zeroed sinks add entr(0) = 0: the entropy over the measured tokens
+        n = s.p.shape[-1] if s.keep is None else int(np.count_nonzero(s.keep))
         masses = mass_columns(sample, cfg, s.p)
         frames.append(
             pd.DataFrame(

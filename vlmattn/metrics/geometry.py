@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import defined, int_column, label_tokens, token_areas, top_mass_mask, views
+from ..maps import count_components, defined, hull_areas, int_column, token_areas, top_mass_masks, views
 
 COLUMNS = ["level", "n_tokens", "area", "hull_area", "n_regions"]
 PLOTS = ["geometry_by_layer", "geometry_layer_head"]
@@ -56,8 +56,11 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
         idx = v.index()
         flat = v.p.reshape(-1, v.p.shape[-1])
         ok = defined(flat)
-        for q in levels:
-            sets = top_mass_mask(flat, q)
+        for q, sets in zip(levels, top_mass_masks(flat, levels), strict=True):
+            hull = np.full(len(ok), np.nan)
+            hull[ok] = hull_areas(sets[ok], centres)
+            regions = np.zeros(len(ok), np.int64)
+            regions[ok] = count_components(sets[ok], sample, conn)
             frames.append(
                 pd.DataFrame(
                     {
@@ -65,8 +68,8 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                         "level": q,
                         "n_tokens": int_column(sets.sum(1), ok),
                         "area": np.where(ok, sets @ area, np.nan),
-                        "hull_area": [hull_area(centres[s]) if d else np.nan for s, d in zip(sets, ok, strict=True)],
-                        "n_regions": int_column([label_tokens(s, sample, conn)[1] for s in sets], ok),
+                        "hull_area": hull,
+                        "n_regions": int_column(regions, ok),
                     }
                 )
             )

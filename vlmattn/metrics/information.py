@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import defined, regions, step_views
+from ..maps import regions, step_views
 from .concentration import entropy
 
 COLUMNS = ["region", "region_kind", "mi", "mi_norm", "h_tokens", "h_steps", "mass"]
@@ -45,19 +45,37 @@ def mutual_information(joint: np.ndarray) -> np.ndarray:
 
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
-    """Rows ``step_pool = all, sinks, layer, head`` × region, with :data:`COLUMNS`."""
+    """Rows ``step_pool = all, sinks, layer, head`` × region, with :data:`COLUMNS`.
+
+    Every region's MI comes from sums over the whole stack computed once: with ``j`` the joint of R
+    and J = Σ j, MI = H(X) + H(Y) − H(X, Y) and H(X, Y) = Σ entr(j) / J + log J, where Σ_t entr(j) per
+    token, the column sums (X) and the row sums over each region (Y, one matrix product) are shared."""
+    from scipy.special import entr
+
     regs = regions(sample, cfg)
+    masks = np.array([r.mask for r in regs], np.float64)  # [R, V]
     frames = []
     for s in step_views(sample, cfg):
         _, n_layers, n_heads, _ = s.p.shape
-        n_steps = defined(s.p).sum(0)  # [L, K] defined steps
+        nan = np.isnan(s.p)
+        n_steps = (~nan.any(-1)).sum(0)  # [L, K] defined steps
         log_t = np.log(np.where(n_steps > 1, n_steps, np.nan))
-        joint = np.nan_to_num(np.moveaxis(s.p, 0, 2), nan=0.0)  # [L, K, T, V], undefined steps left out
-        total = joint.sum((-2, -1))
-        for r in regs:
-            j = joint[..., r.mask]
-            jt = j.sum((-2, -1))
-            safe = np.where(jt > 0, jt, 1.0)[..., None]
+        z = np.where(nan, 0.0, s.p)  # [T, L, K, V], undefined steps left out
+        del nan
+        cols = z.sum(0)  # [L, K, V]: Σ_t of the joint
+        plogp = entr(z).sum(0)  # [L, K, V]: Σ_t entr
+        rows = np.moveaxis(z @ masks.T, 0, -2)  # [L, K, T, R]: each step's mass in each region
+        del z
+        total = cols.sum(-1)
+        for i, r in enumerate(regs):
+            cx = cols[..., r.mask]
+            jt = cx.sum(-1)
+            ok = jt > 0
+            safe = np.where(ok, jt, 1.0)
+            h_tokens = np.where(ok, entropy(cx / safe[..., None]), np.nan)
+            h_steps = np.where(ok, entropy(rows[..., i] / safe[..., None]), np.nan)
+            h_joint = plogp[..., r.mask].sum(-1) / safe + np.log(safe)
+            mi = np.where(ok, np.clip(h_tokens + h_steps - h_joint, 0.0, None), np.nan)
             frames.append(
                 pd.DataFrame(
                     {
@@ -67,10 +85,10 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
                         "head": np.tile(s.heads, n_layers),
                         "region": r.name,
                         "region_kind": r.kind,
-                        "mi": (mi := mutual_information(j)).ravel(),
+                        "mi": mi.ravel(),
                         "mi_norm": (mi / log_t).ravel(),
-                        "h_tokens": np.where(jt > 0, entropy(j.sum(-2) / safe), np.nan).ravel(),
-                        "h_steps": np.where(jt > 0, entropy(j.sum(-1) / safe), np.nan).ravel(),
+                        "h_tokens": h_tokens.ravel(),
+                        "h_steps": h_steps.ravel(),
                         "mass": (jt / np.where(total > 0, total, np.nan)).ravel(),
                     }
                 )

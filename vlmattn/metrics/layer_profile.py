@@ -30,7 +30,16 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import int_column, pool_heads, pool_share, select_steps, sink_variants, views
+from ..maps import (
+    STEP_POOLS,
+    Attention,
+    int_column,
+    pool_heads,
+    pool_share,
+    sample_answer_step,
+    select_steps,
+    sink_variants,
+)
 from ..store import DECODE_SEGMENTS
 from .concentration import entropy
 
@@ -43,58 +52,91 @@ SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head"]
 SUMMARY_SKIP = ["entropy_min_head"]
 
 
-def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | None = None,
+                   share: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Raw attention mass ``[T, L, H]`` of each segment in :data:`SEGMENTS`, from a sample's
-    ``decode_vision [T, L, H, V]`` (float64) and ``decode_segments [T, L, H, S]`` (``keep [V]``: non-sinks)."""
+    ``decode_vision [T, L, H, V]`` and ``decode_segments [T, L, H, S]`` (``keep [V]``: non-sinks;
+    ``share``: the vision mass over the kept tokens when the caller has it, :meth:`Attention.shares`)."""
     kept = np.ones(vision.shape[-1], bool) if keep is None else np.asarray(keep, bool)
     others = dict(zip(DECODE_SEGMENTS, np.moveaxis(segments, -1, 0), strict=True))
+    sinks = np.flatnonzero(~kept)
     return {
-        "vision": vision[..., np.flatnonzero(kept)].sum(-1),
+        "vision": vision[..., np.flatnonzero(kept)].astype(np.float64).sum(-1) if share is None else share,
         "cls": others["cls"],
-        "sink": vision[..., np.flatnonzero(~kept)].sum(-1),
+        "sink": vision[..., sinks].astype(np.float64).sum(-1) if len(sinks) else np.zeros(vision.shape[:-1]),
         "text_before": others["text_before"],
         "text_after": others["text_after"],
         "generated": others["generated"],
     }
 
 
+def segment_sums(sample) -> np.ndarray:
+    """``decode_segments [T, L, H, S]`` of the sample (:func:`vlmattn.store.decode_segment_sums`), each
+    sum over its own keys only (in float64, converted column by column): the same sums, without
+    converting the whole rows."""
+    if sample.decode is None:
+        return sample.compact_segments
+    a, n_prompt = sample.decode, len(sample.input_ids)
+    cls = np.asarray(sample.cls_positions)
+    cls = cls[cls >= 0]
+    image = np.union1d(sample.vision_index, cls)
+    pos = np.arange(a.shape[-1])
+    is_image = np.isin(pos, image)
+    first = int(image.min()) if len(image) else n_prompt
+    gen = (pos[None, n_prompt:] < np.asarray(sample.decode_key_len)[:, None])  # [T, K − N]
+    return np.stack([
+        a[..., cls].astype(np.float64).sum(-1),
+        a[..., (pos < first) & ~is_image].astype(np.float64).sum(-1),
+        a[..., (pos >= first) & (pos < n_prompt) & ~is_image].astype(np.float64).sum(-1),
+        (a[..., n_prompt:].astype(np.float64) * gen[:, None, None, :]).sum(-1),
+    ], axis=-1)
+
+
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """Rows ``step_pool, step, sinks, layer, head`` (head = the pooling) with :data:`COLUMNS`."""
-    n_heads = sample.n_heads
-    renorm = cfg["renormalize"]
+    renorm, min_share = cfg["renormalize"], cfg["min_vision_share"]
     pools = list(cfg["head_pooling"]) or ["mean"]
-    variants = sink_variants(sample, cfg)
-    vision, others = sample.decode_vision.astype(np.float64), sample.decode_segments  # once per sample
-    segments = {label: segment_shares(vision, others, keep) for label, keep in variants}
-    frames = []
-    for v in views(sample, cfg, variants):
-        p = v.p[:, :n_heads]  # [L, H, V], single heads
-        h = entropy(p)  # [L, H], NaN for undefined maps
-        some = ~np.isnan(h).all(1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # layers without a defined head → NaN
-            h_mean, h_min = np.nanmean(h, 1), np.nanmin(h, 1)
-        h_argmin = int_column(np.where(np.isnan(h), np.inf, h).argmin(1), some)
-        seg = {k: select_steps(x, v.step_pool, v.step) for k, x in segments[v.sinks].items()}
-        n_layers = p.shape[0]
-        for hp in pools:
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "step_pool": v.step_pool,
-                        "step": pd.array([v.step] * n_layers, dtype="Int64"),
-                        "sinks": v.sinks,
-                        "layer": np.arange(n_layers),
-                        "head": hp,
-                        "entropy": entropy(v.p[:, v.heads.index(hp)] if hp in v.heads else pool_heads(p, hp, renorm)),
-                        "entropy_mean": h_mean,
-                        "entropy_min": h_min,
-                        "entropy_min_head": h_argmin,
-                        **{f"{k}_share": pool_share(x, hp) for k, x in seg.items()},
-                    }
-                )
-            )
-    return pd.concat(frames, ignore_index=True)
+    att = Attention(sample)  # the vision rows, read once
+    variants = sink_variants(sample, cfg, att)
+    others = segment_sums(sample)
+    n_steps, n_layers = att.raw.shape[:2]
+    cols: dict[str, list] = {k: [] for k in ["step_pool", "step", "sinks", "layer", "head"] + COLUMNS}
+    for label, keep in variants:
+        seg_all = segment_shares(att.raw, others, keep, att.shares(keep))
+        for sp in cfg["step_pooling"]:
+            if sp == "each":
+                steps = list(range(n_steps))
+            elif sp == "mean":
+                steps = [None]
+            elif sp in ("first", "last"):
+                steps = [sample_answer_step(sample) if sp == "first" else n_steps - 1]
+            else:
+                raise ValueError(f"unknown step pooling {sp!r} (known: {STEP_POOLS})")
+            for t in steps:
+                p = att.step_mean(keep, renorm, min_share) if t is None else att.row(keep, renorm, min_share, t)
+                h = entropy(p)  # [L, H], NaN for undefined maps
+                some = ~np.isnan(h).all(1)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # layers without a defined head → NaN
+                    h_mean, h_min = np.nanmean(h, 1), np.nanmin(h, 1)
+                h_argmin = np.where(np.isnan(h), np.inf, h).argmin(1)
+                seg = {k: select_steps(x, sp, t) for k, x in seg_all.items()}
+                for hp in pools:
+                    cols["step_pool"].append(np.full(n_layers, sp, object))
+                    cols["step"].append(np.full(n_layers, -1 if t is None else t))
+                    cols["sinks"].append(np.full(n_layers, label, object))
+                    cols["layer"].append(np.arange(n_layers))
+                    cols["head"].append(np.full(n_layers, hp, object))
+                    cols["entropy"].append(entropy(pool_heads(p, hp, renorm)))
+                    cols["entropy_mean"].append(h_mean)
+                    cols["entropy_min"].append(h_min)
+                    cols["entropy_min_head"].append(np.where(some, h_argmin, -1))
+                    for k, x in seg.items():
+                        cols[f"{k}_share"].append(pool_share(x, hp))
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    out["step"] = int_column(out["step"], out["step"] >= 0)
+    out["entropy_min_head"] = int_column(out["entropy_min_head"], out["entropy_min_head"] >= 0)
+    return pd.DataFrame(out)
 
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import fraction_above, image_grids, pool_step_maps, vision_attention
+from ..maps import Attention, fraction_above, image_grids
 
 COLUMNS = ["token", "position", "image_index", "row", "col", "x", "y", "fraction", "mean_ratio", "max_ratio",
            "is_sink"]
@@ -37,9 +37,8 @@ SUMMARY_KEYS = ["token", "position", "image_index", "row", "col"]
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """One row per vision token with :data:`COLUMNS`."""
     ratio, min_fraction, min_share = cfg["ratio"], cfg["min_fraction"], cfg["min_vision_share"]
-    p, _ = vision_attention(sample, True, min_share)
-    n = p.shape[-1]
-    pm = pool_step_maps(p, "mean", True)  # [L, H, V]
+    pm = Attention(sample).step_mean(None, True, min_share)  # [L, H, V]: the renormalised step-mean maps
+    n = pm.shape[-1]
     frac = fraction_above(pm, ratio)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # no defined (layer, head) → NaN
