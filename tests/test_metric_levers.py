@@ -50,7 +50,8 @@ def test_per_head_false_gives_the_pooled_head_rows(name):
 
 def test_per_head_false_without_a_head_pooling_is_an_error():
     with pytest.raises(ValueError, match="per_head"):
-        get_metric("concentration").compute(sample(), metric_cfg("concentration", per_head=False, head_pooling=[]))
+        cfg = {**metric_cfg("concentration"), "per_head": False, "head_pooling": []}  # past the config's check
+        get_metric("concentration").compute(sample(), cfg)
 
 
 def test_stacked_hull_and_components_equal_the_one_map_functions():
@@ -81,3 +82,13 @@ def test_stacked_hotspots_equal_find_hotspots():
         assert np.allclose(g[["x", "y", "peak", "mass", "area"]].to_numpy(float),
                            ref[["x", "y", "peak", "mass", "area"]].to_numpy(float), rtol=1e-12)
         assert g["quadrant"].tolist() == ref["quadrant"].tolist()
+
+
+def test_per_head_false_without_a_head_pooling_is_refused_at_config_load():
+    from vlmattn.errors import ConfigError
+    from vlmattn.workflow import load_config
+
+    cfg = {"questions": {"q": {"text": "Hi?"}}, "models": {"m": {"family": "llava", "path": "x"}},
+           "metrics": {"concentration": {"per_head": False, "head_pooling": []}}}
+    with pytest.raises(ConfigError, match="metrics.concentration: per_head: false needs a head_pooling"):
+        load_config(cfg)

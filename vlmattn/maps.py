@@ -374,10 +374,10 @@ def sink_variants(sample: AttentionSample, cfg: dict,
 
 
 def per_head(cfg: dict) -> bool:
-    """``cfg['per_head']`` (true when the block has no such option): rows for the single heads too, or
-    only for the pooled heads of ``head_pooling``; false without a head pooling is an error."""
-    single = cfg.get("per_head", True)
-    if not single and not list(cfg.get("head_pooling", [])):
+    """``cfg['per_head']``: rows for the single heads too, or only for the pooled heads of
+    ``head_pooling``; false without a head pooling is an error."""
+    single = cfg["per_head"]
+    if not single and not list(cfg["head_pooling"]):
         raise ValueError("per_head: false needs a head_pooling (mean and / or max): with head_pooling: [] "
                          "there would be no rows")
     return single

@@ -82,7 +82,7 @@ def centroid_similarity(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """``head`` and ``cluster`` rows per step view (see the module docstring) with :data:`COLUMNS`."""
-    cfg = {**cfg, "head_pooling": []}
+    cfg = {**cfg, "head_pooling": [], "per_head": True}
     regs = regions(sample, cfg, image=False)
     k, n_init, seed = cfg["k"], cfg["n_init"], cfg["random_state"]
     frames = []
@@ -218,7 +218,7 @@ def plot_sample(sample, cfg: dict, out_dir: Path, image_path: str | None = None)
     """``head_clusters_similarity.png``: cosine similarity of the heads' maps, heads sorted by cluster
     (lines: cluster boundaries), one panel per step pooling of the config but ``each`` (the answer's
     step ``first`` when there is none other) × sink variant; heads with an undefined map are left out."""
-    cfg = {**cfg, "head_pooling": [], "step_pooling": [s for s in cfg["step_pooling"] if s != "each"]
+    cfg = {**cfg, "head_pooling": [], "per_head": True, "step_pooling": [s for s in cfg["step_pooling"] if s != "each"]
            or ["first"]}
     vs = list(views(sample, cfg))
     fig, axes = plotting.grid_axes(len(vs), size=(4.4, 4.0))

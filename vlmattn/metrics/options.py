@@ -22,8 +22,8 @@ def metric_params(name: str, metrics_cfg: dict) -> dict:
 
 
 def check(cfg: dict) -> None:
-    """Each block of ``metrics`` names a known metric, its boxes have x0 < x1 and y0 < y1, and
-    ``small_area`` lies below ``large_area``."""
+    """Each block of ``metrics`` names a known metric, its boxes have x0 < x1 and y0 < y1,
+    ``small_area`` lies below ``large_area``, and ``per_head: false`` comes with a head pooling."""
     for name, mc in cfg["metrics"].items():
         if name not in METRICS:
             raise ConfigError(f"config metrics.{name}: unknown metric (known: {', '.join(METRICS)})")
@@ -34,3 +34,5 @@ def check(cfg: dict) -> None:
                 )
         if mc.get("small_area", 0) >= mc.get("large_area", 1):
             raise ConfigError(f"config metrics.{name}: small_area must be below large_area")
+        if mc.get("per_head") is False and not mc["head_pooling"]:
+            raise ConfigError(f"config metrics.{name}: per_head: false needs a head_pooling (mean and / or max)")
