@@ -9,19 +9,25 @@ path that is never loaded) and the 10 default metrics. Then, in one run:
 2. at N = 1,000 (``--stage-size``), the **metric stage**: one HDF5 cache file per sample with
    synthetic attention written through the library's own writer (``vlmattn.store.write_sample``;
    shapes of the default toy model: 2 layers × 4 heads, 64 vision tokens, 6 new tokens) and the
-   shard indexes an extraction leaves, then ``snakemake --cores C`` of every metric's table (metric
-   jobs per (metric, shard) + the merge into ``results/tables/{metric}.csv``), against the
-   in-process baseline: one Python process reads every HDF5 file once and computes every default
-   metric, writing the same tables; it runs with the libraries' default threads (all cores) and
+   shard indexes an extraction leaves, then ``snakemake --cores C`` of every metric's summary (metric
+   jobs per (metric, shard) writing ``results/tables/{metric}/{model}/{shard}.parquet``, then the
+   summary ``results/summaries/{metric}.csv``), against the in-process baseline: one Python process
+   reads every HDF5 file once and computes every default metric, writing the same rows to one Parquet
+   file per metric and its summary; it runs with the libraries' default threads (all cores) and
    with one thread (as Snakemake gives a one-thread job), and the faster of the two is the reference.
 
 Shards: ``max(4, ⌈N / 500⌉)`` unless ``--shards`` is given, as the README suggests for a dataset.
 Targets: N = 10,000 → ≤ 1,000 jobs, ``-n`` ≤ 20 s and ≤ 500 MB; metric stage at
-N = 1,000 ≤ 2× the baseline's wall time. Both tables of the stage are compared cell for cell.
+N = 1,000 ≤ 2× the baseline's wall time. The rows of both are compared cell for cell, the summaries
+within 1e-9 (the shards are merged in another order).
 
 Usage: ``PYTHONPATH=. python bench/scale.py [--sizes 100,1000,10000] [--stage-size 1000] [--cores 2]``;
 ``--shapes llava-1.5-7b`` (or ``qwen2.5-vl-7b``, ``toy``) instead measures one sample of those
-attention shapes: seconds, rows and CSV bytes per default metric on one thread.
+attention shapes: seconds, rows, Parquet and CSV bytes per metric of ``--config`` (default
+``config.yaml``) on one thread; with ``--summaries N``, then the summary and plot jobs of every metric
+at N samples of those shapes (wall time, peak RSS; the shard files are written from the one sample's
+table, :func:`synthetic_shards`). Targets at LLaVA-1.5-7B shapes with ``configs/llava-1.5-7b.yaml``:
+≤ 5 s and ≤ 3 MB of tables per sample; at N = 10,000, each summary and plot job ≤ 2 GB and ≤ 10 min.
 """
 
 from __future__ import annotations

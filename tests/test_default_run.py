@@ -26,6 +26,28 @@ def default_run(tmp_path_factory):
     return wd
 
 
+def test_every_metric_dataset_and_summary_reads_with_pandas_with_the_documented_columns(default_run):
+    """Each metric's Parquet dataset has the ids then its module's columns; its summary has model,
+    question, the module's keys, then quantity and the statistics, one quantity per numeric column."""
+    from vlmattn.metrics import METRICS, get_metric
+    from vlmattn.summaries import STAT_COLUMNS, read_summary
+
+    for name in METRICS:
+        module = get_metric(name)
+        table = pd.read_parquet(default_run / "results/tables" / name)
+        assert list(table.columns[:3]) == ["model", "image", "question"], name
+        assert set(module.COLUMNS) <= set(table.columns), name
+        assert {str(m) for m in table["model"].unique()} == {"toy_llava", "toy_llava_untrained"}, name
+        summary = read_summary(default_run / "results/summaries" / f"{name}.csv")
+        assert list(summary.columns) == ["model", "question", *module.SUMMARY_KEYS, *STAT_COLUMNS], name
+        skip = {"model", "image", "question", *module.SUMMARY_KEYS, *getattr(module, "SUMMARY_SKIP", ())}
+        numeric = [c for c in table.columns if c not in skip and (pd.api.types.is_numeric_dtype(table[c])
+                                                                   or pd.api.types.is_bool_dtype(table[c]))]
+        assert list(dict.fromkeys(summary["quantity"])) == numeric, name
+        assert (summary["n"] <= table.groupby(["model", "question"], observed=True).size().max()).all(), name
+    assert (default_run / "results/summaries/head_clusters_coassignment.parquet").exists()
+
+
 def test_concentration_table_covers_every_sample_layer_head_and_pooling(default_run):
     cfg = load_config(yaml.safe_load((REPO / "config.yaml").read_text()))
     table = pd.read_parquet(default_run / "results/tables/concentration")
