@@ -203,7 +203,7 @@ def test_report_renders_in_a_browser(default_run):
     page = default_run / "report.html"
     html = page.read_text()
 
-    produced = sorted(p for d in ("tables", "plots") for p in (default_run / "results" / d).rglob("*")
+    produced = sorted(p for d in ("tables", "summaries", "plots") for p in (default_run / "results" / d).rglob("*")
                       if p.suffix in {".csv", ".png"})
     results = _report_data(html, "results")
     for p in produced:
@@ -214,7 +214,7 @@ def test_report_renders_in_a_browser(default_run):
         assert results[key]["caption"].strip(), f"{key} has no caption"
     # the report's menu lists the categories sorted by name (snakemake's menu.js), hence the numbers
     assert sorted(_report_data(html, "categories")) == ["1. Overview", "2. Model", "3. Contrasts", "4. Pruning",
-                                                     "5. Attribution", "6. Metric tables", "7. Metric plots",
+                                                     "5. Attribution", "6. Metric summaries", "7. Metric plots",
                                                      "8. Samples"]
 
     profile = default_run / "chromium-profile"

@@ -9,6 +9,7 @@ from scipy import stats
 from tests.synthetic_attention import make_sample, metric_cfg
 from vlmattn.maps import views
 from vlmattn.metrics import METRICS, get_metric
+from vlmattn.summaries import means, summarise_tables
 from vlmattn.validation.checks import concentration_delta
 
 BOX = [[0, 0, 32, 32]]
@@ -161,5 +162,6 @@ def test_validation_means_skip_undefined_rows():
     conc = pd.DataFrame([{**base, "model": "t", "layer": 0, "norm_entropy": 0.4},
                          {**base, "model": "t", "layer": 1, "norm_entropy": np.nan},
                          {**base, "model": "u", "layer": 0, "norm_entropy": 0.9}])
+    conc = means(summarise_tables([conc], ["step_pool", "head", "sinks", "layer"], ["norm_entropy"]))
     pooling = {"step_pool": "first", "head": "mean", "sinks": "included", "layers": "all"}
     assert concentration_delta(conc, "t", "u", ["shape"], "norm_entropy", pooling) == pytest.approx(-0.5)
