@@ -412,19 +412,12 @@ def summaries_at_scale(shape_name: str, config: Path, n: int, shards: int) -> No
                 Path(f).unlink()
 
 
-def other_analyses(shape_name: str, pairs: int = 4) -> None:
-    """At ``shape_name``'s shapes, one thread: ``pruning_offline``'s work per sample (scores and table at
-    LLaVA-1.5-7B's settings, prune layer 2, 4 heads, budgets 192 / 128 / 64 of 576 scaled to the
-    model's vision tokens; prefill rows of every text position added to the synthetic sample), and the
-    contrast analyses ``heads`` (``n_resamples: 999``) and ``divergence`` of ``pairs`` pairs (the
-    default config's ``triangle_topleft`` options). ``encoder`` needs vision-encoder attention, which the
-    synthetic samples do not have."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), **{v: "1" for v in THREAD_VARS}}
-    for script, args in (("shapes_pruning.py", [shape_name]),
-                         ("shapes_contrasts.py", [shape_name, str(pairs), "heads", "divergence"])):
-        done = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], env=env, capture_output=True,
-                              text=True, cwd=REPO)
-        print(done.stdout.strip() or done.stderr[-2000:], flush=True)
+def other_analyses(shape_name: str) -> None:
+    """``pruning_offline`` per sample and the contrast analyses per pair at these shapes
+    (:mod:`bench.analyses_at_shapes`)."""
+    from bench.analyses_at_shapes import measure, print_rows
+
+    print_rows(shape_name, measure(shape_name))
 
 
 def main() -> None:
