@@ -81,7 +81,8 @@ def _batch_moments(table, keys: list[str], values: list[str]) -> pd.DataFrame:
         col = g[k]
         if pa.types.is_dictionary(col.type):
             col = col.cast(pa.string())
-        out[k] = col.to_pandas()
+        # integer keys stay integers (nullable) rather than turning float where a key is missing
+        out[k] = col.to_pandas(types_mapper=lambda t: pd.Int64Dtype() if pa.types.is_integer(t) else None)
     for v in values:
         n = g[f"{v}_count"].to_numpy().astype(np.float64)
         out[f"{v}:n"] = n
@@ -152,10 +153,6 @@ def _finish(acc: pd.DataFrame | None, keys: list[str], values: list[str]) -> pd.
     d = pd.concat(frames, ignore_index=True)
     d["_q"] = d["quantity"].map({v: i for i, v in enumerate(values)})
     d = d.sort_values(["_order", "_q"], kind="stable").drop(columns=["_order", "_q"])
-    for k in keys:
-        if pd.api.types.is_float_dtype(d[k]) and k in ("layer", "step", "hotspot", "token", "row", "col",
-                                                       "position", "image_index"):
-            d[k] = d[k].astype("Int64")
     return d.reset_index(drop=True)
 
 

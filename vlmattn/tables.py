@@ -139,7 +139,7 @@ def write_parquet(frames, path: str | os.PathLike) -> int:
 
     path = Path(path)
     tmp = atomic_target(path)
-    writer, schema, pending, rows = None, None, [], 0
+    writer, schema, pending, rows, waiting = None, None, [], 0, 0
     try:
         def flush():
             if pending:
@@ -151,9 +151,10 @@ def write_parquet(frames, path: str | os.PathLike) -> int:
                 schema = arrow_schema(df)
                 writer = pq.ParquetWriter(tmp, schema, **parquet_options(schema))
             pending.append(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
-            rows += len(df)
-            if sum(len(t) for t in pending) >= ROW_GROUP_ROWS:
+            rows, waiting = rows + len(df), waiting + len(df)
+            if waiting >= ROW_GROUP_ROWS:
                 flush()
+                waiting = 0
         if writer is None:  # no rows at all: an empty file with no columns
             writer = pq.ParquetWriter(tmp, pa.schema([]), compression="zstd")
         flush()
