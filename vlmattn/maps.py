@@ -561,8 +561,10 @@ def quadrant_of(x: float, y: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------- grid
-def image_grids(sample: AttentionSample) -> list[tuple[np.ndarray, tuple[int, int]]]:
-    """Per image, its vision-token indices (into ``[V]``) and grid ``(rows, cols)``, row-major."""
+def piece_grids(sample: AttentionSample) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """Per piece (one per image, or an image's tiles, base and high-resolution grids…), its
+    vision-token indices (into ``[V]``) and grid ``(rows, cols)``, row-major. Grid operations
+    (neighbourhoods, connected components, hotspots) run on each piece's grid on its own."""
     out, start = [], 0
     for rows, cols in np.asarray(sample.grid).reshape(-1, 2):
         n = int(rows * cols)
@@ -573,6 +575,63 @@ def image_grids(sample: AttentionSample) -> list[tuple[np.ndarray, tuple[int, in
     return out
 
 
+def token_piece(sample: AttentionSample) -> np.ndarray:
+    """``[V]`` int64: the piece of each vision token."""
+    sizes = np.prod(np.asarray(sample.grid, np.int64).reshape(-1, 2), axis=1)
+    return np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+
+
+def piece_areas(sample: AttentionSample) -> np.ndarray:
+    """Each vision token's share of its piece's total token area, ``[V]`` (sums to 1 over each piece;
+    :func:`token_areas` when there is one piece)."""
+    b = sample.token_boxes.astype(np.float64)
+    a = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    out = np.empty(len(a))
+    for idx, _ in piece_grids(sample):
+        total = a[idx].sum()
+        out[idx] = a[idx] / total if total > 0 else 1.0 / max(len(idx), 1)
+    return out
+
+
+def pixel_density(p: np.ndarray, token_boxes: np.ndarray, image_size, scale: float = 1.0) -> np.ndarray:
+    """The map ``p [V]`` as a density over the image's pixels, ``[h, w]`` with ``(w, h)`` =
+    ``image_size`` × ``scale`` rounded up: each token's mass spread evenly over its box (pixel boxes
+    ``token_boxes [V, 4]``), summed over tokens and pieces,
+
+        D(x, y) = Σ_v p_v · 1[(x, y) ∈ box_v] / |box_v|        (per pixel of the raster)
+
+    so that Σ D · (pixel area) = Σ_v p_v over the boxes that the raster holds. A box is rasterised
+    to the pixels whose centres it contains (at least one pixel). NaN entries of ``p`` (an undefined
+    map) give an all-NaN density."""
+    p = np.asarray(p, np.float64)
+    w, h = (int(np.ceil(v * scale)) for v in image_size)
+    if not np.isfinite(p).all():
+        return np.full((h, w), np.nan)
+    b = np.asarray(token_boxes, np.float64).reshape(-1, 4) * scale
+    x0 = np.clip(np.round(b[:, 0]), 0, w - 1).astype(np.int64)
+    y0 = np.clip(np.round(b[:, 1]), 0, h - 1).astype(np.int64)
+    x1 = np.clip(np.maximum(np.round(b[:, 2]), x0 + 1), 1, w).astype(np.int64)
+    y1 = np.clip(np.maximum(np.round(b[:, 3]), y0 + 1), 1, h).astype(np.int64)
+    value = p / ((x1 - x0) * (y1 - y0))
+    diff = np.zeros((h + 1, w + 1))
+    np.add.at(diff, (y0, x0), value)
+    np.add.at(diff, (y0, x1), -value)
+    np.add.at(diff, (y1, x0), -value)
+    np.add.at(diff, (y1, x1), value)
+    return diff.cumsum(0).cumsum(1)[:h, :w]
+
+
+def box_overlap(token_boxes: np.ndarray, box) -> np.ndarray:
+    """``[V]``: the share of each token's pixel box (``token_boxes [V, 4]``) inside the pixel ``box``
+    (x0, y0, x1, y1): ``|box_v ∩ box| / |box_v|``; the mass of a map ``p`` in the box under the pixel
+    density (:func:`pixel_density`) is ``Σ_v p_v · box_overlap[v]``."""
+    b = np.asarray(token_boxes, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(b[:, 2], box[2]) - np.maximum(b[:, 0], box[0]), 0, None)
+    iy = np.clip(np.minimum(b[:, 3], box[3]) - np.maximum(b[:, 1], box[1]), 0, None)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return np.where(area > 0, ix * iy / np.where(area > 0, area, 1.0), 0.0)
+
+
 def label_tokens(mask: np.ndarray, sample: AttentionSample, connectivity: int = 4) -> tuple[np.ndarray, int]:
     """Connected components of ``mask [V]`` on each image grid (``scipy.ndimage.label``; 4- or
     8-connected): labels ``[V]`` (0 = outside, 1..n) and n."""
@@ -581,7 +640,7 @@ def label_tokens(mask: np.ndarray, sample: AttentionSample, connectivity: int = 
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     labels = np.zeros(len(mask), np.int64)
     n = 0
-    for idx, shape in image_grids(sample):
+    for idx, shape in piece_grids(sample):
         lab, k = ndimage.label(np.asarray(mask)[idx].reshape(shape), structure=structure)
         labels[idx] = np.where(lab.ravel() > 0, lab.ravel() + n, 0)
         n += k
@@ -594,7 +653,7 @@ def local_maxima(p: np.ndarray, sample: AttentionSample, size: int = 3) -> np.nd
     from scipy import ndimage
 
     out = np.zeros(len(p), bool)
-    for idx, shape in image_grids(sample):
+    for idx, shape in piece_grids(sample):
         g = np.asarray(p, np.float64)[idx].reshape(shape)
         out[idx] = (g == ndimage.maximum_filter(g, size=size, mode="constant", cval=-np.inf)).ravel()
     return out
@@ -630,7 +689,7 @@ def count_components(masks: np.ndarray, sample: AttentionSample, connectivity: i
     plane[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     n_masks = len(masks)
     out = np.zeros(n_masks, np.int64)
-    for idx, shape in image_grids(sample):
+    for idx, shape in piece_grids(sample):
         lab, n = ndimage.label(np.asarray(masks)[:, idx].reshape(n_masks, *shape), structure=plane)
         lab = lab.reshape(n_masks, len(idx))
         owner = np.zeros(n + 1, np.int64)

@@ -126,30 +126,28 @@ def layer_head_heatmap(df: pd.DataFrame, value: str, path: Path, title: str, cma
     save(fig, path)
 
 
-def upsample(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resampling of a ``[rows, cols]`` map to ``shape`` (pixel-centre aligned)."""
-    from scipy import ndimage
-
-    rows, cols = grid.shape
-    ys = (np.arange(shape[0]) + 0.5) * rows / shape[0] - 0.5
-    xs = (np.arange(shape[1]) + 0.5) * cols / shape[1] - 0.5
-    yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    return ndimage.map_coordinates(grid, [yy, xx], order=1, mode="nearest")
+#: longest side of the raster an overlay draws a map's pixel density on
+OVERLAY_PIXELS = 320
 
 
-def overlay(ax, image: np.ndarray | None, grid: np.ndarray, extent: tuple[float, float, float, float],
-            boxes: np.ndarray, labels: list[str], image_size: tuple[int, int]) -> object:
-    """Draw ``image`` with the bilinear-upsampled attention ``grid`` over the token area ``extent``
-    (x0, x1, y1, y0 in pixels) and the ground-truth ``boxes`` (pixels)."""
+def overlay(ax, image: np.ndarray | None, values: np.ndarray, token_boxes: np.ndarray, boxes: np.ndarray,
+            labels: list[str], image_size: tuple[int, int]) -> object:
+    """Draw ``image`` with the map ``values [V]`` over it as a pixel density (each token's value spread
+    over its pixel box ``token_boxes [V, 4]``, summed over pieces: :func:`vlmattn.maps.pixel_density`),
+    in units of a uniform map's density (``D · w · h``: 1 where a map spread evenly over the image
+    would be), and the ground-truth ``boxes`` (pixels). Pixels no token sees stay clear."""
     from matplotlib.patches import Rectangle
+
+    from .maps import pixel_density
 
     w, h = (int(v) for v in image_size)
     if image is not None:
         ax.imshow(image, extent=(0, w, h, 0))
-    x0, x1, y1, y0 = extent
-    px = (max(1, round(y1 - y0)), max(1, round(x1 - x0)))
-    im = ax.imshow(upsample(grid, px), extent=extent, cmap="jet", alpha=0.5 if image is not None else 1.0,
-                   interpolation="nearest")
+    scale = min(1.0, OVERLAY_PIXELS / max(w, h, 1))
+    density = pixel_density(values, token_boxes, (w, h), scale) * (w * h) / scale**2
+    seen = pixel_density(np.ones(len(token_boxes)), token_boxes, (w, h), scale) > 0
+    im = ax.imshow(np.where(seen, density, np.nan), extent=(0, w, h, 0), cmap="jet",
+                   alpha=0.5 if image is not None else 1.0, interpolation="nearest")
     for box, label in zip(boxes, labels, strict=False):
         bx0, by0, bx1, by1 = box
         ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, fill=False, edgecolor="white", linewidth=1.5))

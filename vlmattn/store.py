@@ -1,4 +1,4 @@
-"""The HDF5 attention cache, schema v2: one file per (model, image, question).
+"""The HDF5 attention cache, schema v3: one file per (model, image, question).
 
 Layout (documented field by field in ``docs/hdf5-schema.md``)::
 
@@ -10,11 +10,15 @@ Layout (documented field by field in ``docs/hdf5-schema.md``)::
     /tokens/generated_ids   [T]      int64
     /tokens/generated_tokens[T]      str
     /tokens/generated_special[T]     bool       (optional) the generated id is a special token of the tokenizer
-    /vision/spans           [I, 2]   int64      (start, end) of each image's grid tokens in the prompt
-    /vision/grid            [I, 2]   int64      (rows, cols) per image, tokens row-major
+    /vision/spans           [S, 2]   int64      (start, end) runs of vision-token positions in the prompt
+    /vision/grid            [P, 2]   int64      (rows, cols) per piece, tokens row-major
+    /vision/piece_image     [P]      int64      image of each piece (v3; older files: one piece an image)
+    /vision/piece_kind      [P]      str        what each piece is (v3; older files: "image")
     /vision/token_boxes     [V, 4]   float32    pixel box of each vision token in the original image
     /vision/cls_positions   [I]      int64      prompt position of an image's CLS token (LLaVA "full"
                                                 strategy; outside the spans, no box), -1 if none
+    /vision/marker_positions [E]     int64      other box-less image tokens (v3): newline, tile markers…
+    /vision/marker_kind     [E]      str        their kinds (vlmattn.engine.adapters.base.MARKER_KINDS)
     /image/size             [2]      int64      (width, height)
     /image/boxes            [O, 4]   float32    ground-truth object boxes (may be empty)
     /image/labels, /image/colours [O] str
@@ -23,7 +27,8 @@ Layout (documented field by field in ``docs/hdf5-schema.md``)::
                             (rows on absolute key positions: keys outside a sliding window are 0)
     /attention/decode_vision [T, L, H, V] f16|f32 compact layout: the rows' vision-token columns
     /attention/decode_segments [T, L, H, S] float64 compact layout: the rows' sums over the other key
-                            segments (DECODE_SEGMENTS: cls, text_before, text_after, generated)
+                            segments (DECODE_SEGMENTS: cls, text_before, text_after, generated, markers;
+                            v2 files hold the first four, markers read as 0)
     /attention/decode_key_len [T]    int64      valid keys of row t (N + t); the rest is 0
     /attention/prefill      [L', H, R, N] f16|f32 prefill rows for prompt positions below, at the layers
                             below (L' = L unless extraction.prefill_layers names fewer)
@@ -51,15 +56,19 @@ import h5py
 import numpy as np
 
 from .errors import InputError, SchemaVersionError
+from .layout import check_layout
 from .tables import atomic_target
 
-SCHEMA_VERSION = 2
-#: versions :func:`read_sample` reads: 1 (full layout only, no ``layout`` attribute) and 2
-READ_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+#: versions :func:`read_sample` reads: 1 (full layout only, no ``layout`` attribute), 2 (one grid an
+#: image, no markers) and 3 (pieces and markers)
+READ_VERSIONS = (1, 2, 3)
 LAYOUTS = ("full", "compact")
 #: key segments of a decode row besides the vision tokens, summed in the compact layout (and what
 #: :func:`decode_segment_sums` computes from full rows), in the order of ``decode_segments``' last axis
-DECODE_SEGMENTS = ("cls", "text_before", "text_after", "generated")
+DECODE_SEGMENTS = ("cls", "text_before", "text_after", "generated", "markers")
+#: the segments of version-2 files (no markers)
+DECODE_SEGMENTS_V2 = DECODE_SEGMENTS[:4]
 ROLLOUT_RESIDUAL = 0.5  # residual weight a of the vision-encoder rollout: 0.5·Ā + 0.5·I
 _STR = h5py.string_dtype("utf-8")
 
@@ -137,14 +146,44 @@ class AttentionSample:
     compact_vision: np.ndarray | None = None
     compact_segments: np.ndarray | None = None
     generated_special: np.ndarray | None = None
+    piece_image: np.ndarray | None = None
+    piece_kinds: list[str] | None = None
+    marker_positions: np.ndarray | None = None
+    marker_kinds: list[str] | None = None
 
     def __post_init__(self):
+        n_pieces = len(np.asarray(self.grid).reshape(-1, 2))
+        if self.piece_image is None:
+            self.piece_image = np.arange(n_pieces, dtype=np.int64)
+        if self.piece_kinds is None:
+            self.piece_kinds = ["image"] * n_pieces
         if self.cls_positions is None:
-            self.cls_positions = np.full(len(self.spans), -1, np.int64)
+            self.cls_positions = np.full(self.n_images, -1, np.int64)
+        if self.marker_positions is None:
+            self.marker_positions = np.zeros(0, np.int64)
+        if self.marker_kinds is None:
+            self.marker_kinds = []
         if (self.decode is None) == (self.compact_vision is None) or (
                 (self.compact_vision is None) != (self.compact_segments is None)):
             raise ValueError("a sample holds its decode rows either in full (decode) or compact "
                              "(compact_vision and compact_segments)")
+
+    @property
+    def n_images(self) -> int:
+        """Images in the prompt: ``max(piece_image) + 1`` (0 without vision tokens)."""
+        return int(np.max(self.piece_image)) + 1 if len(self.piece_image) else 0
+
+    @property
+    def n_pieces(self) -> int:
+        return len(self.piece_image)
+
+    @property
+    def image_positions(self) -> np.ndarray:
+        """``[V + n_cls + E]`` sorted: every prompt position holding an image token (vision tokens, CLS
+        tokens and the other box-less image tokens, ``marker_positions``)."""
+        cls = np.asarray(self.cls_positions, np.int64)
+        boxless = np.concatenate([cls[cls >= 0], np.asarray(self.marker_positions, np.int64)])
+        return np.union1d(self.vision_index, boxless).astype(np.int64)
 
     @property
     def layout(self) -> str:
@@ -166,7 +205,7 @@ class AttentionSample:
         if self.decode is None:
             return self.compact_segments
         return decode_segment_sums(self.decode, len(self.input_ids), self.vision_index, self.cls_positions,
-                                   self.decode_key_len)
+                                   self.decode_key_len, self.marker_positions)
 
     @property
     def n_layers(self) -> int:
@@ -201,32 +240,36 @@ class AttentionSample:
 
 
 def decode_segment_sums(decode: np.ndarray, n_prompt: int, vision_index: np.ndarray, cls_positions: np.ndarray,
-                        key_len: np.ndarray) -> np.ndarray:
+                        key_len: np.ndarray, marker_positions: np.ndarray) -> np.ndarray:
     """Sums of decode rows ``decode [T, L, H, K]`` over the key segments :data:`DECODE_SEGMENTS`,
     ``[T, L, H, S]`` float64. With ``N = n_prompt`` prompt tokens, image tokens = ``vision_index [V]`` ∪
-    the CLS positions ``cls_positions [I]`` (``-1``: none), ``f`` = the first image token (``N`` if none):
+    the CLS positions ``cls_positions [I]`` (``-1``: none) ∪ ``marker_positions [E]`` (the other
+    box-less image tokens), ``f`` = the first image token (``N`` if none):
 
         cls          Σ over the CLS positions
         text_before  Σ over prompt keys k < f that are not image tokens (system prompt)
         text_after   Σ over prompt keys f ≤ k < N that are not image tokens (the question)
         generated    Σ over N ≤ k < key_len[t] (generated tokens; ``key_len [T]``)
+        markers      Σ over the marker positions
 
-    With the vision tokens' sum these partition every row (keys past ``key_len[t]`` are 0).
+    With the vision tokens' sum these partition every row (keys past ``key_len[t]`` are 0). Each sum
+    reads its own keys only, converted to float64 column by column (not the whole rows at once).
     """
-    a = np.asarray(decode, np.float64)
-    n_keys = a.shape[-1]
-    cls = np.asarray(cls_positions)
+    a = decode
+    cls = np.asarray(cls_positions, np.int64)
     cls = cls[cls >= 0]
-    image = np.union1d(vision_index, cls)
-    pos = np.arange(n_keys)
+    markers = np.asarray(marker_positions, np.int64)
+    image = np.union1d(np.union1d(vision_index, cls), markers)
+    pos = np.arange(a.shape[-1])
     is_image = np.isin(pos, image)
     first = int(image.min()) if len(image) else n_prompt
-    gen = (pos[None, :] >= n_prompt) & (pos[None, :] < np.asarray(key_len)[:, None])  # [T, K]
+    gen = (pos[None, n_prompt:] < np.asarray(key_len)[:, None])  # [T, K − N]
     return np.stack([
-        a[..., cls].sum(-1),
-        a[..., (pos < first) & ~is_image].sum(-1),
-        a[..., (pos >= first) & (pos < n_prompt) & ~is_image].sum(-1),
-        (a * gen[:, None, None, :]).sum(-1),
+        a[..., cls].astype(np.float64).sum(-1),
+        a[..., (pos < first) & ~is_image].astype(np.float64).sum(-1),
+        a[..., (pos >= first) & (pos < n_prompt) & ~is_image].astype(np.float64).sum(-1),
+        (a[..., n_prompt:].astype(np.float64) * gen[:, None, None, :]).sum(-1),
+        a[..., markers].astype(np.float64).sum(-1),
     ], axis=-1)
 
 
@@ -290,6 +333,11 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
             v.create_dataset("grid", data=s.grid.astype(np.int64), track_times=False)
             v.create_dataset("token_boxes", data=s.token_boxes.astype(np.float32), track_times=False)
             v.create_dataset("cls_positions", data=np.asarray(s.cls_positions, np.int64), track_times=False)
+            v.create_dataset("piece_image", data=np.asarray(s.piece_image, np.int64), track_times=False)
+            v.create_dataset("piece_kind", data=np.array(s.piece_kinds, dtype=object), dtype=_STR, track_times=False)
+            v.create_dataset("marker_positions", data=np.asarray(s.marker_positions, np.int64), track_times=False)
+            v.create_dataset("marker_kind", data=np.array(s.marker_kinds, dtype=object), dtype=_STR,
+                             track_times=False)
             im = f.create_group("image")
             im.create_dataset("size", data=np.asarray(s.image_size, np.int64), track_times=False)
             im.create_dataset("boxes", data=np.asarray(s.boxes, np.float32).reshape(-1, 4), track_times=False)
@@ -305,7 +353,7 @@ def write_sample(path: str | Path, s: AttentionSample, attention_dtype: str = "f
                     dec = _cast(s.decode, attention_dtype)
                     vision = dec[..., s.vision_index]
                     segments = decode_segment_sums(dec, len(s.input_ids), s.vision_index, s.cls_positions,
-                                                   s.decode_key_len)
+                                                   s.decode_key_len, s.marker_positions)
                 else:
                     vision, segments = _cast(s.compact_vision, attention_dtype), s.compact_segments
                 _write_rows(a, "decode_vision", vision, kw)
@@ -396,6 +444,12 @@ def read_sample(path: str | Path) -> AttentionSample:
         what = "dataset missing" if isinstance(e, KeyError) else "truncated or not HDF5"
         reason = str(e).splitlines()[0][:120]
         raise InputError(f"{path}: not a readable attention cache file ({what}: {reason})") from None
+    try:
+        check_layout(sample.spans, sample.grid, len(sample.token_boxes), np.asarray(sample.cls_positions),
+                     np.asarray(sample.piece_image), sample.piece_kinds, np.asarray(sample.marker_positions),
+                     sample.marker_kinds)
+    except ValueError as e:
+        raise InputError(f"{path}: /vision does not describe one layout ({e})") from None
     layers = sample.prefill_layers
     n_layers = sample.n_layers
     if (layers.ndim != 1 or len(layers) != sample.prefill.shape[0] or (np.diff(layers) <= 0).any()
@@ -440,11 +494,15 @@ def _read(f, path: Path) -> AttentionSample:
     if layout not in LAYOUTS:
         raise InputError(f"{path}: unknown decode layout {layout!r} in attention (known: {', '.join(LAYOUTS)})")
     compact = layout == "compact"
+    segments = None
     if compact:
         names = list(f["attention/decode_segments"].attrs["segments"])
-        if names != list(DECODE_SEGMENTS):
-            raise InputError(f"{path}: attention/decode_segments holds segments {names}, expected "
-                             f"{list(DECODE_SEGMENTS)}")
+        expected = list(DECODE_SEGMENTS if version >= 3 else DECODE_SEGMENTS_V2)
+        if names != expected:
+            raise InputError(f"{path}: attention/decode_segments holds segments {names}, expected {expected}")
+        segments = f["attention/decode_segments"][()]
+        if version < 3:  # no markers before version 3
+            segments = np.concatenate([segments, np.zeros((*segments.shape[:-1], 1))], axis=-1)
     rows = f["attention/decode_vision" if compact else "attention/decode"]
     attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
     return AttentionSample(
@@ -458,13 +516,17 @@ def _read(f, path: Path) -> AttentionSample:
         grid=f["vision/grid"][()].reshape(-1, 2),
         token_boxes=f["vision/token_boxes"][()],
         cls_positions=f["vision/cls_positions"][()] if "vision/cls_positions" in f else None,
+        piece_image=f["vision/piece_image"][()] if "vision/piece_image" in f else None,
+        piece_kinds=_strs(f["vision/piece_kind"]) if "vision/piece_kind" in f else None,
+        marker_positions=f["vision/marker_positions"][()] if "vision/marker_positions" in f else None,
+        marker_kinds=_strs(f["vision/marker_kind"]) if "vision/marker_kind" in f else None,
         image_size=f["image/size"][()],
         boxes=f["image/boxes"][()],
         labels=_strs(f["image/labels"]),
         colours=_strs(f["image/colours"]),
         decode=None if compact else rows[()].astype(np.float32),
         compact_vision=rows[()].astype(np.float32) if compact else None,
-        compact_segments=f["attention/decode_segments"][()] if compact else None,
+        compact_segments=segments,
         decode_key_len=f["attention/decode_key_len"][()],
         prefill=f["attention/prefill"][()].astype(np.float32),
         prefill_positions=f["attention/prefill_positions"][()],

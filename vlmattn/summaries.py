@@ -159,21 +159,29 @@ def _finish(acc: pd.DataFrame | None, keys: list[str], values: list[str]) -> pd.
 def summarise_files(files: list[str], keys: list[str], skip: Iterable[str] = (),
                     batch_rows: int = BATCH_ROWS) -> pd.DataFrame:
     """:func:`summarise_tables` over Parquet shard files (read in sorted order, ``batch_rows`` at a time);
-    the quantities are :func:`value_columns` of the first file's schema."""
+    the quantities are :func:`value_columns` of the files' unified schema (``pyarrow.unify_schemas``: a
+    column that only some models' tables have, such as ``piece`` or ``marker_share`` of tiled layouts,
+    is null in the others' rows, so their groups do not count it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     files = sorted(files)
     if not files:
         return pd.DataFrame(columns=ID_KEYS + list(keys) + STAT_COLUMNS)
-    schema = pq.read_schema(files[0])
+    schemas = [pq.read_schema(f) for f in files]
+    schema = pa.unify_schemas(schemas)
     values = value_columns(schema, keys, skip)
     columns = ID_KEYS + list(keys) + values
 
     def batches():
-        for f in files:
-            for b in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
-                yield pa.Table.from_batches([b])
+        for f, own in zip(files, schemas, strict=True):
+            have = [c for c in columns if c in own.names]
+            for b in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=have, use_threads=False):
+                t = pa.Table.from_batches([b])
+                for c in columns:
+                    if c not in own.names:
+                        t = t.append_column(schema.field(c), pa.nulls(len(t), schema.field(c).type))
+                yield t.select(columns)
 
     return summarise_tables(batches(), keys, values)
 

@@ -62,14 +62,11 @@ def overlays(stored: list[tuple[str, object]], path: Path, *, title: str) -> Non
                              squeeze=False)
     for row, (label, s) in zip(axes, stored, strict=True):
         image = plotting.read_image(s.image_path)
-        rows, cols = (int(x) for x in s.grid)
-        b = s.token_boxes
-        extent = (float(b[:, 0].min()), float(b[:, 2].max()), float(b[:, 3].max()), float(b[:, 1].min()))
         for ax, kind in zip(row, kinds, strict=True):
             m = np.clip(s.maps[kind], 0, None)
             top = m.max()
-            grid = (m / top if top > 0 else m).reshape(rows, cols)
-            plotting.overlay(ax, image, grid, extent, s.boxes, s.labels, tuple(s.image_size))
+            plotting.overlay(ax, image, m / top if top > 0 else m, s.token_boxes, s.boxes, s.labels,
+                             tuple(s.image_size))
             if ax is row[0]:
                 ax.set_ylabel(label, fontsize=7)
         for ax, kind in zip(axes[0], kinds, strict=True):

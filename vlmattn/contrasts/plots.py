@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import image_grids, pool_heads, pool_maps
+from ..maps import pool_heads, pool_maps
 from .pairs import pair_roi, pooled_maps
 
 
@@ -123,13 +123,10 @@ def overlays(samples_a: list, samples_b: list, path: Path, *, roi, labels: tuple
         ims, top = [], 0.0
         for j, (s, label) in enumerate(zip(pair, labels, strict=True)):
             ax = axes[i, j]
-            idx, shape = image_grids(s)[0]
-            tb = s.token_boxes[idx]
-            extent = (float(tb[:, 0].min()), float(tb[:, 2].max()), float(tb[:, 3].max()), float(tb[:, 1].min()))
-            m = _mean_map(s)[idx].reshape(shape)
-            top = max(top, float(np.nanmax(m)) if np.isfinite(m).any() else 0.0)
-            ims.append(plotting.overlay(ax, plotting.read_image(s.attrs.get("image_path")), m, extent,
+            m = _mean_map(s)
+            ims.append(plotting.overlay(ax, plotting.read_image(s.attrs.get("image_path")), m, s.token_boxes,
                                         np.zeros((0, 4)), [], tuple(s.image_size)))
+            top = max(top, float(np.nanmax(ims[-1].get_array())) if np.isfinite(m).any() else 0.0)
             w, h = (float(v) for v in s.image_size)
             ax.add_patch(Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, edgecolor="white",
                                    linewidth=1.5, linestyle="--"))

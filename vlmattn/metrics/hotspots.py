@@ -9,9 +9,16 @@ For a map ``p [V]`` laid on its grid:
    ``connectivity`` 4 or 8); a hotspot is a component holding at least one peak.
 
 Per hotspot (``hotspot`` = rank by peak, 0 = strongest): ``x, y`` attention-weighted centroid of its
-tokens' centres, ``peak`` max p, ``mass`` Σp, ``area`` token-area share of the image, ``n_tokens``,
-``n_peaks``, ``quadrant`` of the centroid; ``n_hotspots`` is repeated on each row of a map. An
-undefined (NaN) map (see :mod:`.common`) has one row with every column NaN.
+tokens' centres, ``peak`` max p, ``mass`` Σp, ``area`` token-area share of its piece (of the image,
+for one grid an image), ``n_tokens``, ``n_peaks``, ``quadrant`` of the centroid; ``n_hotspots`` is
+repeated on each row of a map. An undefined (NaN) map (see :mod:`.common`) has one row with every
+column NaN.
+
+Tiled layouts (several pieces an image: base and high-resolution grids, tiles and a thumbnail…): the
+threshold is the percentile over all the map's tokens, peaks and components are found on each piece's
+grid on its own (a component never crosses pieces), hotspots are ranked over all pieces, and a
+``piece`` column (after ``hotspot``) gives each hotspot's piece; a layout of one grid an image has no
+``piece`` column.
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import defined, image_grids, int_column, label_tokens, local_maxima, quadrant_of, token_areas, views
+from ..maps import defined, int_column, label_tokens, local_maxima, piece_areas, piece_grids, quadrant_of, views
 
 COLUMNS = ["n_hotspots", "hotspot", "x", "y", "peak", "mass", "area", "n_tokens", "n_peaks", "quadrant"]
 INT_COLUMNS = ["n_hotspots", "hotspot", "n_tokens", "n_peaks"]
 PLOTS = ["hotspots_layer_head", "hotspots_positions"]
 #: the summary's key columns (besides model and question); every other numeric column is a quantity
 SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head", "hotspot"]
+SUMMARY_SKIP = ["piece"]
 
 
 def find_hotspots(p: np.ndarray, sample, size: int, percentile: float, connectivity: int) -> list[dict]:
@@ -38,7 +46,7 @@ def find_hotspots(p: np.ndarray, sample, size: int, percentile: float, connectiv
     peaks = local_maxima(p, sample, size) & above
     labels, n = label_tokens(above, sample, connectivity)
     centres = sample.token_centres.astype(np.float64)
-    area = token_areas(sample)
+    area = piece_areas(sample)
     out = []
     for k in range(1, n + 1):
         member = labels == k
@@ -68,11 +76,11 @@ def stacked_hotspots(flat: np.ndarray, sample, size: int, percentile: float, con
     thr = np.percentile(flat, percentile, axis=-1) if m_maps else np.zeros(0)
     above = flat >= thr[:, None]
     centres = sample.token_centres.astype(np.float64)
-    area = token_areas(sample)
+    area = piece_areas(sample)
     plane = np.zeros((3, 3, 3), bool)
     plane[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     parts = []
-    for image, (idx, shape) in enumerate(image_grids(sample)):
+    for piece, (idx, shape) in enumerate(piece_grids(sample)):
         g = flat[:, idx].reshape(m_maps, *shape)
         peaks = g == ndimage.maximum_filter(g, size=(1, size, size), mode="constant", cval=-np.inf)
         lab, n = ndimage.label(above[:, idx].reshape(m_maps, *shape), structure=plane)
@@ -99,12 +107,12 @@ def stacked_hotspots(flat: np.ndarray, sample, size: int, percentile: float, con
             wk = g.reshape(m_maps, -1)[owner[k + 1], member]
             wc = wk / wk.sum() if wk.sum() > 0 else np.full(len(wk), 1 / len(wk))
             x[k], y[k] = wc @ centres[idx][member]
-        parts.append({"map": owner[1:][keep], "image": np.full(keep.sum(), image), "seq": np.flatnonzero(keep),
+        parts.append({"map": owner[1:][keep], "piece": np.full(keep.sum(), piece), "seq": np.flatnonzero(keep),
                       "x": x[keep], "y": y[keep], "peak": peak[1:][keep], "mass": mass[keep],
                       "area": np.bincount(comp, area[idx][tok], n + 1)[1:][keep], "n_tokens": ones[keep],
                       "n_peaks": n_peaks[keep]})
     cols = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
-    order = np.lexsort((cols["seq"], cols["image"], -cols["peak"], cols["map"]))  # stable sort by -peak
+    order = np.lexsort((cols["seq"], cols["piece"], -cols["peak"], cols["map"]))  # stable sort by -peak
     cols = {k: v[order] for k, v in cols.items()}
     n_hot = np.bincount(cols["map"], minlength=m_maps)
     starts = np.cumsum(n_hot) - n_hot
@@ -151,8 +159,10 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
             "n_tokens": int_column(filled(hs["n_tokens"], 0, np.int64), real),
             "n_peaks": int_column(filled(hs["n_peaks"], 0, np.int64), real),
             "quadrant": quadrant,
+            "piece": int_column(filled(hs["piece"], 0, np.int64), real),
         }))
-    df = pd.concat(frames, ignore_index=True)[["step_pool", "step", "sinks", "layer", "head"] + COLUMNS]
+    columns = COLUMNS if sample.n_pieces == sample.n_images else COLUMNS[:2] + ["piece"] + COLUMNS[2:]
+    df = pd.concat(frames, ignore_index=True)[["step_pool", "step", "sinks", "layer", "head"] + columns]
     if df["quadrant"].isna().all():  # no defined map: a float column of NaN, as rows of NaN build it
         df["quadrant"] = df["quadrant"].astype(np.float64)
     return df

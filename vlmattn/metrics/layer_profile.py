@@ -71,25 +71,8 @@ def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | 
 
 
 def segment_sums(sample) -> np.ndarray:
-    """``decode_segments [T, L, H, S]`` of the sample (:func:`vlmattn.store.decode_segment_sums`), each
-    sum over its own keys only (in float64, converted column by column): the same sums, without
-    converting the whole rows."""
-    if sample.decode is None:
-        return sample.compact_segments
-    a, n_prompt = sample.decode, len(sample.input_ids)
-    cls = np.asarray(sample.cls_positions)
-    cls = cls[cls >= 0]
-    image = np.union1d(sample.vision_index, cls)
-    pos = np.arange(a.shape[-1])
-    is_image = np.isin(pos, image)
-    first = int(image.min()) if len(image) else n_prompt
-    gen = (pos[None, n_prompt:] < np.asarray(sample.decode_key_len)[:, None])  # [T, K − N]
-    return np.stack([
-        a[..., cls].astype(np.float64).sum(-1),
-        a[..., (pos < first) & ~is_image].astype(np.float64).sum(-1),
-        a[..., (pos >= first) & (pos < n_prompt) & ~is_image].astype(np.float64).sum(-1),
-        (a[..., n_prompt:].astype(np.float64) * gen[:, None, None, :]).sum(-1),
-    ], axis=-1)
+    """``decode_segments [T, L, H, S]`` of the sample (:func:`vlmattn.store.decode_segment_sums`)."""
+    return sample.decode_segments
 
 
 def compute(sample, cfg: dict) -> pd.DataFrame:

@@ -12,8 +12,9 @@ without any is never a sink (``fraction``, ``mean_ratio``, ``max_ratio`` NaN).
 
 (the rule of :func:`vlmattn.maps.find_sinks`; the other metrics use the same rule, from this block, when
 they exclude sinks). One row per vision token: ``token`` (index in [V]), ``position`` (prompt
-position), ``image_index``, grid ``row``/``col``, centre ``x``/``y``, ``fraction``, ``mean_ratio`` =
-V · mean_{l,h} p̄ and ``max_ratio`` = V · max_{l,h} p̄ (1 = uniform share), ``is_sink``.
+position), ``image_index``, grid ``row``/``col`` in its piece, centre ``x``/``y``, ``fraction``,
+``mean_ratio`` = V · mean_{l,h} p̄ and ``max_ratio`` = V · max_{l,h} p̄ (1 = uniform share),
+``is_sink``. Tiled layouts (several pieces an image) add a ``piece`` column after ``image_index``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import Attention, fraction_above, image_grids
+from ..maps import Attention, fraction_above, piece_grids
 
 COLUMNS = ["token", "position", "image_index", "row", "col", "x", "y", "fraction", "mean_ratio", "max_ratio",
            "is_sink"]
 PLOTS = ["sinks_map"]
 #: the summary's key columns (besides model and question); every other numeric column is a quantity
 SUMMARY_KEYS = ["token", "position", "image_index", "row", "col"]
+SUMMARY_SKIP = ["piece"]
 
 
 def compute(sample, cfg: dict) -> pd.DataFrame:
@@ -46,11 +48,13 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     image_index = np.zeros(n, np.int64)
     row = np.zeros(n, np.int64)
     col = np.zeros(n, np.int64)
-    for i, (idx, (_, cols)) in enumerate(image_grids(sample)):
-        image_index[idx] = i
+    piece = np.zeros(n, np.int64)
+    for i, (idx, (_, cols)) in enumerate(piece_grids(sample)):
+        image_index[idx] = sample.piece_image[i]
+        piece[idx] = i
         row[idx], col[idx] = np.divmod(np.arange(len(idx)), cols)
     c = sample.token_centres
-    return pd.DataFrame(
+    df = pd.DataFrame(
         {
             "token": np.arange(n),
             "position": sample.vision_index,
@@ -65,6 +69,9 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
             "is_sink": frac >= min_fraction,  # NaN compares False
         }
     )
+    if sample.n_pieces != sample.n_images:
+        df.insert(3, "piece", piece)
+    return df
 
 
 def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
@@ -85,12 +92,22 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         panels = [("is_sink", "share of samples where a sink"),
                   ("fraction", f"fraction of (layer, head) above {cfg['ratio']:g}/V"),
                   ("mean_ratio", "mean attention ÷ uniform share")]
+        one_grid = not d.drop_duplicates("token").duplicated(["row", "col"]).any()
         for ax, (col, title) in zip(row[:3], panels, strict=True):
-            m = pooled(d, ["row", "col"], [col])[col].unstack("col")
-            im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), cmap="magma", interpolation="nearest")
+            if one_grid:
+                m = pooled(d, ["row", "col"], [col])[col].unstack("col")
+                im = ax.imshow(m.to_numpy(dtype=float, na_value=np.nan), cmap="magma", interpolation="nearest")
+                ax.set_xlabel("grid column")
+                ax.set_ylabel("grid row")
+            else:  # several pieces (tiles, base and high-resolution grids): tokens at their centres
+                m = pooled(d, ["token"], [col, "x", "y"])
+                im = ax.scatter(m["x"], m["y"], c=m[col], s=6, cmap="magma")
+                ax.set_xlim(0, 1)
+                ax.set_ylim(1, 0)
+                ax.set_aspect("equal")
+                ax.set_xlabel("token centre x (image width = 1)")
+                ax.set_ylabel("token centre y")
             ax.set_title(f"{model}: {title}", fontsize=8)
-            ax.set_xlabel("grid column")
-            ax.set_ylabel("grid row")
             fig.colorbar(im, ax=ax, shrink=0.8)
         per = table[table["model"] == model].groupby("question", sort=True)["is_sink"].sum()
         row[3].barh(np.arange(len(per)), per.to_numpy())

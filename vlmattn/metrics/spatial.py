@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import image_grids, moments, pool_heads, pool_maps, regions, views
+from ..maps import moments, pool_heads, pool_maps, regions, views
 
 COLUMNS = ["region", "region_kind", "n_tokens", "area_share", "mass", "lift", "com_x", "com_y", "var_x", "var_y"]
 PLOTS = ["spatial_centre_of_mass", "spatial_layer_head"]
@@ -108,9 +108,6 @@ def plot_sample(sample, cfg: dict, out_dir: Path, image_path: str | None = None)
     v = next(views(sample, cfg))
     hp = (list(cfg["head_pooling"]) or [None])[0]
     maps = v.p[:, v.heads.index(hp)] if hp else pool_heads(v.p, "mean", cfg["renormalize"])  # [L, V]
-    idx, shape = image_grids(sample)[0]
-    tb = sample.token_boxes[idx]
-    extent = (float(tb[:, 0].min()), float(tb[:, 2].max()), float(tb[:, 3].max()), float(tb[:, 1].min()))
     image = plotting.read_image(image_path or sample.attrs.get("image_path"))
     labels = [f"{c} {lab}".strip() for lab, c in zip(sample.labels, sample.colours or [""] * len(sample.labels),
                                                      strict=True)]
@@ -118,8 +115,7 @@ def plot_sample(sample, cfg: dict, out_dir: Path, image_path: str | None = None)
     panels.append(("mean of layers", pool_maps(maps, "mean", 0, cfg["renormalize"])))
     fig, axes = plotting.grid_axes(len(panels), ncols=5, size=(2.6, 2.8))
     for ax, (name, m) in zip(axes, panels, strict=False):
-        im = plotting.overlay(ax, image, m[idx].reshape(shape), extent, sample.boxes, labels,
-                              tuple(sample.image_size))
+        im = plotting.overlay(ax, image, m, sample.token_boxes, sample.boxes, labels, tuple(sample.image_size))
         ax.set_title(name, fontsize=8)
         fig.colorbar(im, ax=ax, shrink=0.7)
     step = "mean" if v.step is None else f"{v.step_pool} (step {v.step})"

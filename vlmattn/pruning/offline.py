@@ -156,9 +156,9 @@ def scoring_prefill(sample: AttentionSample, *, layers: Iterable[int]) -> np.nda
 
 
 def image_positions(sample: AttentionSample) -> np.ndarray:
-    """Prompt positions of image tokens ``[I']``: the vision tokens and any CLS token fed to the LLM."""
-    cls = np.asarray(sample.cls_positions, np.int64)
-    return np.union1d(sample.vision_index, cls[cls >= 0])
+    """Prompt positions of image tokens ``[I']``: the vision tokens and the box-less image tokens fed to
+    the LLM (CLS, newline and tile markers; :attr:`AttentionSample.image_positions`)."""
+    return sample.image_positions
 
 
 def available_queries(sample: AttentionSample) -> list[str]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ...errors import ModelError
-from .base import Adapter, VisionLayout
+from ...layout import VisionLayout
+from .base import Adapter
 from .llava import LlavaAdapter
 from .qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
 

@@ -2,48 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from PIL import Image
 
-
-@dataclass
-class VisionLayout:
-    """Where the vision tokens sit and what they see.
-
-    spans ``[n_images, 2]``: (start, end) positions of each image's grid tokens in ``input_ids`` (end
-    exclusive); these are the vision tokens ``V``.
-    grids ``[n_images, 2]``: (rows, cols) of each image's token grid; tokens run row-major.
-    token_boxes ``[V, 4]``: each vision token's pixel box (x0, y0, x1, y1) in the original image.
-    cls_positions ``[n_images]``: position in ``input_ids`` of an image token without a pixel box that
-    the model feeds besides the grid (LLaVA's CLS token with the ``"full"`` feature strategy), -1 if
-    none (the default). It lies outside the spans.
-    """
-
-    spans: np.ndarray
-    grids: np.ndarray
-    token_boxes: np.ndarray
-    cls_positions: np.ndarray | None = None
-
-    def __post_init__(self):
-        if self.cls_positions is None:
-            self.cls_positions = np.full(len(self.spans), -1, np.int64)
-        n = int(sum(e - s for s, e in self.spans))
-        if n != int(sum(r * c for r, c in self.grids)) or n != len(self.token_boxes):
-            raise ValueError(f"inconsistent vision layout: {n} tokens in spans, grids {self.grids.tolist()}")
-        if len(self.cls_positions) != len(self.spans):
-            raise ValueError(
-                f"inconsistent vision layout: {len(self.cls_positions)} CLS positions for {len(self.spans)} images"
-            )
-
-    @property
-    def image_positions(self) -> np.ndarray:
-        """``[V + n_cls]`` sorted: every prompt position holding an image token (grid tokens and CLS)."""
-        grid = [np.arange(s, e) for s, e in self.spans]
-        cls = self.cls_positions[self.cls_positions >= 0]
-        return np.union1d(np.concatenate(grid) if grid else np.zeros(0, np.int64), cls).astype(np.int64)
+from ...layout import VisionLayout
 
 
 class Adapter:
