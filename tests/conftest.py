@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlmattn.models import replicas, toy
+from vlmattn.models import replicas, tiled, toy
 
-FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", *tiled.FAMILIES)
 
 # hidden ≤ 64, 2 layers, GQA in the language model (4 query heads over 2 KV heads)
 LLAVA_SPEC = toy.ToySpec(
@@ -17,11 +17,14 @@ LLAVA_SPEC = toy.ToySpec(
     text_hidden=64, text_layers=2, text_heads=4, text_kv_heads=2,
 )
 REPLICA_SPEC = replicas.ReplicaSpec()
+TILED_SPEC = tiled.TiledSpec()
 
 
 def build(family: str):
     if family == "llava":
         return toy.build_toy(LLAVA_SPEC)
+    if family in tiled.FAMILIES:
+        return tiled.build_tiled(family, TILED_SPEC)
     return replicas.build_replica(family, REPLICA_SPEC)
 
 

@@ -134,12 +134,23 @@ def test_pixel_integrated_gradients_are_complete_and_mapped_to_patches(loaded):
     f = g.PixelFunction(lm, inputs, target)
     with torch.no_grad():
         assert float(f(f.pixels)[0]) == pytest.approx(float(logp[target]), abs=1e-5)
-    side = int(np.sqrt(len(vision)))
-    pa = g.pixel_attribution(f, (side, side), n_steps=128, batch=32)
+    patches = lm.adapter.patch_layout(lm.model, lm.processor, inputs, (150, 90))
+    pa = g.pixel_attribution(f, patches.grids, patches.patch_token, n_steps=128, batch=32)
     change = pa.value - pa.baseline_value
     assert abs(change) > 1e-3
     assert pa.tokens.sum() == pytest.approx(change, rel=1e-3)
     assert pa.tokens.shape == (len(vision),)
+
+
+def test_token_sums_closed_form():
+    """Two tiles of 2 × 2 patches; patches feed tokens 2, 0, -1 (none), 1 | 1, 1, 3, -1."""
+    a = np.arange(2 * 3 * 4 * 4, dtype=float).reshape(2, 3, 4, 4)
+    patch = [a[t, :, r * 2:(r + 1) * 2, c * 2:(c + 1) * 2].sum() for t in range(2) for r in range(2) for c in range(2)]
+    token = np.array([2, 0, -1, 1, 1, 1, 3, -1])
+    want = [patch[1], patch[3] + patch[4] + patch[5], patch[0], patch[6]]
+    np.testing.assert_allclose(g.token_sums(a, [[2, 2], [2, 2]], token, 4), want)
+    with pytest.raises(ValueError, match="2 tiles of pixel values for 1 encoder images"):
+        g.token_sums(a, [[2, 2]], token, 4)
 
 
 def test_patch_sums_closed_form():

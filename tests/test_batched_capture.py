@@ -43,8 +43,10 @@ def assert_same(got, want):
     np.testing.assert_array_equal(got.generated_ids, want.generated_ids)
     assert got.attrs["generated_text"] == want.attrs["generated_text"]
     np.testing.assert_array_equal(got.decode_key_len, want.decode_key_len)
-    for name in ("spans", "grid", "token_boxes", "cls_positions", "prefill_positions", "prefill_layers"):
+    for name in ("spans", "grid", "token_boxes", "cls_positions", "piece_image", "marker_positions",
+                 "prefill_positions", "prefill_layers"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert got.piece_kinds == want.piece_kinds and got.marker_kinds == want.marker_kinds
     for name in ("decode", "prefill", "rollout_decode", "rollout_prefill"):
         a, b = getattr(got, name), getattr(want, name)
         assert a.shape == b.shape, name
@@ -64,8 +66,10 @@ def test_a_batch_gives_each_sample_what_it_gives_alone(loaded, family):
     alone = [capture_attention(lm, im, q, **SETTINGS) for im, q in zip(IMAGES, QUESTIONS, strict=True)]
     lengths = [len(s.input_ids) for s in alone]
     assert len(set(lengths)) == 3, f"the prompts should differ in length: {lengths}"
-    if family != "llava":
+    if family.startswith("qwen"):
         assert len({len(s.vision_index) for s in alone}) == 3  # different image sizes, different grids
+    elif family != "llava":  # tiled: different image sizes, different token boxes
+        assert len({s.token_boxes.tobytes() for s in alone}) == 3
     batch = capture_batch(lm, IMAGES, QUESTIONS, **SETTINGS)
     assert len(batch) == 3
     for got, want in zip(batch, alone, strict=True):

@@ -80,7 +80,7 @@ def test_prefill_rows(loaded, reference, family, mode, caplog):
     with caplog.at_level(logging.WARNING, logger="vlmattn"):
         s = capture_attention(lm, scene(), QUESTION, max_new_tokens=1, prefill_rows=mode)
     n = inputs["input_ids"].shape[1]
-    vision = s.vision_index
+    vision = s.image_positions  # vision tokens and box-less image tokens (CLS, newline, markers)
     want_pos = prefill_positions(mode, n, vision)
     assert s.prefill_positions.tolist() == want_pos.tolist()
     if mode == "last":

@@ -49,7 +49,7 @@ def eager_reference(path, lm):
 
 def check_against_eager(s, n, ref):
     """Stored prefill rows at ``s.prefill_layers`` and decode rows at every layer against eager attention."""
-    pos = prefill_positions("all_text", n, s.vision_index)
+    pos = prefill_positions("all_text", n, s.image_positions)
     np.testing.assert_array_equal(s.prefill_positions, pos)
     for i, layer in enumerate(s.prefill_layers):
         want = ref.attentions[0][layer][0][:, pos]

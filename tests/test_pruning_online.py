@@ -1,4 +1,4 @@
-"""Online visual-token pruning (:mod:`vlmattn.engine.pruned`) on the tiny LLaVA checkpoint.
+"""Online visual-token pruning (:mod:`vlmattn.engine.pruned`) on the tiny LLaVA and LLaVA-NeXT checkpoints.
 
 References: plain greedy ``lm.model.generate`` (nothing pruned: bitwise), and an independent forward
 pass that calls the decoder layers one by one without a cache — full sequence below layer ``K``, the
@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from vlmattn.engine.inference import model_inputs
 from vlmattn.engine.pruned import dropped_prompt_positions, generate_pruned
 from vlmattn.errors import InputError
+from vlmattn.families import ONLINE_PRUNING
 
 STEPS = 4
 QUESTION = "What shape is in the image?"
@@ -30,9 +31,9 @@ def scene():
     return im
 
 
-@pytest.fixture(scope="module")
-def lm(loaded):
-    return loaded("llava")
+@pytest.fixture(scope="module", params=ONLINE_PRUNING)
+def lm(loaded, request):
+    return loaded(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,10 @@ def reference_logits(lm, inputs, ids: torch.Tensor, dropped: np.ndarray, layer: 
     m = int(ids.shape[0])
     embeds = text.embed_tokens(ids[None])
     cfg = lm.model.config
+    sizes = {"image_sizes": inputs["image_sizes"]} if "image_sizes" in inputs else {}  # LLaVA-NeXT
     feats = model.get_image_features(pixel_values=inputs["pixel_values"], vision_feature_layer=cfg.vision_feature_layer,
-                                     vision_feature_select_strategy=cfg.vision_feature_select_strategy).pooler_output
+                                     vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+                                     **sizes).pooler_output
     feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats.reshape(-1, feats.shape[-1])
     image = (inputs["input_ids"][0] == cfg.image_token_id).nonzero()[:, 0]
     embeds[0, image] = feats

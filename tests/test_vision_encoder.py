@@ -44,11 +44,14 @@ def rollout(mats):
 
 
 def clip_reference(checkpoint, inputs):
+    """Per encoder image (LLaVA's image, LLaVA-NeXT's tiles), ``[L, H, T, T]`` eager weights."""
     eager = AutoModelForImageTextToText.from_pretrained(checkpoint, attn_implementation="eager").eval()
+    pixels = inputs["pixel_values"]
+    pixels = pixels.flatten(0, 1) if pixels.dim() == 5 else pixels  # LLaVA-NeXT: [1, tiles, C, S, S]
     with torch.no_grad():
-        out = eager.model.vision_tower(inputs["pixel_values"], output_attentions=True)
-    # [L, H, T, T] for the one image; order CLS, patches raster = the tower's own order
-    return np.stack([a[0].numpy() for a in out.attentions]), None
+        out = eager.model.vision_tower(pixels, output_attentions=True)
+    # order CLS, patches raster = the tower's own order
+    return [np.stack([a[i].numpy() for a in out.attentions]) for i in range(len(pixels))], None
 
 
 def qwen_reference(lm, inputs, family):
@@ -99,25 +102,31 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
     lm = loaded(family)
     image = noise_image()
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)
-    if family == "llava":
-        ref, same = clip_reference(checkpoint(family), inputs)
+    clip = family in ("llava", "llava_next", "internvl")  # towers with a CLS token, one sequence an image or tile
+    if clip:
+        refs, same = clip_reference(checkpoint(family), inputs)
     else:
         ref, same = qwen_reference(lm, inputs, family)
+        refs = [ref]
     s = capture_attention(lm, image, QUESTION, max_new_tokens=2, vision_full=True)
     ve = s.vision_encoder
-    n_cls = 1 if family == "llava" else 0
-    L, H, T, _ = ref.shape
-    P = T - n_cls
+    n_cls = 1 if clip else 0
+    L, H = refs[0].shape[:2]
+    P = sum(r.shape[-1] - n_cls for r in refs)
     assert ve.has_cls == bool(n_cls)
     assert ve.received.shape == (L, H, P) and ve.rollout_received.shape == (L, P)
     tol = dict(atol=1e-5, rtol=0)
-    np.testing.assert_allclose(ve.full[0], ref, **tol)
-    np.testing.assert_allclose(ve.received, ref.mean(axis=2)[:, :, n_cls:], **tol)
-    roll = rollout(ref.mean(axis=1))
-    np.testing.assert_allclose(ve.rollout_received, np.stack([r.mean(0)[n_cls:] for r in roll]), **tol)
+    assert len(ve.full) == len(refs)
+    for got, ref in zip(ve.full, refs, strict=True):
+        np.testing.assert_allclose(got, ref, **tol)
+    np.testing.assert_allclose(ve.received, np.concatenate([r.mean(axis=2)[:, :, n_cls:] for r in refs], -1), **tol)
+    rolls = [rollout(r.mean(axis=1)) for r in refs]
+    want = np.concatenate([np.stack([r.mean(0)[n_cls:] for r in roll]) for roll in rolls], -1)
+    np.testing.assert_allclose(ve.rollout_received, want, **tol)
     if n_cls:
-        np.testing.assert_allclose(ve.cls_attention, ref[:, :, 0, 1:], **tol)
-        np.testing.assert_allclose(ve.rollout_cls, np.stack([r[0, 1:] for r in roll]), **tol)
+        np.testing.assert_allclose(ve.cls_attention, np.concatenate([r[:, :, 0, 1:] for r in refs], -1), **tol)
+        want = np.concatenate([np.stack([r[0, 1:] for r in roll]) for roll in rolls], -1)
+        np.testing.assert_allclose(ve.rollout_cls, want, **tol)
     else:
         assert ve.cls_attention.shape == (L, H, 0) and ve.rollout_cls.shape == (L, 0)
         # segments: two patches share one exactly when the reference lets them attend to each other
@@ -131,11 +140,12 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
             assert (n_windows[layer] == 1) == (layer in visual.fullatt_block_indexes)
         assert max(n_windows) > 1
     # patches → LLM tokens and boxes
-    grid = [[int(v) for v in inputs["image_grid_thw"][0, 1:]]] if n_cls == 0 else ve.patch_grid
-    np.testing.assert_array_equal(ve.patch_grid, grid)
-    merge = 1 if family == "llava" else 2
-    assert np.bincount(ve.patch_token).tolist() == [merge * merge] * len(s.token_boxes)
-    pb, tb = ve.patch_boxes, s.token_boxes[ve.patch_token]
+    if not clip:
+        np.testing.assert_array_equal(ve.patch_grid, [[int(v) for v in inputs["image_grid_thw"][0, 1:]]])
+    merge = 1 if family in ("llava", "llava_next") else 2  # patches a token side (InternVL: pixel shuffle 0.5)
+    fed = ve.patch_token >= 0  # LLaVA-NeXT: patches of the padding the model removes feed no token
+    assert np.bincount(ve.patch_token[fed]).tolist() == [merge * merge] * len(s.token_boxes)
+    pb, tb = ve.patch_boxes[fed], s.token_boxes[ve.patch_token[fed]]
     assert (pb[:, 0] >= tb[:, 0] - 1e-3).all() and (pb[:, 2] <= tb[:, 2] + 1e-3).all()
     assert (pb[:, 1] >= tb[:, 1] - 1e-3).all() and (pb[:, 3] <= tb[:, 3] + 1e-3).all()
     # HDF5 round trip of the new group

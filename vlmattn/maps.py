@@ -575,6 +575,16 @@ def piece_grids(sample: AttentionSample) -> list[tuple[np.ndarray, tuple[int, in
     return out
 
 
+def box_coords(pixel_boxes: np.ndarray) -> np.ndarray:
+    """``[N, 2]`` (row, column) coordinates of boxes ``[N, 4]`` of several grids of one image (pieces,
+    tiles): each box centre in units of the smallest box of positive size, ``(y_c / h_min, x_c / w_min)``,
+    so that distances are in cells of the finest grid."""
+    b = np.asarray(pixel_boxes, np.float64).reshape(-1, 4)
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    ok = (w > 0) & (h > 0)
+    return np.stack([(b[:, 1] + b[:, 3]) / 2 / h[ok].min(), (b[:, 0] + b[:, 2]) / 2 / w[ok].min()], axis=1)
+
+
 def token_piece(sample: AttentionSample) -> np.ndarray:
     """``[V]`` int64: the piece of each vision token."""
     sizes = np.prod(np.asarray(sample.grid, np.int64).reshape(-1, 2), axis=1)

@@ -205,13 +205,13 @@ class InputAttribution:
 
 
 class PixelFunction:
-    """``f(pixels [S, C, H, W]) → [S]``: the answer token's log-probability with the image's pixel values
-    replaced, one batched forward pass of the whole model over the ``S`` images (the prompt repeated; no
-    cache, only the last logits)."""
+    """``f(pixels [S, C, H, W]) → [S]`` (tiled families: ``[S, tiles, C, H, W]``): the answer token's
+    log-probability with the image's pixel values replaced, one batched forward pass of the whole model
+    over the ``S`` images (the prompt repeated; no cache, only the last logits)."""
 
     def __init__(self, lm: LoadedModel, inputs, target: int):
-        if inputs["pixel_values"].dim() != 4 or inputs["pixel_values"].shape[0] != 1:
-            raise ValueError(f"pixel-space attribution needs pixel values [1, C, H, W], got "
+        if inputs["pixel_values"].dim() not in (4, 5) or inputs["pixel_values"].shape[0] != 1:
+            raise ValueError(f"pixel-space attribution needs pixel values [1, C, H, W] or [1, tiles, C, H, W], got "
                              f"{tuple(inputs['pixel_values'].shape)}")
         self.lm, self.inputs, self.target = lm, dict(inputs), int(target)
         self.pixels = inputs["pixel_values"].detach()
@@ -235,9 +235,24 @@ def patch_sums(attribution: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return attribution.sum(0).reshape(rows, h // rows, cols, w // cols).sum((1, 3)).reshape(-1)
 
 
+def token_sums(attribution: np.ndarray, grids: np.ndarray, patch_token: np.ndarray, n_tokens: int) -> np.ndarray:
+    """``[n_tokens]``: pixel attribution ``[(tiles,) C, H, W]`` summed per encoder patch of each tile
+    (:func:`patch_sums` with tile ``i``'s patch grid ``grids[i]``), then per vision token over the patches
+    that feed it (``patch_token [P]``, the encoder patches in order, -1 for a patch that feeds none:
+    :class:`vlmattn.engine.vision.PatchLayout`)."""
+    tiles = attribution.reshape(-1, *attribution.shape[-3:])
+    grids = np.asarray(grids, np.int64).reshape(-1, 2)
+    if len(tiles) != len(grids):
+        raise ValueError(f"{len(tiles)} tiles of pixel values for {len(grids)} encoder images")
+    patches = np.concatenate([patch_sums(t, g) for t, g in zip(tiles, grids, strict=True)])
+    patch_token = np.asarray(patch_token, np.int64)
+    fed = patch_token >= 0
+    return np.bincount(patch_token[fed], weights=patches[fed], minlength=n_tokens)
+
+
 @dataclass
 class PixelAttribution:
-    """Integrated gradients in pixel space mapped to the tokens: ``tokens [V]`` (:func:`patch_sums`), value
+    """Integrated gradients in pixel space mapped to the tokens: ``tokens [V]`` (:func:`token_sums`), value
     ``f(x)``, baseline_value ``f(blank)``, delta ``Σ IG − (f(x) − f(blank))``."""
 
     tokens: np.ndarray
@@ -246,10 +261,11 @@ class PixelAttribution:
     delta: float
 
 
-def pixel_attribution(f: PixelFunction, grid: tuple[int, int], *, n_steps: int, batch: int,
+def pixel_attribution(f: PixelFunction, grids: np.ndarray, patch_token: np.ndarray, *, n_steps: int, batch: int,
                       method: str = "gausslegendre") -> PixelAttribution:
     """IG of ``f`` at its image's pixels from the blank image (pixel values 0) through captum (``batch``
-    path points per forward pass), summed per token of ``grid``."""
+    path points per forward pass), summed per vision token over the encoder patches that feed it
+    (:func:`token_sums` with the patch layout's ``grids`` and ``patch_token``)."""
     from captum.attr import IntegratedGradients
 
     x = f.pixels.float().requires_grad_(True)
@@ -259,7 +275,8 @@ def pixel_attribution(f: PixelFunction, grid: tuple[int, int], *, n_steps: int, 
                                                      internal_batch_size=batch, return_convergence_delta=True)
     with torch.no_grad():
         values = f(torch.cat([x, baseline])).double().cpu().numpy()
-    return PixelAttribution(tokens=patch_sums(ig[0].double().detach().cpu().numpy(), grid),
+    n_tokens = int(np.max(patch_token)) + 1
+    return PixelAttribution(tokens=token_sums(ig[0].double().detach().cpu().numpy(), grids, patch_token, n_tokens),
                             value=float(values[0]), baseline_value=float(values[1]),
                             delta=float(delta.detach().double().sum()))
 

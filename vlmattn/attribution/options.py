@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..config import Sample
 from ..errors import ConfigError
+from ..families import ONLINE_PRUNING
 
 
 def _block(cfg: dict) -> dict:
@@ -49,7 +50,7 @@ def attribution_samples(cfg: dict, samples: list[Sample]) -> list[Sample]:
 
 
 def check(cfg: dict) -> None:
-    """The attribution block's models exist and are of the llava family (the faithfulness curves drop
+    """The attribution block's models exist and are of a family the pruning harness runs (the faithfulness curves drop
     tokens through the pruning harness), and its questions exist."""
     ac = cfg.get("attribution")
     if not ac:
@@ -57,10 +58,10 @@ def check(cfg: dict) -> None:
     for m in ac["models"]:
         if m not in cfg["models"]:
             raise ConfigError(f"config attribution.models: unknown model {m!r}")
-        if cfg["models"][m]["family"] != "llava":
+        if cfg["models"][m]["family"] not in ONLINE_PRUNING:
             raise ConfigError(f"config attribution.models: model {m!r} is of family {cfg['models'][m]['family']!r}; "
                               "the faithfulness curves drop tokens through the pruning harness, which runs the "
-                              "llava family")
+                              f"families {', '.join(ONLINE_PRUNING)}")
     for q in ac["questions"] or []:
         if q not in cfg["questions"]:
             raise ConfigError(f"config attribution.questions: unknown question {q!r}")

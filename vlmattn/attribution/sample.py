@@ -10,7 +10,8 @@ and the maps over the ``V`` vision tokens (grid order, the cache's token boxes):
     attention_gradient           Ā_l[q] (mean over heads of (∇A ⊙ A)⁺), mean over every layer
     attention_gradient_rollout   Chefer's rollout of Ā, row ``q``
     integrated_gradients         Σ_d IG_vd
-    integrated_gradients_pixels  IG in pixel space from the blank image, summed over each token's patch
+    integrated_gradients_pixels  IG in pixel space from the blank image, summed over the encoder patches
+                                 that feed each token (tiles of tiled families included)
     saliency                     Σ_d |∂f/∂x_vd|
     alignment                    cos(h_L[v], h_L[y]), the last hidden states
     random                       a random order (:func:`.faithfulness.random_map`), the floor
@@ -66,7 +67,7 @@ def attribute(lm, image, question: str, target: int, cached: AttentionSample, *,
 
     inputs = model_inputs(lm, image, question)
     layout = lm.adapter.vision_layout(lm.model, lm.processor, inputs, image.size)
-    vision = np.concatenate([np.arange(s, e) for s, e in layout.spans]).astype(np.int64)
+    vision = layout.vision_positions
     if not np.array_equal(vision, cached.vision_index):
         raise ValueError("the model's vision tokens differ from the cached sample's (was the cache made by "
                          "another model or processor?)")
@@ -82,8 +83,9 @@ def attribute(lm, image, question: str, target: int, cached: AttentionSample, *,
     else:
         base = 0 * f.embeddings
     ia = grads.input_attribution(f, f.embeddings, base, n_steps=ig_steps)
-    pa = grads.pixel_attribution(grads.PixelFunction(lm, inputs, target), tuple(cached.grid[0]), n_steps=pixel_steps,
-                                 batch=ig_batch)
+    patches = lm.adapter.patch_layout(lm.model, lm.processor, inputs, image.size)
+    pa = grads.pixel_attribution(grads.PixelFunction(lm, inputs, target), patches.grids, patches.patch_token,
+                                 n_steps=pixel_steps, batch=ig_batch)
     attention = ap.attention[:, q, vision]
     relevance = ap.relevance[:, q, vision]
     answer = align.cosine_map(ap.hidden, vision, ap.answer)

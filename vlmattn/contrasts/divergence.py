@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import directed_hausdorff
 
-from ..maps import piece_grids, pool_heads, pool_maps
+from ..maps import box_coords, piece_grids, pool_heads, pool_maps
 from ..store import AttentionSample
 from .pairs import paired, pooled_maps, sink_keep
 
@@ -99,15 +99,13 @@ def hausdorff(points_a: np.ndarray, points_b: np.ndarray) -> tuple[float, float,
 def grid_coords(sample: AttentionSample) -> np.ndarray:
     """``[V, 2]`` (row, column) of each vision token in its image's token grid (one image only). A tiled
     layout (several pieces: base and high-resolution grids, tiles and a thumbnail…) gives each token's
-    centre in units of the smallest token box, ``(y_c / h_min, x_c / w_min)`` in pixels, so distances
-    stay in grid units of the finest piece."""
+    centre in units of the smallest token box (:func:`vlmattn.maps.box_coords`), so distances stay in
+    grid units of the finest piece."""
     grids = piece_grids(sample)
     if sample.n_images != 1:
         raise ValueError(f"grid coordinates need a single image per sample, got {sample.n_images}")
     if len(grids) > 1:
-        b = np.asarray(sample.token_boxes, np.float64)
-        w, h = (b[:, 2] - b[:, 0]).min(), (b[:, 3] - b[:, 1]).min()
-        return np.stack([(b[:, 1] + b[:, 3]) / 2 / h, (b[:, 0] + b[:, 2]) / 2 / w], axis=1)
+        return box_coords(sample.token_boxes)
     (_, (rows, cols)), = grids
     r, c = np.divmod(np.arange(rows * cols), cols)
     return np.stack([r, c], axis=1).astype(np.float64)

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from ..maps import centre_mask, pool_heads, pool_maps
+from ..maps import box_coords, centre_mask, pool_heads, pool_maps
 from ..store import AttentionSample, VisionEncoderAttention
 from .divergence import COLUMNS as DIVERGENCE_COLUMNS
 from .divergence import pair_frame, within_condition
@@ -93,10 +93,15 @@ def patch_roi_mask(sample: AttentionSample, roi) -> np.ndarray:
 
 
 def patch_coords(sample: AttentionSample) -> np.ndarray:
-    """``[P, 2]`` (row, column) of each patch in its image's patch grid (one image only)."""
-    grids = np.asarray(encoder_of(sample).patch_grid).reshape(-1, 2)
-    if len(grids) != 1:
-        raise ValueError(f"patch coordinates need a single image per sample, got {len(grids)}")
+    """``[P, 2]`` (row, column) of each patch in its image's patch grid (one image only); an image the
+    encoder sees as several tiles gives each patch's centre in units of the smallest patch box
+    (:func:`vlmattn.maps.box_coords`)."""
+    ve = encoder_of(sample)
+    grids = np.asarray(ve.patch_grid).reshape(-1, 2)
+    if sample.n_images != 1:
+        raise ValueError(f"patch coordinates need a single image per sample, got {sample.n_images}")
+    if len(grids) > 1:
+        return box_coords(ve.patch_boxes)
     rows, cols = (int(v) for v in grids[0])
     r, c = np.divmod(np.arange(rows * cols), cols)
     return np.stack([r, c], axis=1).astype(np.float64)

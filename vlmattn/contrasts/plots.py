@@ -133,7 +133,7 @@ def overlays(samples_a: list, samples_b: list, path: Path, *, roi, labels: tuple
             ax.set_title(f"{label}: {s.attrs.get('image_id', '')} → {s.attrs.get('generated_text', '')!r}", fontsize=8)
         for im in ims:  # one colour scale per pair: A and B compare at a glance
             im.set_clim(0, top or 1)
-        fig.colorbar(ims[-1], ax=list(axes[i]), shrink=0.8, label="attention share")
+        fig.colorbar(ims[-1], ax=list(axes[i]), shrink=0.8, label="attention density ÷ uniform")
     fig.suptitle(f"{title}\nanswer step, mean of heads and layers; dashed: region of interest", fontsize=9)
     plotting.save(fig, path)
 

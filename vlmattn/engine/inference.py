@@ -147,7 +147,8 @@ def model_inputs(lm: LoadedModel, image: Image.Image, question: str):
     """The model's inputs for one (image, question): the adapter's chat prompt through the processor
     (batch of 1) on the model's device, floating-point pixels in the model's dtype. Raises
     :class:`InputError` for an image smaller than one patch or one the processor rejects."""
-    patch = int(getattr(lm.model.config.vision_config, "patch_size", 1))
+    patch = getattr(lm.model.config.vision_config, "patch_size", 1)
+    patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)  # InternViT: [p, p]
     if min(image.size) < patch:
         raise InputError(f"model {lm.model_id!r}: image of {image.size[0]}x{image.size[1]} pixels is smaller than "
                          f"one {patch}-pixel patch of its vision encoder")

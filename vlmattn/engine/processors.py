@@ -23,9 +23,20 @@ def image_only_processor(cls: type) -> type:
     class loads and saves only ``image_processor`` and ``tokenizer``.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+    import inspect
 
+    # the wrapper takes the class's own settings by name (transformers reads a processor's settings
+    # from its __init__'s argument names: e.g. InternVL's image_seq_length), all but video_processor
+    params = [v for k, v in inspect.signature(cls.__init__).parameters.items()
+              if k not in ("self", "video_processor") and v.kind is v.POSITIONAL_OR_KEYWORD]
+    names = [p.name for p in params]
+    source = (f"def __init__(self, {', '.join(f'{n}=None' for n in names)}, **kwargs):\n"
+              f"    given = {{{', '.join(f'{n!r}: {n}' for n in names)}}}\n"
+              "    given = {k: v for k, v in given.items() if v is not None or k in ('image_processor', 'tokenizer')}\n"
+              f"    cls.__init__(self, video_processor=None, **given, **kwargs)\n")
+    scope = {"cls": cls}
+    exec(source, scope)  # noqa: S102 - a signature built from cls's own
+    __init__ = scope["__init__"]
     return type(cls.__name__, (cls,), {"__init__": __init__, "__module__": __name__, "__doc__": cls.__doc__})
 
 

@@ -27,7 +27,8 @@ embeddings and the 2-D attention mask and passes explicit position ids). With no
 ``drop`` hooks reproduce their inputs and ``mask`` adds no hook, so the run equals plain greedy
 ``generate`` bit for bit.
 
-Only the ``llava`` family (Llama-type decoder with 1-D rotary positions) is supported.
+Only the families of :data:`vlmattn.families.ONLINE_PRUNING` (Llama-type decoder with 1-D rotary positions)
+are supported; LLaVA-NeXT's newline tokens, like a CLS token, count as text and are never pruned.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelError
+from ..families import ONLINE_PRUNING
 from .inference import LoadedModel, model_inputs
 
 MODES = ("drop", "mask")
 POSITIONS = ("keep", "renumber")
-SUPPORTED_FAMILIES = ("llava",)
+SUPPORTED_FAMILIES = ONLINE_PRUNING
 
 
 @dataclass

@@ -12,8 +12,10 @@ cache layout):
 * ``text_before_share``  Σ over prompt text before the first image token (system prompt)
 * ``text_after_share``   Σ over prompt text after it (the question, before generation)
 * ``generated_share``    Σ over generated tokens, N ≤ k < decode_key_len[t]
+* ``marker_share``       Σ over the other box-less image tokens (``/vision/marker_positions``: LLaVA-NeXT's
+  newline tokens, tile and row/col markers, image wrappers): only for layouts that have them
 
-The six shares of a row sum to 1. Entropy is over the vision map p (as in concentration):
+The six shares of a row (seven with ``marker_share``) sum to 1. Entropy is over the vision map p (as in concentration):
 ``entropy_mean`` / ``entropy_min`` over the H heads (``entropy_min_head`` the argmin) and
 ``entropy`` of the pooled map. One row per step view × layer × head pooling; shares are pooled over
 heads with the same operator (mean or max). Undefined (NaN) head maps (see :mod:`.common`) are left
@@ -45,6 +47,8 @@ from .concentration import entropy
 
 SEGMENTS = ["vision", "cls", "sink", "text_before", "text_after", "generated"]
 COLUMNS = ["entropy", "entropy_mean", "entropy_min", "entropy_min_head"] + [f"{s}_share" for s in SEGMENTS]
+#: the column of layouts with markers (:attr:`vlmattn.store.AttentionSample.marker_positions`)
+MARKER_COLUMN = "marker_share"
 PLOTS = ["layer_profile", "layer_profile_steps"]
 #: the summary's key columns (besides model and question); every other numeric column is a quantity
 SUMMARY_KEYS = ["step_pool", "step", "sinks", "layer", "head"]
@@ -67,6 +71,7 @@ def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | 
         "text_before": others["text_before"],
         "text_after": others["text_after"],
         "generated": others["generated"],
+        "marker": others["markers"],
     }
 
 
@@ -83,7 +88,8 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     variants = sink_variants(sample, cfg, att)
     others = segment_sums(sample)
     n_steps, n_layers = att.raw.shape[:2]
-    cols: dict[str, list] = {k: [] for k in ["step_pool", "step", "sinks", "layer", "head"] + COLUMNS}
+    cols: dict[str, list] = {k: [] for k in ["step_pool", "step", "sinks", "layer", "head"] + COLUMNS
+                             + [MARKER_COLUMN]}
     for label, keep in variants:
         seg_all = segment_shares(att.raw, others, keep, att.shares(keep))
         for sp in cfg["step_pooling"]:
@@ -119,6 +125,8 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     out = {k: np.concatenate(v) for k, v in cols.items()}
     out["step"] = int_column(out["step"], out["step"] >= 0)
     out["entropy_min_head"] = int_column(out["entropy_min_head"], out["entropy_min_head"] >= 0)
+    if not len(sample.marker_positions):
+        del out[MARKER_COLUMN]
     return pd.DataFrame(out)
 
 
@@ -137,9 +145,10 @@ def plot(table: pd.DataFrame, cfg: dict, out_dir: Path) -> None:
         fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 6.4), constrained_layout=True,
                                  squeeze=False)
         for col, (name, g) in enumerate(panels):
-            m = pooled(g, ["layer"], [f"{s}_share" for s in SEGMENTS] + ["entropy_mean", "entropy_min"])
+            segments = SEGMENTS + (["marker"] if MARKER_COLUMN in g and g[MARKER_COLUMN].notna().any() else [])
+            m = pooled(g, ["layer"], [f"{s}_share" for s in segments] + ["entropy_mean", "entropy_min"])
             ax = axes[0, col]
-            ax.stackplot(m.index, *[m[f"{s}_share"] for s in SEGMENTS], labels=SEGMENTS, alpha=0.85)
+            ax.stackplot(m.index, *[m[f"{s}_share"].fillna(0) for s in segments], labels=segments, alpha=0.85)
             ax.set_ylim(0, 1)
             ax.set_title(name, fontsize=8)
             ax.set_ylabel("share of the attention row")

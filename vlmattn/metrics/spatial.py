@@ -117,7 +117,7 @@ def plot_sample(sample, cfg: dict, out_dir: Path, image_path: str | None = None)
     for ax, (name, m) in zip(axes, panels, strict=False):
         im = plotting.overlay(ax, image, m, sample.token_boxes, sample.boxes, labels, tuple(sample.image_size))
         ax.set_title(name, fontsize=8)
-        fig.colorbar(im, ax=ax, shrink=0.7)
+        fig.colorbar(im, ax=ax, shrink=0.7, label="density ÷ uniform")
     step = "mean" if v.step is None else f"{v.step_pool} (step {v.step})"
     fig.suptitle(f"{sample.attrs.get('image_id', '')} · {sample.attrs.get('question', '')} → "
                  f"{sample.attrs.get('generated_text', '')!r}\nsteps {step} · heads {hp or 'mean of heads'} · "

@@ -20,7 +20,7 @@ def build_model(build: dict, out_dir: str, threads: int = 1, family: str = "llav
 
     import torch
 
-    from . import replicas, toy
+    from . import replicas, tiled, toy
 
     torch.set_num_threads(threads)
     out = Path(out_dir)
@@ -33,6 +33,8 @@ def build_model(build: dict, out_dir: str, threads: int = 1, family: str = "llav
             model, processor = train.build(train.TrainSpec.from_dict(build.get("spec")))
         elif build["kind"] == "random" and family == "llava":
             model, processor = toy.build_toy(toy.ToySpec.from_dict(build.get("spec")))
+        elif build["kind"] == "random" and family in tiled.FAMILIES:
+            model, processor = tiled.build_tiled(family, tiled.TiledSpec.from_dict(build.get("spec")))
         elif build["kind"] == "random":
             model, processor = replicas.build_replica(family, replicas.ReplicaSpec.from_dict(build.get("spec")))
         else:

@@ -221,7 +221,12 @@ def build_model(family: str, spec: ReplicaSpec, tokenizer):
 
 
 def build_replica(family: str, spec: ReplicaSpec | None = None, extra_text: list[str] | None = None):
-    """``(model, processor)`` of ``family`` at the sizes of ``spec``."""
+    """``(model, processor)`` of ``family`` at the sizes of ``spec`` (a :class:`ReplicaSpec`, or for the
+    tiled families a :class:`vlmattn.models.tiled.TiledSpec`)."""
+    from . import tiled
+
+    if family in tiled.FAMILIES:
+        return tiled.build_tiled(family, spec, extra_text)
     spec = spec or ReplicaSpec()
     tokenizer = build_tokenizer(extra_text, spec.vocab_size)
     return build_model(family, spec, tokenizer), build_processor(family, tokenizer, spec)

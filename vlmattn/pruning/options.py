@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ..config import PREFILL_ROW_ORDER
 from ..errors import ConfigError, InputError
+from ..families import ONLINE_PRUNING
 from .scorers import ROWS_NEEDED
 
 
@@ -95,9 +96,9 @@ def check_prune_layer(prune_layer: int, n_layers: int, model: str) -> None:
 
 
 def check(cfg: dict) -> None:
-    """The pruning block's cross-references: online models exist and are llava-family (online pruning
-    runs LLaVA's decoder), a step below ``extraction.max_new_tokens``, and for the offline scores an
-    extraction that stores what they read — the prefill rows of every query strategy
+    """The pruning block's cross-references: online models exist and are of a family the pruning harness
+    runs (:data:`vlmattn.families.ONLINE_PRUNING`), a step below ``extraction.max_new_tokens``, and for the
+    offline scores an extraction that stores what they read — the prefill rows of every query strategy
     (``extraction.prefill_rows``, :data:`vlmattn.pruning.scorers.ROWS_NEEDED`) at layers K − 1 and K
     (``extraction.prefill_layers``)."""
     pc = cfg.get("pruning")
@@ -117,9 +118,9 @@ def check(cfg: dict) -> None:
     for m in pc["online"]["models"]:
         if m not in cfg["models"]:
             raise ConfigError(f"config pruning.online.models: unknown model {m!r}")
-        if cfg["models"][m]["family"] != "llava":
+        if cfg["models"][m]["family"] not in ONLINE_PRUNING:
             raise ConfigError(f"config pruning.online.models: model {m!r} is {cfg['models'][m]['family']}; online "
-                              "pruning runs llava-family models")
+                              f"pruning runs the families {', '.join(ONLINE_PRUNING)}")
     if not pc["offline"]["enabled"]:
         return
     ex = cfg["extraction"]

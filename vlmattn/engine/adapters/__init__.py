@@ -5,11 +5,14 @@ from __future__ import annotations
 from ...errors import ModelError
 from ...layout import VisionLayout
 from .base import Adapter
+from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
+from .llava_next import LlavaNextAdapter
 from .qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    a.family: a for a in (LlavaAdapter, Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter)
+    a.family: a
+    for a in (LlavaAdapter, LlavaNextAdapter, InternVLAdapter, Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter)
 }
 
 

@@ -1,0 +1,63 @@
+"""The workflow on replicas of the tiled families: every metric, the contrasts, offline pruning and
+attribution, one model per family in one run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.pipeline import TINY_CONFIG, snakemake, write_config
+from vlmattn.metrics import METRICS
+from vlmattn.models import tiled
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiled")
+    models = {f: {"family": f, "build": {"kind": "random", "spec": {"seed": 0}}} for f in tiled.FAMILIES}
+    cfg = {**TINY_CONFIG, "models": models}
+    cfg["extraction"] = {"max_new_tokens": 3, "prefill_rows": "all_text", "prefill_layers": [0, 1],
+                         "resources": {"threads": 1}}
+    cfg["contrasts"] = {"tl": {"question": "top_left", "a": "triangle", "b": "square",
+                               "pairs": [["triangle_topleft", "square_only"]], "roi": "top_left",
+                               "statistics": {"n_resamples": 99}, "causal": {"ks": [1], "n_random": 4}}}
+    cfg["pruning"] = {"prune_layer": 1, "n_heads": 2, "online": {"models": []}, "learned": {"enabled": False}}
+    cfg["attribution"] = {"models": [f for f in tiled.FAMILIES if f in ("llava_next",)], "questions": ["top_left"]}
+    write_config(work, cfg)
+    snakemake(work, "--cores", "2")
+    return work
+
+
+def test_every_metric_has_rows_for_every_family(run):
+    for name in METRICS:
+        table = pd.read_parquet(run / "results/tables" / name)
+        assert set(table["model"]) == set(tiled.FAMILIES), name
+        assert len(table) > 0
+
+
+def test_piece_columns_and_row_shares(run):
+    hot = pd.read_parquet(run / "results/tables/hotspots")
+    sinks = pd.read_parquet(run / "results/tables/sinks")
+    for family in tiled.FAMILIES:
+        h, s = hot[hot["model"] == family], sinks[sinks["model"] == family]
+        n_pieces = s.groupby("image")["piece"].nunique()
+        assert (n_pieces > 1).all()  # every sample of a tiled family has several pieces
+        assert set(h["piece"].dropna()) <= set(range(int(n_pieces.max())))
+    profile = pd.read_parquet(run / "results/tables/layer_profile")
+    shares = [c for c in profile.columns if c.endswith("_share")]
+    mean_rows = profile[profile["head"] == "mean"]
+    np.testing.assert_allclose(mean_rows[shares].fillna(0).sum(axis=1), 1.0, atol=1e-3)  # float16 rows
+    assert (profile.loc[profile["model"] == "llava_next", "marker_share"] > 0).all()  # the newline tokens
+
+
+def test_contrasts_pruning_and_attribution_tables(run):
+    for name in ("heads", "divergence", "encoder", "quadrants", "rollout", "causal"):
+        table = pd.read_csv(run / f"results/contrasts/tl/{tiled.FAMILIES[0]}/{name}.csv")
+        assert len(table) > 0, name
+    offline = pd.read_csv(run / "results/tables/pruning_offline.csv")
+    assert set(offline["model"]) == set(tiled.FAMILIES)
+    maps = pd.read_csv(run / "results/tables/attribution_maps.csv")
+    assert "llava_next" in set(maps["model"])

@@ -1,0 +1,203 @@
+"""Tiny random-weight replicas of the tiled VLM families, built offline from config objects.
+
+Each replica is the real transformers architecture and processor of its family at toy sizes, with
+the family's tiling rule scaled down with the tile (so a replica tiles an image as the checkpoint
+does, in fewer pixels): the same classes, the same processor code path, saved with
+``save_pretrained`` and reloaded like a hub checkpoint.
+
+* ``llava_next``: ``LlavaNextForConditionalGeneration`` (CLIP tower with CLS, Llama), the
+  ``LlavaNextImageProcessorPil`` (base image resized to one tile + the best ``image_grid_pinpoints``
+  resolution, padded and cut into tiles), LLaVA-1.5's chat template. The checkpoints' tile is 336 px
+  of 14 px patches with pinpoints ``[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]``;
+  the replica's is ``tile_size`` px of ``patch_size`` px patches with the pinpoints scaled by
+  ``tile_size / 336``.
+* ``internvl`` (the ``-hf`` checkpoints): ``InternVLForConditionalGeneration`` (InternViT with CLS,
+  dropped; pixel shuffle 0.5; Qwen2), the ``GotOcr2ImageProcessorPil`` cutting the image, squashed,
+  into 1 … ``max_tiles`` tiles by aspect ratio plus a thumbnail, and the ``<img>…</img>`` wrapper. The
+  checkpoints: 448 px tiles of 14 px patches, 12 tiles at most; the replica: ``tile_size`` px tiles of
+  ``patch_size`` px patches, ``max_tiles`` at most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from . import toy
+
+FAMILIES = ("llava_next", "internvl")
+
+#: LLaVA-NeXT's pinpoints in units of its 336 px tile
+LLAVA_NEXT_PINPOINTS = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
+
+
+@dataclass(frozen=True)
+class TiledSpec:
+    """Sizes of a tiled-family replica: ``tile_size`` px tiles of ``patch_size`` px patches (a tile is
+    ``(tile_size / patch_size)²`` encoder patches), the vision tower and the language model."""
+
+    seed: int = 0
+    tile_size: int = 32
+    patch_size: int = 8
+    vision_hidden: int = 32
+    vision_layers: int = 2
+    vision_heads: int = 2
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    vocab_size: int = 512
+    max_positions: int = 4096
+    max_tiles: int = 6
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> TiledSpec:
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown replica model settings: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _llama(spec: TiledSpec, tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.text_hidden,
+        intermediate_size=4 * spec.text_hidden,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_kv_heads,
+        max_position_embeddings=spec.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def _finish(model, tokenizer):
+    model = model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+def build_llava_next(spec: TiledSpec, extra_text: list[str] | None = None):
+    """``(model, processor)`` of a LLaVA-NeXT replica (CLIP with CLS dropped, ``"default"`` strategy)."""
+    from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    tokenizer = toy.build_tokenizer(extra_text, spec.vocab_size)
+    t = spec.tile_size
+    pinpoints = [[h * t, w * t] for h, w in LLAVA_NEXT_PINPOINTS]
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": t}, crop_size={"height": t, "width": t}, image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=spec.patch_size,
+        vision_feature_select_strategy="default", chat_template=toy.CHAT_TEMPLATE, num_additional_image_tokens=1,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=spec.vision_hidden, intermediate_size=4 * spec.vision_hidden,
+        num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads, image_size=t,
+        patch_size=spec.patch_size, projection_dim=spec.vision_hidden,
+    )
+    config = LlavaNextConfig(
+        vision_config=vision, text_config=_llama(spec, tokenizer), image_grid_pinpoints=pinpoints,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
+        vision_feature_select_strategy="default", image_seq_length=(t // spec.patch_size) ** 2,
+    )
+    torch.manual_seed(spec.seed)
+    return _finish(LlavaNextForConditionalGeneration(config), tokenizer), processor
+
+
+def build_tokenizer(specials: list[str], named: dict[str, str], eos: str, pad: str, bos: str | None = None,
+                    extra_text: list[str] | None = None, vocab_size: int = 512):
+    """Byte-level BPE trained on the task corpus (deterministic) with the family's special tokens
+    ``specials``; ``named`` gives the tokenizer attributes the family's processor reads (e.g.
+    ``{"start_image_token": "<img>"}``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    corpus = toy.BASE_CORPUS + ["user assistant system"] + sorted(set(extra_text or []))
+    tok.train_from_iterator(corpus * 8, trainer)
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, tok.token_to_id(bos))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=bos,
+                                   extra_special_tokens=named, model_max_length=32768)
+
+
+def _qwen2(spec: TiledSpec, tokenizer):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=spec.text_hidden, intermediate_size=4 * spec.text_hidden,
+        num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_kv_heads, max_position_embeddings=spec.max_positions,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+
+
+# InternVL's conversation format (Qwen2's), the image as the context token the processor expands
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<IMG_CONTEXT>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_internvl(spec: TiledSpec, extra_text: list[str] | None = None):
+    """``(model, processor)`` of an InternVL (``-hf`` layout) replica."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor, InternVLVisionConfig
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    from ..engine.processors import image_only_processor
+
+    tokenizer = build_tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
+        {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+         "video_token": "<video>"},
+        eos="<|im_end|>", pad="<|endoftext|>", extra_text=extra_text, vocab_size=spec.vocab_size)
+    t, p = spec.tile_size, spec.patch_size
+    per_tile = (t // p // 2) ** 2
+    image_processor = GotOcr2ImageProcessorPil(size={"height": t, "width": t}, crop_to_patches=True, min_patches=1,
+                                               max_patches=spec.max_tiles, image_mean=[0.485, 0.456, 0.406],
+                                               image_std=[0.229, 0.224, 0.225])
+    processor = image_only_processor(InternVLProcessor)(image_processor=image_processor, tokenizer=tokenizer,
+                                                        image_seq_length=per_tile,
+                                                        chat_template=INTERNVL_CHAT_TEMPLATE)
+    vision = InternVLVisionConfig(hidden_size=spec.vision_hidden, num_hidden_layers=spec.vision_layers,
+                                  num_attention_heads=spec.vision_heads, intermediate_size=4 * spec.vision_hidden,
+                                  image_size=[t, t], patch_size=[p, p], use_mean_pooling=True)
+    config = InternVLConfig(vision_config=vision, text_config=_qwen2(spec, tokenizer),
+                            image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=per_tile,
+                            downsample_ratio=0.5, vision_feature_layer=-1, vision_feature_select_strategy="default",
+                            tie_word_embeddings=False)
+    torch.manual_seed(spec.seed)
+    return _finish(InternVLForConditionalGeneration(config), tokenizer), processor
+
+
+BUILDERS = {"llava_next": build_llava_next, "internvl": build_internvl}
+
+
+def build_tiled(family: str, spec: TiledSpec | None = None, extra_text: list[str] | None = None):
+    """``(model, processor)`` of the tiled ``family`` at the sizes of ``spec``."""
+    if family not in BUILDERS:
+        raise ValueError(f"no replica builder for family {family!r} (known: {', '.join(BUILDERS)})")
+    return BUILDERS[family](spec or TiledSpec(), extra_text)
