@@ -23,10 +23,14 @@ QUESTION = "What shape is in the image?"
 # (width, height): wide, square, extreme aspect ratios, and the largest tiling (LLaVA-NeXT: 2 × 2 tiles)
 SIZES = {
     "llava_next": [(50, 30), (40, 40), (20, 90), (130, 37), (200, 200)],
-    # InternVL replica: 32 px tiles, at most 6: one tile (square), 3 × 2, 1 × 4, and 20:1, capped at 6 × 1
+    # InternVL replica: 64 px tiles, at most 6: one tile (square), 3 × 2, 1 × 4, and 20:1, capped at 6 × 1
     "internvl": [(40, 40), (50, 30), (30, 100), (200, 10), (64, 96)],
+    # Gemma 3 replica: 64 px, pan-and-scan crops of at least 32 px from a 1.2 aspect ratio: none (square,
+    # 50 × 30: a crop would be 30 px), 3 crops, 2 crops, 4 crops (the limit, of a 6:1 image)
+    "gemma3": [(40, 40), (50, 30), (300, 100), (100, 250), (480, 80)],
 }
-EXACT_SIZES = {"llava_next": [(50, 30), (20, 90), (200, 200)], "internvl": [(40, 40), (50, 30), (200, 10)]}
+EXACT_SIZES = {"llava_next": [(50, 30), (20, 90), (200, 200)], "internvl": [(40, 40), (50, 30), (200, 10)],
+               "gemma3": [(40, 40), (300, 100), (480, 80)]}
 
 
 def sources_llava_next(lm, inputs) -> list[np.ndarray]:
@@ -72,9 +76,22 @@ def lit_patches(lm, inputs) -> np.ndarray:
     return (pv.reshape(t, c, s // p, p, s // p, p).amax(dim=(1, 3, 5)) > 0).reshape(-1).numpy()
 
 
-SOURCES = {"llava_next": sources_llava_next, "internvl": sources_internvl}
+def sources_gemma3(lm, inputs) -> list[np.ndarray]:
+    """Per image token, its SigLIP patches (``piece · P + patch``), by the model's own projector pooling
+    (``avg_pool``) on one-hot features of every (piece, patch)."""
+    proj = lm.model.model.multi_modal_projector
+    n_pieces = int(inputs["pixel_values"].shape[0])
+    n = proj.patches_per_image
+    d = n_pieces * n * n
+    feats = torch.eye(d).reshape(n_pieces, n * n, d).transpose(1, 2).reshape(n_pieces, d, n, n)
+    pooled = proj.avg_pool(feats).flatten(2).transpose(1, 2)  # [pieces, g², d]
+    return [np.flatnonzero(row.numpy()) for row in pooled.reshape(-1, d)]
+
+
+SOURCES = {"llava_next": sources_llava_next, "internvl": sources_internvl, "gemma3": sources_gemma3}
 #: box-less tokens that are not image-token ids (wrappers), per family
-WRAPPERS = {"internvl": wrappers_internvl}
+WRAPPERS = {"internvl": wrappers_internvl, "gemma3": lambda lm, ids: np.flatnonzero(np.isin(
+    ids, [lm.model.config.boi_token_index, lm.model.config.eoi_token_index]))}
 
 
 def layout_of(lm, image):
@@ -222,20 +239,30 @@ def scene(size):
 @pytest.mark.parametrize("family, size", [(f, s) for f in tiled.FAMILIES for s in EXACT_SIZES[f]])
 @torch.no_grad()
 def test_capture_equals_eager_at_several_sizes(loaded, eager, family, size):
-    """Decode rows and every prefill row equal eager attention (float32, ≤ 1e-5), generation equals SDPA."""
+    """Decode rows and every prefill row equal eager attention (float32, ≤ 1e-5), generation equals SDPA.
+
+    Reference: one eager forward pass without a cache over the prompt and the generated tokens, with
+    ``output_attentions=True``, whose ``[H, M, M]`` matrices sit on absolute key positions (sliding
+    windows and Gemma 3's bidirectional image blocks in their masks): decode row ``t`` is its row
+    ``N − 1 + t``, prefill row ``r`` its row ``r``."""
     lm = loaded(family)
     ref_model, sdpa = eager(family)
     image = scene(size)
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)
     n = inputs["input_ids"].shape[1]
-    ref = ref_model.generate(**inputs, max_new_tokens=3, do_sample=False, return_dict_in_generate=True,
-                             output_attentions=True)
     plain = sdpa.generate(**inputs, max_new_tokens=3, do_sample=False)
     s = capture_attention(lm, image, QUESTION, max_new_tokens=3, prefill_rows="all")
-    assert s.generated_ids.tolist() == plain[0, n:].tolist() == ref.sequences[0, n:].tolist()
-    for layer in range(len(ref.attentions[0])):
-        np.testing.assert_allclose(s.prefill[layer], ref.attentions[0][layer][0].numpy(), atol=1e-5, rtol=0)
+    assert s.generated_ids.tolist() == plain[0, n:].tolist()
+    m = plain.shape[1] - 1  # the last generated token is no query of a stored row
+    full = dict(inputs, input_ids=plain[:, :m], attention_mask=torch.ones(1, m, dtype=torch.long))
+    if "token_type_ids" in inputs:  # Gemma 3: generated tokens are text
+        full["token_type_ids"] = torch.nn.functional.pad(inputs["token_type_ids"], (0, m - n))
+    ref = ref_model(**full, output_attentions=True, use_cache=False).attentions
+    for layer, a in enumerate(ref):
+        a = a[0].numpy()  # [H, M, M]
+        np.testing.assert_allclose(s.prefill[layer], a[:, :n, :n], atol=1e-5, rtol=0)
         for t in range(s.n_steps):
-            a = ref.attentions[t][layer][0]
-            want = a[:, -1] if t == 0 else a[:, 0]
-            np.testing.assert_allclose(s.decode[t, layer, :, : n + t], want.numpy(), atol=1e-5, rtol=0)
+            np.testing.assert_allclose(s.decode[t, layer, :, : n + t], a[:, n - 1 + t, : n + t], atol=1e-5, rtol=0)
+    if family == "gemma3":  # the image tokens' prefill rows see the whole piece, later tokens of it too
+        start, end = s.spans[0]
+        assert (s.prefill[0][:, start, start + 1:end] > 0).all()

@@ -102,7 +102,7 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
     lm = loaded(family)
     image = noise_image()
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)
-    clip = family in ("llava", "llava_next", "internvl")  # towers with a CLS token, one sequence an image or tile
+    clip = family in ("llava", "llava_next", "internvl", "gemma3")  # towers run one sequence an image or tile
     if clip:
         refs, same = clip_reference(checkpoint(family), inputs)
     else:
@@ -110,7 +110,7 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
         refs = [ref]
     s = capture_attention(lm, image, QUESTION, max_new_tokens=2, vision_full=True)
     ve = s.vision_encoder
-    n_cls = 1 if clip else 0
+    n_cls = 1 if family in ("llava", "llava_next", "internvl") else 0  # SigLIP (Gemma 3) has no CLS
     L, H = refs[0].shape[:2]
     P = sum(r.shape[-1] - n_cls for r in refs)
     assert ve.has_cls == bool(n_cls)
@@ -129,10 +129,13 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
         np.testing.assert_allclose(ve.rollout_cls, want, **tol)
     else:
         assert ve.cls_attention.shape == (L, H, 0) and ve.rollout_cls.shape == (L, 0)
-        # segments: two patches share one exactly when the reference lets them attend to each other
-        for layer in range(L):
-            seg = ve.segment[layer]
-            assert ((seg[:, None] == seg[None, :]) == same[layer]).all()
+    if same is None:  # one sequence an image or tile: patches share a segment when they share it
+        tile = np.repeat(np.arange(len(refs)), [r.shape[-1] - n_cls for r in refs])
+        same = np.broadcast_to(tile[:, None] == tile[None, :], (L, P, P))
+    # segments: two patches share one exactly when the reference lets them attend to each other
+    for layer in range(L):
+        seg = ve.segment[layer]
+        assert ((seg[:, None] == seg[None, :]) == same[layer]).all()
     if family == "qwen2_5_vl":
         visual = lm.model.model.visual
         n_windows = [len(np.unique(ve.segment[layer])) for layer in range(L)]
@@ -142,7 +145,8 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
     # patches → LLM tokens and boxes
     if not clip:
         np.testing.assert_array_equal(ve.patch_grid, [[int(v) for v in inputs["image_grid_thw"][0, 1:]]])
-    merge = 1 if family in ("llava", "llava_next") else 2  # patches a token side (InternVL: pixel shuffle 0.5)
+    # patches a token side: InternVL's pixel shuffle 0.5, Gemma 3's 2 × 2 pooling (replica), Qwen's merge
+    merge = 1 if family in ("llava", "llava_next") else 2
     fed = ve.patch_token >= 0  # LLaVA-NeXT: patches of the padding the model removes feed no token
     assert np.bincount(ve.patch_token[fed]).tolist() == [merge * merge] * len(s.token_boxes)
     pb, tb = ve.patch_boxes[fed], s.token_boxes[ve.patch_token[fed]]

@@ -247,7 +247,9 @@ class RolloutAccumulator(AttentionHook):
 
     in place, from the last block of rows to the first: ``Ā_l`` is causal (lower triangular), so the
     new rows ``r0:r1`` read only rows ``0 … r1−1`` of ``R``, none of which has been overwritten yet;
-    ``R`` is lower triangular too and only its first ``r1`` columns enter. Cost per layer: one more
+    ``R`` is lower triangular too and only its first ``r1`` columns enter. With ``causal=False`` (Gemma 3's
+    prefill, where the tokens of an image attend to each other both ways) each layer reads a copy of
+    the previous ``R`` instead (``8·M²`` bytes more while it runs) and every column enters. Cost per layer: one more
     weight computation of ``H·M²`` scores and ``≈ M³/3`` multiply-adds; memory: ``R`` plus one block.
 
     ``R`` is float64. Its rows are convex combinations (row-stochastic products), so rounding never
@@ -258,7 +260,8 @@ class RolloutAccumulator(AttentionHook):
     datacentre GPUs and CPUs run at half their float32 rate or better.
     """
 
-    def __init__(self, n_layers: int, length: int, device, residual: float = ROLLOUT_RESIDUAL):
+    def __init__(self, n_layers: int, length: int, device, residual: float = ROLLOUT_RESIDUAL, causal: bool = True):
+        self.causal = bool(causal)
         self.n_layers = int(n_layers)
         self.length = int(length)
         self.residual = float(residual)
@@ -285,11 +288,15 @@ class RolloutAccumulator(AttentionHook):
         cap = _ROLLOUT_BLOCK_BYTES if query.device.type != "cpu" else _CPU_ROLLOUT_BLOCK_BYTES
         block = max(1, min(m, cap // (4 * heads * m)))
         a, r = self.residual, self.rollout
+        previous = None if self.causal else r.clone()
         for r0 in range(((m - 1) // block) * block, -1, -block):
             r1 = min(m, r0 + block)
             rows = torch.arange(r0, r1, device=query.device)
             mean = attention_rows(query, key, attention_mask, scaling, rows, n_kv_groups, window).mean(dim=0)
             mean = mean.to(torch.float64)  # [b, M]
+            if previous is not None:
+                r[r0:r1] = torch.addmm(previous[r0:r1], mean, previous, beta=a, alpha=1 - a)
+                continue
             self._acausal += mean[:, r1:].sum() + torch.triu(mean[:, r0:r1], diagonal=1).sum()
             r[r0:r1, :r1] = torch.addmm(r[r0:r1, :r1], mean[:, :r1], r[:r1, :r1], beta=a, alpha=1 - a)
         self.layer += 1
@@ -300,7 +307,8 @@ class RolloutAccumulator(AttentionHook):
             raise CaptureError(f"rollout: {self.layer} of {self.n_layers} language-model layers attended")
         leak = float(self._acausal)
         if leak > 0:
-            raise CaptureError(f"rollout: attention is not causal ({leak:.3g} weight on later keys)")
+            raise CaptureError(f"rollout: attention is not causal ({leak:.3g} weight on later keys; a family "
+                               "with bidirectional prefill needs causal=False)")
         return self.rollout[torch.as_tensor(positions, device=self.rollout.device)].float().cpu()
 
 

@@ -441,7 +441,7 @@ def llm_rollout_rows(lm: LoadedModel, inputs, ids: torch.Tensor, prefill_positio
     n, m = int(inputs["input_ids"].shape[1]), int(ids.shape[0])
     run = extended_inputs(inputs, ids)
     n_layers = lm.model.config.get_text_config().num_hidden_layers
-    acc = RolloutAccumulator(n_layers, m, lm.device)
+    acc = RolloutAccumulator(n_layers, m, lm.device, causal=lm.adapter.causal_prefill)
     with rolling_out(acc), vision_recording(None):
         lm.model(**run, use_cache=False, logits_to_keep=1)
     decode = acc.rows(np.arange(n - 1, m))

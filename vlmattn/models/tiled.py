@@ -16,6 +16,16 @@ does, in fewer pixels): the same classes, the same processor code path, saved wi
   into 1 … ``max_tiles`` tiles by aspect ratio plus a thumbnail, and the ``<img>…</img>`` wrapper. The
   checkpoints: 448 px tiles of 14 px patches, 12 tiles at most; the replica: ``tile_size`` px tiles of
   ``patch_size`` px patches, ``max_tiles`` at most.
+* ``gemma3``: ``Gemma3ForConditionalGeneration`` (SigLIP without CLS, average-pooled to
+  ``mm_tokens_per_image``; Gemma 3 text with sliding-window and global layers, bidirectional attention
+  among an image's tokens in prefill), the ``Gemma3ImageProcessorPil`` (image squashed to one tile;
+  pan-and-scan crops when ``pan_and_scan``). The checkpoints: 896 px, 14 px patches (64 × 64) pooled
+  4 × 4 to 16 × 16 tokens, crops of at least 256 px; the replica: ``tile_size`` px, ``patch_size`` px
+  patches pooled 2 × 2, crops of at least ``tile_size / 2`` px, sliding window ``sliding_window``.
+
+Replica tiles (:data:`TILE_SIZES`, ``patch_size`` 8): LLaVA-NeXT 32 px (4 × 4 tokens a tile), InternVL
+64 px (8 × 8 patches, 4 × 4 tokens after the pixel shuffle), Gemma 3 64 px (8 × 8 patches pooled to
+4 × 4).
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ import torch
 
 from . import toy
 
-FAMILIES = ("llava_next", "internvl")
+FAMILIES = ("llava_next", "internvl", "gemma3")
+
+#: the replicas' tile sides (px) by family: 4 × 4 tokens a tile, or 8 × 8 before LLaVA-NeXT's unpadding
+TILE_SIZES = {"llava_next": 32, "internvl": 64, "gemma3": 64}
 
 #: LLaVA-NeXT's pinpoints in units of its 336 px tile
 LLAVA_NEXT_PINPOINTS = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
@@ -35,10 +48,11 @@ LLAVA_NEXT_PINPOINTS = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
 @dataclass(frozen=True)
 class TiledSpec:
     """Sizes of a tiled-family replica: ``tile_size`` px tiles of ``patch_size`` px patches (a tile is
-    ``(tile_size / patch_size)²`` encoder patches), the vision tower and the language model."""
+    ``(tile_size / patch_size)²`` encoder patches; 0: the family's own, :data:`TILE_SIZES`), the vision
+    tower and the language model."""
 
     seed: int = 0
-    tile_size: int = 32
+    tile_size: int = 0
     patch_size: int = 8
     vision_hidden: int = 32
     vision_layers: int = 2
@@ -50,6 +64,8 @@ class TiledSpec:
     vocab_size: int = 512
     max_positions: int = 4096
     max_tiles: int = 6
+    pan_and_scan: bool = True
+    sliding_window: int = 16
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TiledSpec:
@@ -95,7 +111,7 @@ def build_llava_next(spec: TiledSpec, extra_text: list[str] | None = None):
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     tokenizer = toy.build_tokenizer(extra_text, spec.vocab_size)
-    t = spec.tile_size
+    t = spec.tile_size or TILE_SIZES["llava_next"]
     pinpoints = [[h * t, w * t] for h, w in LLAVA_NEXT_PINPOINTS]
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": t}, crop_size={"height": t, "width": t}, image_grid_pinpoints=pinpoints,
@@ -174,7 +190,7 @@ def build_internvl(spec: TiledSpec, extra_text: list[str] | None = None):
         {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
          "video_token": "<video>"},
         eos="<|im_end|>", pad="<|endoftext|>", extra_text=extra_text, vocab_size=spec.vocab_size)
-    t, p = spec.tile_size, spec.patch_size
+    t, p = spec.tile_size or TILE_SIZES["internvl"], spec.patch_size
     per_tile = (t // p // 2) ** 2
     image_processor = GotOcr2ImageProcessorPil(size={"height": t, "width": t}, crop_to_patches=True, min_patches=1,
                                                max_patches=spec.max_tiles, image_mean=[0.485, 0.456, 0.406],
@@ -193,7 +209,64 @@ def build_internvl(spec: TiledSpec, extra_text: list[str] | None = None):
     return _finish(InternVLForConditionalGeneration(config), tokenizer), processor
 
 
-BUILDERS = {"llava_next": build_llava_next, "internvl": build_internvl}
+# Gemma 3's conversation format (system turns folded into the user turn are not needed here)
+# (the tokenizer prepends <bos>)
+GEMMA3_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<start_of_image>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def build_gemma3(spec: TiledSpec, extra_text: list[str] | None = None):
+    """``(model, processor)`` of a Gemma 3 replica (one sliding-window and one global layer per pair)."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    tokenizer = build_tokenizer(
+        ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>",
+         "<image_soft_token>"],
+        {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"},
+        eos="<end_of_turn>", pad="<pad>", bos="<bos>", extra_text=extra_text, vocab_size=spec.vocab_size)
+    t, p = spec.tile_size or TILE_SIZES["gemma3"], spec.patch_size
+    per_side = t // p // 2
+    image_processor = Gemma3ImageProcessorPil(
+        size={"height": t, "width": t}, do_pan_and_scan=spec.pan_and_scan, pan_and_scan_min_crop_size=t // 2,
+        pan_and_scan_max_num_crops=4, pan_and_scan_min_ratio_to_activate=1.2, image_mean=[0.5] * 3,
+        image_std=[0.5] * 3)
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=per_side**2,
+                                chat_template=GEMMA3_CHAT_TEMPLATE)
+    head_dim = spec.text_hidden // spec.text_heads
+    layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(spec.text_layers)]
+    text = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=spec.text_hidden, intermediate_size=4 * spec.text_hidden,
+        num_hidden_layers=spec.text_layers, num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_kv_heads, head_dim=head_dim, query_pre_attn_scalar=head_dim,
+        max_position_embeddings=spec.max_positions, sliding_window=spec.sliding_window, layer_types=layer_types,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False)
+    vision = SiglipVisionConfig(hidden_size=spec.vision_hidden, intermediate_size=4 * spec.vision_hidden,
+                                num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
+                                image_size=t, patch_size=p, vision_use_head=False)
+    ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in
+           (("boi_token_index", "<start_of_image>"), ("eoi_token_index", "<end_of_image>"),
+            ("image_token_index", "<image_soft_token>"))}
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=per_side**2,
+                          tie_word_embeddings=False, **ids)
+    torch.manual_seed(spec.seed)
+    return _finish(Gemma3ForConditionalGeneration(config), tokenizer), processor
+
+
+BUILDERS = {"llava_next": build_llava_next, "internvl": build_internvl, "gemma3": build_gemma3}
 
 
 def build_tiled(family: str, spec: TiledSpec | None = None, extra_text: list[str] | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...errors import ModelError
 from ...layout import VisionLayout
 from .base import Adapter
+from .gemma3 import Gemma3Adapter
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
@@ -12,7 +13,8 @@ from .qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     a.family: a
-    for a in (LlavaAdapter, LlavaNextAdapter, InternVLAdapter, Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter)
+    for a in (LlavaAdapter, LlavaNextAdapter, InternVLAdapter, Gemma3Adapter, Qwen2VLAdapter, Qwen25VLAdapter,
+              Qwen3VLAdapter)
 }
 
 

@@ -18,6 +18,8 @@ class Adapter:
 
     family: str = ""
     model_types: tuple[str, ...] = ()
+    #: False when prompt tokens may attend to later ones in prefill (Gemma 3's images)
+    causal_prefill: bool = True
 
     def messages(self, question: str, answer: str | None = None) -> list[dict]:
         """Chat messages of one image + ``question``, and the assistant's ``answer`` if given."""
@@ -26,10 +28,19 @@ class Adapter:
             messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         return messages
 
+    def processor_kwargs(self, processor) -> dict:
+        """Keyword arguments of every processor call (none by default; Gemma 3: its pan-and-scan switch)."""
+        return {}
+
+    def batch_images(self, images: list[Image.Image]) -> list:
+        """``images`` as the processor takes a batch of one-image prompts (a flat list; Gemma 3: one list a
+        prompt)."""
+        return list(images)
+
     def build_inputs(self, processor, image: Image.Image, question: str):
         """Chat-template prompt with one image; returns the processor's tensors (batch of 1)."""
         prompt = processor.apply_chat_template(self.messages(question), add_generation_prompt=True)
-        return processor(images=image, text=prompt, return_tensors="pt")
+        return processor(images=image, text=prompt, return_tensors="pt", **self.processor_kwargs(processor))
 
     def build_batch_inputs(self, processor, images: list[Image.Image], questions: list[str]):
         """The prompts of ``images[b]`` + ``questions[b]`` as one batch, left-padded (padding first, the
@@ -39,7 +50,8 @@ class Adapter:
         side = tokenizer.padding_side
         tokenizer.padding_side = "left"
         try:
-            return processor(images=list(images), text=prompts, padding=True, return_tensors="pt")
+            return processor(images=self.batch_images(images), text=prompts, padding=True, return_tensors="pt",
+                             **self.processor_kwargs(processor))
         finally:
             tokenizer.padding_side = side
 
@@ -61,6 +73,13 @@ class Adapter:
         prompt ``inputs`` of an image of ``image_size`` (width, height): which encoder tokens are patches
         (with their pixel boxes and grid) and which are CLS or padding."""
         raise NotImplementedError
+
+
+def tower_layers(tower) -> list[torch.nn.Module]:
+    """The encoder layers of a CLIP or SigLIP vision tower (``CLIPVisionModel`` wraps its transformer in
+    ``vision_model``; the bare transformer has ``encoder`` itself)."""
+    encoder = tower.vision_model.encoder if hasattr(tower, "vision_model") else tower.encoder
+    return list(encoder.layers)
 
 
 def token_spans(input_ids: torch.Tensor, token_id: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Adapter, VisionLayout, token_spans
+from .base import Adapter, VisionLayout, token_spans, tower_layers
 
 
 def _size(d, key_pairs):
@@ -100,9 +100,7 @@ class LlavaAdapter(Adapter):
         )
 
     def vision_attention_modules(self, model):
-        tower = model.model.vision_tower
-        encoder = tower.vision_model.encoder if hasattr(tower, "vision_model") else tower.encoder
-        return [layer.self_attn for layer in encoder.layers]
+        return [layer.self_attn for layer in tower_layers(model.model.vision_tower)]
 
     def patch_layout(self, model, processor, inputs, image_size):
         from ..vision import PatchLayout

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Adapter, VisionLayout, token_spans
+from .base import Adapter, VisionLayout, token_spans, tower_layers
 
 
 def _pinpoints(model, processor) -> list[list[int]]:
@@ -154,9 +154,7 @@ class LlavaNextAdapter(Adapter):
         )
 
     def vision_attention_modules(self, model):
-        tower = model.model.vision_tower
-        encoder = tower.vision_model.encoder if hasattr(tower, "vision_model") else tower.encoder
-        return [layer.self_attn for layer in encoder.layers]
+        return [layer.self_attn for layer in tower_layers(model.model.vision_tower)]
 
     def patch_layout(self, model, processor, inputs, image_size):
         """Each tile its own encoder sequence ``[CLS, patches…]`` (``g + 1`` tokens): per image the base
