@@ -51,5 +51,5 @@ def test_bad_blocks_fail_with_one_line(block, message):
 def test_other_families_are_refused():
     c = config({"models": ["toy_qwen"]})
     c["models"]["toy_qwen"] = {"family": "qwen2_vl", "build": {"kind": "random", "spec": {"seed": 0}}}
-    with pytest.raises(ConfigError, match="family 'qwen2_vl'.*runs the families llava, llava_next"):
+    with pytest.raises(ConfigError, match="family 'qwen2_vl'.*runs the families llava, llava_next, internvl"):
         load_config(c)

@@ -77,5 +77,6 @@ def test_offline_off_needs_no_rows_and_online_needs_llava():
     qwen = config({"prune_layer": 1, "online": {"models": ["toy_qwen"]}})
     qwen["models"]["toy_qwen"] = {"family": "qwen2_vl", "build": {"kind": "random", "spec": {"seed": 0}}}
     with pytest.raises(ConfigError,
-                       match="model 'toy_qwen' is qwen2_vl; online pruning runs the families llava, llava_next"):
+                       match="model 'toy_qwen' is qwen2_vl; online pruning runs the families llava, llava_next, "
+                             "internvl"):
         load_config(qwen)

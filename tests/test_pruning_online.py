@@ -9,6 +9,7 @@ tokens, whose greedy choices and first logits the pruned generation must match.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import numpy as np
 import pytest
@@ -59,14 +60,16 @@ def reference_logits(lm, inputs, ids: torch.Tensor, dropped: np.ndarray, layer: 
     layers ``< layer`` on all ``M`` tokens at positions ``0 … M−1``, then the tokens not in ``dropped``
     at their original positions (``keep``) or at ``0 … M'−1`` (``renumber``). Rows are the kept tokens."""
     model = lm.model.model
-    text = model.language_model
+    text = model.text_model if hasattr(model, "text_model") else model.language_model
     m = int(ids.shape[0])
     embeds = text.embed_tokens(ids[None])
     cfg = lm.model.config
-    sizes = {"image_sizes": inputs["image_sizes"]} if "image_sizes" in inputs else {}  # LLaVA-NeXT
-    feats = model.get_image_features(pixel_values=inputs["pixel_values"], vision_feature_layer=cfg.vision_feature_layer,
-                                     vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-                                     **sizes).pooler_output
+    # the family's image inputs (LLaVA-NeXT's image_sizes, Idefics3's pixel_attention_mask) and settings
+    accepted = inspect.signature(model.get_image_features).parameters
+    kw = {k: inputs[k] for k in ("image_sizes", "pixel_attention_mask") if k in inputs and k in accepted}
+    kw.update({k: getattr(cfg, k) for k in ("vision_feature_layer", "vision_feature_select_strategy")
+               if k in accepted and hasattr(cfg, k)})
+    feats = model.get_image_features(pixel_values=inputs["pixel_values"], **kw).pooler_output
     feats = torch.cat(list(feats), dim=0) if isinstance(feats, (list, tuple)) else feats.reshape(-1, feats.shape[-1])
     image = (inputs["input_ids"][0] == cfg.image_token_id).nonzero()[:, 0]
     embeds[0, image] = feats

@@ -28,9 +28,14 @@ SIZES = {
     # Gemma 3 replica: 64 px, pan-and-scan crops of at least 32 px from a 1.2 aspect ratio: none (square,
     # 50 × 30: a crop would be 30 px), 3 crops, 2 crops, 4 crops (the limit, of a 6:1 image)
     "gemma3": [(40, 40), (50, 30), (300, 100), (100, 250), (480, 80)],
+    # Idefics3 / SmolVLM replicas: 64 px tiles, longest edge 192 (3 tiles): 3 × 2, 3 × 1, 2 × 3, 3 × 3 (the
+    # limit), 10:1
+    "idefics3": [(50, 30), (300, 100), (100, 250), (40, 40), (400, 40)],
+    "smolvlm": [(50, 30), (100, 250), (400, 40)],
 }
 EXACT_SIZES = {"llava_next": [(50, 30), (20, 90), (200, 200)], "internvl": [(40, 40), (50, 30), (200, 10)],
-               "gemma3": [(40, 40), (300, 100), (480, 80)]}
+               "gemma3": [(40, 40), (300, 100), (480, 80)], "idefics3": [(50, 30), (100, 250), (400, 40)],
+               "smolvlm": [(50, 30), (400, 40), (40, 40)]}
 
 
 def sources_llava_next(lm, inputs) -> list[np.ndarray]:
@@ -88,9 +93,30 @@ def sources_gemma3(lm, inputs) -> list[np.ndarray]:
     return [np.flatnonzero(row.numpy()) for row in pooled.reshape(-1, d)]
 
 
-SOURCES = {"llava_next": sources_llava_next, "internvl": sources_internvl, "gemma3": sources_gemma3}
+def sources_idefics3(lm, inputs) -> list[np.ndarray]:
+    """Per image token, its patches (``piece · P + patch``), by the connector's ``pixel_shuffle`` on
+    one-hot features of every (piece, patch)."""
+    model = lm.model.model
+    n_pieces = int(inputs["pixel_values"].shape[1])
+    vc = model.config.vision_config
+    n = vc.image_size // vc.patch_size
+    d = n_pieces * n * n
+    shuffled = model.connector.pixel_shuffle(torch.eye(d).reshape(n_pieces, n * n, d), model.config.scale_factor)
+    per_token = shuffled.reshape(-1, shuffled.shape[-1] // d, d)
+    return [np.flatnonzero(row.sum(0).numpy()) for row in per_token]
+
+
+def wrappers_idefics3(lm, ids) -> np.ndarray:
+    tags = ["<fake_token_around_image>", "<global-img>"]
+    tags += [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+    return np.flatnonzero(np.isin(ids, lm.processor.tokenizer.convert_tokens_to_ids(tags)))
+
+
+SOURCES = {"llava_next": sources_llava_next, "internvl": sources_internvl, "gemma3": sources_gemma3,
+           "idefics3": sources_idefics3, "smolvlm": sources_idefics3}
 #: box-less tokens that are not image-token ids (wrappers), per family
-WRAPPERS = {"internvl": wrappers_internvl, "gemma3": lambda lm, ids: np.flatnonzero(np.isin(
+WRAPPERS = {"internvl": wrappers_internvl, "idefics3": wrappers_idefics3, "smolvlm": wrappers_idefics3,
+            "gemma3": lambda lm, ids: np.flatnonzero(np.isin(
     ids, [lm.model.config.boi_token_index, lm.model.config.eoi_token_index]))}
 
 

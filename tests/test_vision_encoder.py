@@ -48,8 +48,9 @@ def clip_reference(checkpoint, inputs):
     eager = AutoModelForImageTextToText.from_pretrained(checkpoint, attn_implementation="eager").eval()
     pixels = inputs["pixel_values"]
     pixels = pixels.flatten(0, 1) if pixels.dim() == 5 else pixels  # LLaVA-NeXT: [1, tiles, C, S, S]
+    tower = eager.model.vision_model if hasattr(eager.model, "vision_model") else eager.model.vision_tower
     with torch.no_grad():
-        out = eager.model.vision_tower(pixels, output_attentions=True)
+        out = tower(pixels, output_attentions=True)
     # order CLS, patches raster = the tower's own order
     return [np.stack([a[i].numpy() for a in out.attentions]) for i in range(len(pixels))], None
 
@@ -102,7 +103,8 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
     lm = loaded(family)
     image = noise_image()
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)
-    clip = family in ("llava", "llava_next", "internvl", "gemma3")  # towers run one sequence an image or tile
+    # towers that run one sequence an image or tile
+    clip = family in ("llava", "llava_next", "internvl", "gemma3", "idefics3", "smolvlm")
     if clip:
         refs, same = clip_reference(checkpoint(family), inputs)
     else:
@@ -145,8 +147,9 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
     # patches → LLM tokens and boxes
     if not clip:
         np.testing.assert_array_equal(ve.patch_grid, [[int(v) for v in inputs["image_grid_thw"][0, 1:]]])
-    # patches a token side: InternVL's pixel shuffle 0.5, Gemma 3's 2 × 2 pooling (replica), Qwen's merge
-    merge = 1 if family in ("llava", "llava_next") else 2
+    # patches a token side: InternVL's pixel shuffle 0.5, Gemma 3's 2 × 2 pooling (replica), Qwen's merge,
+    # the Idefics3 and SmolVLM replicas' pixel shuffle 2 and 4
+    merge = {"llava": 1, "llava_next": 1, "smolvlm": 4}.get(family, 2)
     fed = ve.patch_token >= 0  # LLaVA-NeXT: patches of the padding the model removes feed no token
     assert np.bincount(ve.patch_token[fed]).tolist() == [merge * merge] * len(s.token_boxes)
     pb, tb = ve.patch_boxes[fed], s.token_boxes[ve.patch_token[fed]]

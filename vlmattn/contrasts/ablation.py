@@ -139,8 +139,8 @@ def answer_token_id(lm: LoadedModel, answer: str) -> int:
         raise ValueError(f"answer must be a non-empty string, got {answer!r}")
     question = "?"
     tok = lm.processor.tokenizer
-    prompt = lm.processor.apply_chat_template(lm.adapter.messages(question), add_generation_prompt=True)
-    full = lm.processor.apply_chat_template(lm.adapter.messages(question, answer))
+    prompt = lm.adapter.chat_prompt(lm.processor, question)
+    full = lm.adapter.chat_prompt(lm.processor, question, answer)
     p_ids = tok(prompt, add_special_tokens=False).input_ids
     f_ids = tok(full, add_special_tokens=False).input_ids
     if len(f_ids) <= len(p_ids) or f_ids[: len(p_ids)] != p_ids:

@@ -118,7 +118,8 @@ class _Pruner:
         self.kept = self.dropped = None
         if dropped is not None:
             self.set_dropped(dropped)
-        self.text = lm.model.model.language_model
+        inner = lm.model.model
+        self.text = inner.text_model if hasattr(inner, "text_model") else inner.language_model  # Idefics3: text_model
         self.calls = 0  # forward passes of the whole model started so far (1 = prefill)
         self.memo: tuple[int, dict] | None = None  # per-pass replacement kwargs of layers ≥ K
         self.prefill_lengths: dict[int, int] = {}

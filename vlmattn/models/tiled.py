@@ -23,6 +23,14 @@ does, in fewer pixels): the same classes, the same processor code path, saved wi
   4 × 4 to 16 × 16 tokens, crops of at least 256 px; the replica: ``tile_size`` px, ``patch_size`` px
   patches pooled 2 × 2, crops of at least ``tile_size / 2`` px, sliding window ``sliding_window``.
 
+* ``idefics3`` / ``smolvlm``: ``Idefics3ForConditionalGeneration`` / ``SmolVLMForConditionalGeneration``
+  (SigLIP-type vision transformer without CLS, pixel shuffle, Llama), their image processors (longest
+  edge resized to ``size``, cut into tiles of ``max_image_size`` plus a global image) and processors
+  (``<fake_token_around_image>``, ``<row_r_col_c>``, ``<global-img>``). The checkpoints: Idefics3 364 px
+  tiles of 14 px patches, scale 2, longest edge 4 × 364; SmolVLM 512 px tiles of 16 px patches, scale 4
+  (256M / 500M); the replicas: 64 px tiles of ``patch_size`` px patches, scale 2 (Idefics3) or 4
+  (SmolVLM), longest edge 3 tiles.
+
 Replica tiles (:data:`TILE_SIZES`, ``patch_size`` 8): LLaVA-NeXT 32 px (4 × 4 tokens a tile), InternVL
 64 px (8 × 8 patches, 4 × 4 tokens after the pixel shuffle), Gemma 3 64 px (8 × 8 patches pooled to
 4 × 4).
@@ -36,10 +44,12 @@ import torch
 
 from . import toy
 
-FAMILIES = ("llava_next", "internvl", "gemma3")
+FAMILIES = ("llava_next", "internvl", "gemma3", "idefics3", "smolvlm")
 
 #: the replicas' tile sides (px) by family: 4 × 4 tokens a tile, or 8 × 8 before LLaVA-NeXT's unpadding
-TILE_SIZES = {"llava_next": 32, "internvl": 64, "gemma3": 64}
+TILE_SIZES = {"llava_next": 32, "internvl": 64, "gemma3": 64, "idefics3": 64, "smolvlm": 64}
+#: the replicas' pixel-shuffle scales (Idefics3's, and SmolVLM-256M's)
+SCALE_FACTORS = {"idefics3": 2, "smolvlm": 4}
 
 #: LLaVA-NeXT's pinpoints in units of its 336 px tile
 LLAVA_NEXT_PINPOINTS = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
@@ -266,7 +276,61 @@ def build_gemma3(spec: TiledSpec, extra_text: list[str] | None = None):
     return _finish(Gemma3ForConditionalGeneration(config), tokenizer), processor
 
 
-BUILDERS = {"llava_next": build_llava_next, "internvl": build_internvl, "gemma3": build_gemma3}
+# Idefics3's conversation format
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|begin_of_text|>{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def build_idefics3(spec: TiledSpec, extra_text: list[str] | None = None, family: str = "idefics3"):
+    """``(model, processor)`` of an Idefics3 (or, with ``family="smolvlm"``, SmolVLM) replica."""
+    import transformers
+
+    from ..engine.processors import image_only_processor
+
+    prefix = "Idefics3" if family == "idefics3" else "SmolVLM"
+    config_cls = getattr(transformers, f"{prefix}Config")
+    model_cls = getattr(transformers, f"{prefix}ForConditionalGeneration")
+    vision_cls = getattr(transformers, f"{prefix}VisionConfig")
+    processor_cls = getattr(transformers, f"{prefix}Processor")
+    module = __import__(f"transformers.models.{family}.image_processing_pil_{family}", fromlist=["x"])
+    image_processor_cls = getattr(module, f"{prefix}ImageProcessorPil")
+    tags = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    tokenizer = build_tokenizer(
+        ["<unk>", "<|begin_of_text|>", "<end_of_utterance>", "<pad>", "<fake_token_around_image>", "<image>",
+         "<global-img>", "<video>", *tags],
+        {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+         "end_of_utterance_token": "<end_of_utterance>", "global_image_token": "<global-img>",
+         "video_token": "<video>"},
+        eos="<end_of_utterance>", pad="<pad>", extra_text=extra_text, vocab_size=spec.vocab_size)
+    t, p, scale = spec.tile_size or TILE_SIZES[family], spec.patch_size, SCALE_FACTORS[family]
+    per_tile = (t // p // scale) ** 2
+    image_processor = image_processor_cls(size={"longest_edge": 3 * t}, max_image_size={"longest_edge": t},
+                                          do_image_splitting=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    if family == "smolvlm":
+        processor_cls = image_only_processor(processor_cls)
+    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=per_tile,
+                              chat_template=IDEFICS3_CHAT_TEMPLATE)
+    vision = vision_cls(hidden_size=spec.vision_hidden, intermediate_size=4 * spec.vision_hidden,
+                        num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads, image_size=t,
+                        patch_size=p)
+    config = config_cls(vision_config=vision, text_config=_llama(spec, tokenizer), scale_factor=scale,
+                        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
+    torch.manual_seed(spec.seed)
+    return _finish(model_cls(config), tokenizer), processor
+
+
+def build_smolvlm(spec: TiledSpec, extra_text: list[str] | None = None):
+    """``(model, processor)`` of a SmolVLM replica (:func:`build_idefics3`)."""
+    return build_idefics3(spec, extra_text, family="smolvlm")
+
+
+BUILDERS = {"llava_next": build_llava_next, "internvl": build_internvl, "gemma3": build_gemma3,
+            "idefics3": build_idefics3, "smolvlm": build_smolvlm}
 
 
 def build_tiled(family: str, spec: TiledSpec | None = None, extra_text: list[str] | None = None):

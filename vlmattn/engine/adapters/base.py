@@ -32,6 +32,11 @@ class Adapter:
         """Keyword arguments of every processor call (none by default; Gemma 3: its pan-and-scan switch)."""
         return {}
 
+    def chat_prompt(self, processor, question: str, answer: str | None = None) -> str:
+        """The chat template rendered for :meth:`messages` (with the generation prompt when there is no
+        ``answer``)."""
+        return processor.apply_chat_template(self.messages(question, answer), add_generation_prompt=answer is None)
+
     def batch_images(self, images: list[Image.Image]) -> list:
         """``images`` as the processor takes a batch of one-image prompts (a flat list; Gemma 3: one list a
         prompt)."""
@@ -39,13 +44,13 @@ class Adapter:
 
     def build_inputs(self, processor, image: Image.Image, question: str):
         """Chat-template prompt with one image; returns the processor's tensors (batch of 1)."""
-        prompt = processor.apply_chat_template(self.messages(question), add_generation_prompt=True)
+        prompt = self.chat_prompt(processor, question)
         return processor(images=image, text=prompt, return_tensors="pt", **self.processor_kwargs(processor))
 
     def build_batch_inputs(self, processor, images: list[Image.Image], questions: list[str]):
         """The prompts of ``images[b]`` + ``questions[b]`` as one batch, left-padded (padding first, the
         attention mask 0 there), as batched generation expects."""
-        prompts = [processor.apply_chat_template(self.messages(q), add_generation_prompt=True) for q in questions]
+        prompts = [self.chat_prompt(processor, q) for q in questions]
         tokenizer = processor.tokenizer
         side = tokenizer.padding_side
         tokenizer.padding_side = "left"
