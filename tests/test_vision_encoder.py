@@ -104,7 +104,7 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
     image = noise_image()
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)
     # towers that run one sequence an image or tile
-    clip = family in ("llava", "llava_next", "internvl", "gemma3", "idefics3", "smolvlm")
+    clip = family in ("llava", "llava_next", "llava_onevision", "internvl", "gemma3", "idefics3", "smolvlm")
     if clip:
         refs, same = clip_reference(checkpoint(family), inputs)
     else:
@@ -112,7 +112,7 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
         refs = [ref]
     s = capture_attention(lm, image, QUESTION, max_new_tokens=2, vision_full=True)
     ve = s.vision_encoder
-    n_cls = 1 if family in ("llava", "llava_next", "internvl") else 0  # SigLIP (Gemma 3) has no CLS
+    n_cls = 1 if family in ("llava", "llava_next", "internvl") else 0  # SigLIP (Gemma 3, OneVision) has no CLS
     L, H = refs[0].shape[:2]
     P = sum(r.shape[-1] - n_cls for r in refs)
     assert ve.has_cls == bool(n_cls)
@@ -149,10 +149,17 @@ def test_vision_summaries_match_reference(loaded, checkpoint, family, tmp_path):
         np.testing.assert_array_equal(ve.patch_grid, [[int(v) for v in inputs["image_grid_thw"][0, 1:]]])
     # patches a token side: InternVL's pixel shuffle 0.5, Gemma 3's 2 × 2 pooling (replica), Qwen's merge,
     # the Idefics3 and SmolVLM replicas' pixel shuffle 2 and 4
-    merge = {"llava": 1, "llava_next": 1, "smolvlm": 4}.get(family, 2)
+    merge = {"llava": 1, "llava_next": 1, "llava_onevision": 1, "smolvlm": 4}.get(family, 2)
     fed = ve.patch_token >= 0  # LLaVA-NeXT: patches of the padding the model removes feed no token
-    assert np.bincount(ve.patch_token[fed]).tolist() == [merge * merge] * len(s.token_boxes)
+    counts = np.bincount(ve.patch_token[fed], minlength=len(s.token_boxes))
+    if family == "llava_onevision":  # a downsampled high-resolution grid: one or more patches a token
+        assert (counts >= 1).all()
+    else:
+        assert counts.tolist() == [merge * merge] * len(s.token_boxes)
     pb, tb = ve.patch_boxes[fed], s.token_boxes[ve.patch_token[fed]]
+    if family == "llava_onevision":  # a patch goes to the downsampled token whose cell holds its centre
+        c = (pb[:, :2] + pb[:, 2:]) / 2
+        pb = np.concatenate([c, c], axis=1)
     assert (pb[:, 0] >= tb[:, 0] - 1e-3).all() and (pb[:, 2] <= tb[:, 2] + 1e-3).all()
     assert (pb[:, 1] >= tb[:, 1] - 1e-3).all() and (pb[:, 3] <= tb[:, 3] + 1e-3).all()
     # HDF5 round trip of the new group

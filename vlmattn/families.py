@@ -4,8 +4,9 @@ config checks read these lists)."""
 from __future__ import annotations
 
 #: every family with an adapter (:mod:`vlmattn.engine.adapters`)
-FAMILIES = ("llava", "llava_next", "internvl", "gemma3", "idefics3", "smolvlm", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("llava", "llava_next", "llava_onevision", "internvl", "gemma3", "idefics3", "smolvlm", "qwen2_vl",
+            "qwen2_5_vl", "qwen3_vl")
 #: families whose vision tokens can be pruned inside the language model (:mod:`vlmattn.engine.pruned`:
 #: a Llama-type decoder with 1-D rotary positions), which online pruning, the learned pruners and the
 #: attribution's faithfulness curves need
-ONLINE_PRUNING = ("llava", "llava_next", "internvl", "idefics3", "smolvlm")
+ONLINE_PRUNING = ("llava", "llava_next", "llava_onevision", "internvl", "idefics3", "smolvlm")

@@ -11,6 +11,11 @@ does, in fewer pixels): the same classes, the same processor code path, saved wi
   of 14 px patches with pinpoints ``[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]``;
   the replica's is ``tile_size`` px of ``patch_size`` px patches with the pinpoints scaled by
   ``tile_size / 336``.
+* ``llava_onevision``: ``LlavaOnevisionForConditionalGeneration`` (SigLIP, no CLS; Qwen2), the
+  ``LlavaOnevisionImageProcessorPil`` (base image squashed to one tile, the best of the
+  ``image_grid_pinpoints`` 1 … 6 × 1 … 6 tiles, padded and cut) and ``anyres_max_9``. The checkpoints: 384 px
+  tiles of 14 px patches; the replica: ``tile_size`` px of ``patch_size`` px patches, the pinpoints
+  scaled by ``tile_size / 384``.
 * ``internvl`` (the ``-hf`` checkpoints): ``InternVLForConditionalGeneration`` (InternViT with CLS,
   dropped; pixel shuffle 0.5; Qwen2), the ``GotOcr2ImageProcessorPil`` cutting the image, squashed,
   into 1 … ``max_tiles`` tiles by aspect ratio plus a thumbnail, and the ``<img>…</img>`` wrapper. The
@@ -44,10 +49,10 @@ import torch
 
 from . import toy
 
-FAMILIES = ("llava_next", "internvl", "gemma3", "idefics3", "smolvlm")
+FAMILIES = ("llava_next", "llava_onevision", "internvl", "gemma3", "idefics3", "smolvlm")
 
 #: the replicas' tile sides (px) by family: 4 × 4 tokens a tile, or 8 × 8 before LLaVA-NeXT's unpadding
-TILE_SIZES = {"llava_next": 32, "internvl": 64, "gemma3": 64, "idefics3": 64, "smolvlm": 64}
+TILE_SIZES = {"llava_next": 32, "llava_onevision": 32, "internvl": 64, "gemma3": 64, "idefics3": 64, "smolvlm": 64}
 #: the replicas' pixel-shuffle scales (Idefics3's, and SmolVLM-256M's)
 SCALE_FACTORS = {"idefics3": 2, "smolvlm": 4}
 
@@ -176,6 +181,45 @@ def _qwen2(spec: TiledSpec, tokenizer):
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
         tie_word_embeddings=False,
     )
+
+
+def build_llava_onevision(spec: TiledSpec, extra_text: list[str] | None = None):
+    """``(model, processor)`` of a LLaVA-OneVision replica (``anyres_max_9``, pinpoints up to 6 × 6 tiles)."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionProcessor,
+        SiglipVisionConfig,
+    )
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    from ..engine.processors import image_only_processor
+
+    tokenizer = build_tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+        {"image_token": "<image>", "video_token": "<video>"},
+        eos="<|im_end|>", pad="<|endoftext|>", extra_text=extra_text, vocab_size=spec.vocab_size)
+    t, p = spec.tile_size or TILE_SIZES["llava_onevision"], spec.patch_size
+    pinpoints = [[h * t, w * t] for h in range(1, 7) for w in range(1, 7)]
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": t, "width": t}, image_grid_pinpoints=pinpoints,
+                                                      image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = image_only_processor(LlavaOnevisionProcessor)(
+        image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=(t // p) ** 2,
+        vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
+        chat_template=INTERNVL_CHAT_TEMPLATE.replace("<IMG_CONTEXT>", "<image>"))
+    vision = SiglipVisionConfig(hidden_size=spec.vision_hidden, intermediate_size=4 * spec.vision_hidden,
+                                num_hidden_layers=spec.vision_layers, num_attention_heads=spec.vision_heads,
+                                image_size=t, patch_size=p, vision_use_head=False)
+    config = LlavaOnevisionConfig(vision_config=vision, text_config=_qwen2(spec, tokenizer),
+                                  image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                                  video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+                                  image_grid_pinpoints=pinpoints, vision_aspect_ratio="anyres_max_9",
+                                  vision_feature_select_strategy="full", vision_feature_layer=-1,
+                                  tie_word_embeddings=False)
+    torch.manual_seed(spec.seed)
+    return _finish(LlavaOnevisionForConditionalGeneration(config), tokenizer), processor
 
 
 # InternVL's conversation format (Qwen2's), the image as the context token the processor expands
@@ -329,8 +373,8 @@ def build_smolvlm(spec: TiledSpec, extra_text: list[str] | None = None):
     return build_idefics3(spec, extra_text, family="smolvlm")
 
 
-BUILDERS = {"llava_next": build_llava_next, "internvl": build_internvl, "gemma3": build_gemma3,
-            "idefics3": build_idefics3, "smolvlm": build_smolvlm}
+BUILDERS = {"llava_next": build_llava_next, "llava_onevision": build_llava_onevision, "internvl": build_internvl,
+            "gemma3": build_gemma3, "idefics3": build_idefics3, "smolvlm": build_smolvlm}
 
 
 def build_tiled(family: str, spec: TiledSpec | None = None, extra_text: list[str] | None = None):

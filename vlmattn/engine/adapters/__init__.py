@@ -9,13 +9,13 @@ from .gemma3 import Gemma3Adapter
 from .idefics3 import Idefics3Adapter, SmolVLMAdapter
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter
-from .llava_next import LlavaNextAdapter
+from .llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
 from .qwen import Qwen2VLAdapter, Qwen3VLAdapter, Qwen25VLAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     a.family: a
-    for a in (LlavaAdapter, LlavaNextAdapter, InternVLAdapter, Gemma3Adapter, Idefics3Adapter, SmolVLMAdapter,
-              Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter)
+    for a in (LlavaAdapter, LlavaNextAdapter, LlavaOnevisionAdapter, InternVLAdapter, Gemma3Adapter, Idefics3Adapter,
+              SmolVLMAdapter, Qwen2VLAdapter, Qwen25VLAdapter, Qwen3VLAdapter)
 }
 
 

@@ -91,17 +91,25 @@ def base_boxes(width: int, height: int, g: int) -> np.ndarray:
 
 
 def highres_boxes(geo: dict, width: int, height: int, patch: int) -> np.ndarray:
-    """``[kept_rows · kept_cols, 4]``: the unpadded high-resolution grid's token boxes, row-major."""
-    r, c = np.divmod(np.arange(geo["kept_rows"] * geo["kept_cols"]), geo["kept_cols"])
+    """``[rows · cols, 4]``: the token boxes of the high-resolution grid the model feeds, row-major: the
+    unpadded feature grid, or (``fed_rows × fed_cols`` smaller than it: LLaVA-OneVision's downsampling)
+    the unpadded region cut into ``fed_rows × fed_cols`` equal cells."""
+    rows, cols = geo.get("fed_rows", geo["kept_rows"]), geo.get("fed_cols", geo["kept_cols"])
+    r, c = np.divmod(np.arange(rows * cols), cols)
     sx, sy = width / geo["new_w"], height / geo["new_h"]
-    x0 = ((c + geo["left"]) * patch - geo["paste_x"]) * sx
-    y0 = ((r + geo["top"]) * patch - geo["paste_y"]) * sy
-    return _boxes(x0, y0, x0 + patch * sx, y0 + patch * sy, width, height)
+    cw, ch = patch * geo["kept_cols"] / cols, patch * geo["kept_rows"] / rows  # canvas px a cell
+    x0 = (geo["left"] * patch + c * cw - geo["paste_x"]) * sx
+    y0 = (geo["top"] * patch + r * ch - geo["paste_y"]) * sy
+    return _boxes(x0, y0, x0 + cw * sx, y0 + ch * sy, width, height)
 
 
 class LlavaNextAdapter(Adapter):
+    """LLaVA-NeXT (module docstring)."""
+
     family = "llava_next"
     model_types = ("llava_next",)
+    #: tokens before the patches in each encoder sequence: CLIP's CLS (SigLIP: none)
+    encoder_cls = 1
 
     @staticmethod
     def geometry(model, processor) -> tuple[int, int]:
@@ -119,11 +127,17 @@ class LlavaNextAdapter(Adapter):
                              "(the tiles' CLS tokens do not fit transformers' anyres packing); use 'default'")
         return tile, patch
 
+    def resampled(self, model, processor, geo: dict) -> tuple[int, int]:
+        """``(rows, cols)`` of the high-resolution grid the model feeds: the unpadded grid (LLaVA-NeXT)."""
+        return geo["kept_rows"], geo["kept_cols"]
+
     def image_pieces(self, model, processor, image_size) -> tuple[int, dict, np.ndarray, np.ndarray]:
-        """``(g, geometry, base boxes, high-resolution boxes)`` of one image of ``image_size``."""
+        """``(g, geometry, base boxes, high-resolution boxes)`` of one image of ``image_size``; the geometry
+        gains ``fed_rows``, ``fed_cols``: the high-resolution grid the model feeds (:meth:`resampled`)."""
         tile, patch = self.geometry(model, processor)
         width, height = (int(v) for v in image_size)
         geo = anyres_geometry(width, height, tile, patch, _pinpoints(model, processor))
+        geo["fed_rows"], geo["fed_cols"] = self.resampled(model, processor, geo)
         g = tile // patch
         return g, geo, base_boxes(width, height, g), highres_boxes(geo, width, height, patch)
 
@@ -135,7 +149,7 @@ class LlavaNextAdapter(Adapter):
         spans, grids, boxes, kinds, piece_image, markers = [], [], [], [], [], []
         for i, ((start, end), size) in enumerate(zip(runs, sizes, strict=True)):
             g, geo, base, high = self.image_pieces(model, processor, size)
-            rows, cols = geo["kept_rows"], geo["kept_cols"]
+            rows, cols = geo["fed_rows"], geo["fed_cols"]
             if end - start != g * g + rows * (cols + 1):
                 raise ValueError(f"image {i}: the processor lays out {end - start} image tokens, the anyres layout "
                                  f"{g}×{g} + {rows}×({cols} + newline) = {g * g + rows * (cols + 1)}")
@@ -157,8 +171,8 @@ class LlavaNextAdapter(Adapter):
         return [layer.self_attn for layer in tower_layers(model.model.vision_tower)]
 
     def patch_layout(self, model, processor, inputs, image_size):
-        """Each tile its own encoder sequence ``[CLS, patches…]`` (``g + 1`` tokens): per image the base
-        tile, then the high-resolution tiles row-major; images in order."""
+        """Each tile its own encoder sequence ``[CLS, patches…]`` (``g² + 1`` tokens; SigLIP: the patches
+        only): per image the base tile, then the high-resolution tiles row-major; images in order."""
         from ..vision import PatchLayout
 
         _, patch = self.geometry(model, processor)
@@ -167,13 +181,14 @@ class LlavaNextAdapter(Adapter):
         offset = token_offset = 0
         for width, height in sizes:
             g, geo, base, _ = self.image_pieces(model, processor, (width, height))
-            n_seq = g * g + 1
+            n_cls = self.encoder_cls
+            n_seq = g * g + n_cls
             local = np.arange(g * g)
             # base tile: patch k feeds base token k
             grids.append([g, g])
             image_seq.append([offset, offset + n_seq])
-            cls_seq.append(offset)
-            seq.append(offset + 1 + local)
+            cls_seq.append(offset if n_cls else -1)
+            seq.append(offset + n_cls + local)
             tokens.append(token_offset + local)
             boxes.append(base)
             offset += n_seq
@@ -183,18 +198,65 @@ class LlavaNextAdapter(Adapter):
                 for tj in range(geo["tiles_w"]):
                     fr, fc = ti * g + r - geo["top"], tj * g + c - geo["left"]  # in the unpadded grid
                     kept = (fr >= 0) & (fr < geo["kept_rows"]) & (fc >= 0) & (fc < geo["kept_cols"])
-                    tokens.append(np.where(kept, token_offset + g * g + fr * geo["kept_cols"] + fc, -1))
+                    # the fed token whose cell holds the patch centre (the unpadded token itself unless resampled)
+                    tr = ((fr + 0.5) * geo["fed_rows"] // geo["kept_rows"]).astype(np.int64)
+                    tc = ((fc + 0.5) * geo["fed_cols"] // geo["kept_cols"]).astype(np.int64)
+                    tokens.append(np.where(kept, token_offset + g * g + tr * geo["fed_cols"] + tc, -1))
                     x0 = ((tj * g + c) * patch - geo["paste_x"]) * sx
                     y0 = ((ti * g + r) * patch - geo["paste_y"]) * sy
                     boxes.append(_boxes(x0, y0, x0 + patch * sx, y0 + patch * sy, width, height))
                     grids.append([g, g])
                     image_seq.append([offset, offset + n_seq])
-                    cls_seq.append(offset)
-                    seq.append(offset + 1 + local)
+                    cls_seq.append(offset if n_cls else -1)
+                    seq.append(offset + n_cls + local)
                     offset += n_seq
-            token_offset += g * g + geo["kept_rows"] * geo["kept_cols"]
+            token_offset += g * g + geo["fed_rows"] * geo["fed_cols"]
         return PatchLayout(
             grids=np.asarray(grids, np.int64), seq_index=np.concatenate(seq), image_seq=np.asarray(image_seq, np.int64),
             cls_seq=np.asarray(cls_seq, np.int64), patch_token=np.concatenate(tokens).astype(np.int64),
             patch_boxes=np.concatenate(boxes),
         )
+
+
+class LlavaOnevisionAdapter(LlavaNextAdapter):
+    """LLaVA-OneVision (``llava_onevision``): LLaVA-NeXT's layout with a SigLIP tower (no CLS: the
+    ``"full"`` strategy feeds every patch) and ``anyres_max_N`` (``vision_aspect_ratio``, N = 9): when the
+    unpadded grid of ``h × w`` features exceeds N tiles' worth by more than 10 %
+    (``ratio = √(h·w / (N·g²)) > 1.1``), the model resamples it bilinearly to
+    ``⌊h / ratio⌋ × ⌊w / ratio⌋`` tokens before the newlines. A resampled token's box is its cell of the
+    unpadded region cut into that grid (the region its bilinear sample stands for; its weights reach up
+    to half a cell beyond); each encoder patch is assigned to the token whose cell holds its centre.
+    The base image is squashed to one tile (``size``), the high-resolution tiles as in LLaVA-NeXT."""
+
+    family = "llava_onevision"
+    model_types = ("llava_onevision",)
+    encoder_cls = 0
+
+    @staticmethod
+    def geometry(model, processor) -> tuple[int, int]:
+        vc = model.config.vision_config
+        tile, patch = int(vc.image_size), int(vc.patch_size)
+        size = processor.image_processor.size
+        side = size["height"] if isinstance(size, dict) else size.height
+        if int(side) != tile:
+            raise ValueError(f"processor size {side} px differs from the vision config's {tile} px")
+        strategy = model.config.vision_feature_select_strategy
+        if strategy != "full":
+            raise ValueError(f"family llava_onevision: vision_feature_select_strategy {strategy!r} is not supported "
+                             "(SigLIP has no CLS token to drop); use 'full'")
+        return tile, patch
+
+    def resampled(self, model, processor, geo):
+        import math
+
+        aspect = model.config.vision_aspect_ratio
+        if not aspect.startswith("anyres_max_"):
+            raise ValueError(f"family llava_onevision: vision_aspect_ratio {aspect!r} is not supported (known: "
+                             "anyres_max_N)")
+        limit = int(aspect.removeprefix("anyres_max_"))
+        g = int(model.config.vision_config.image_size) // int(model.config.vision_config.patch_size)
+        h, w = geo["kept_rows"], geo["kept_cols"]
+        ratio = math.sqrt(h * w / (limit * g**2))
+        if ratio > 1.1:
+            return int(h // ratio), int(w // ratio)
+        return h, w
