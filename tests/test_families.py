@@ -137,3 +137,18 @@ def test_qwen_processor_round_trip(checkpoint):
     assert type(p).__name__ == "Qwen2_5_VLProcessor"
     assert p.image_processor.merge_size == 2
     assert isinstance(p(text="hi", return_tensors="pt")["input_ids"], torch.Tensor)
+
+
+def test_every_family_has_an_adapter_a_schema_name_and_a_replica():
+    import yaml
+
+    from vlmattn.config import SCHEMA_PATH
+    from vlmattn.engine.adapters import ADAPTERS
+    from vlmattn.families import FAMILIES, ONLINE_PRUNING
+    from vlmattn.models import replicas, tiled
+
+    assert set(ADAPTERS) == set(FAMILIES) and set(ONLINE_PRUNING) <= set(FAMILIES)
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    enum = schema["properties"]["models"]["additionalProperties"]["properties"]["family"]["enum"]
+    assert list(enum) == list(FAMILIES)
+    assert set(FAMILIES) == {"llava", *replicas.FAMILIES, *tiled.FAMILIES}

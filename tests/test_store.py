@@ -88,3 +88,26 @@ def test_schema_doc_lists_every_setting(sample):
                if line.startswith("| `settings_json`"))
     documented = set(re.findall(r"`(\w+)`", row.split("|")[3]))
     assert documented == set(json.loads(sample.attrs["settings_json"]))
+
+
+@pytest.mark.parametrize("layout", ["full", "compact"])
+def test_version_2_files_read_as_one_piece_an_image(sample, tmp_path, layout):
+    """A version-2 file (no pieces, no markers, four decode segments) reads as the same sample."""
+    from vlmattn.store import DECODE_SEGMENTS_V2
+
+    path = tmp_path / "v2.h5"
+    write_sample(path, sample, layout=layout)
+    want = read_sample(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = 2
+        for name in ("piece_image", "piece_kind", "marker_positions", "marker_kind"):
+            del f[f"vision/{name}"]
+        if layout == "compact":
+            seg = f["attention/decode_segments"][()][..., :4]
+            del f["attention/decode_segments"]
+            f["attention"].create_dataset("decode_segments", data=seg)
+            f["attention/decode_segments"].attrs["segments"] = list(DECODE_SEGMENTS_V2)
+    got = read_sample(path)
+    assert got.piece_image.tolist() == [0] and got.piece_kinds == ["image"] and len(got.marker_positions) == 0
+    np.testing.assert_array_equal(got.decode_segments, want.decode_segments)
+    np.testing.assert_array_equal(got.decode_vision, want.decode_vision)

@@ -320,3 +320,31 @@ def test_capture_equals_eager_at_several_sizes(loaded, eager, family, size):
     if family == "gemma3":  # the image tokens' prefill rows see the whole piece, later tokens of it too
         start, end = s.spans[0]
         assert (s.prefill[0][:, start, start + 1:end] > 0).all()
+
+
+@pytest.mark.parametrize("layout", ["full", "compact"])
+def test_pieces_and_markers_round_trip_and_their_segment(loaded, tmp_path, layout):
+    """A tiled sample's pieces and markers survive the cache; the markers' decode segment is the sum of
+    the rows at the marker positions, and the segments with the vision columns partition each row."""
+    from vlmattn.errors import InputError
+    from vlmattn.store import read_sample, write_sample
+
+    lm = loaded("llava_next")
+    s = capture_attention(lm, scene((50, 30)), QUESTION, max_new_tokens=2)
+    path = tmp_path / "s.h5"
+    write_sample(path, s, attention_dtype="float32", layout=layout)
+    back = read_sample(path)
+    assert back.piece_kinds == ["base", "highres"] and back.marker_kinds == ["newline"] * 4
+    np.testing.assert_array_equal(back.piece_image, [0, 0])
+    np.testing.assert_array_equal(back.marker_positions, s.marker_positions)
+    np.testing.assert_array_equal(back.grid, s.grid)
+    markers = back.decode_segments[..., -1]
+    np.testing.assert_allclose(markers, s.decode[..., s.marker_positions].astype(np.float64).sum(-1), atol=1e-6)
+    total = back.decode_vision.astype(np.float64).sum(-1) + back.decode_segments.sum(-1)
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    import h5py
+
+    with h5py.File(path, "a") as f:  # a marker on a vision token: no longer one layout
+        f["vision/marker_positions"][0] = f["vision/spans"][0, 0]
+    with pytest.raises(InputError, match=r"s\.h5: /vision does not describe one layout"):
+        read_sample(path)
