@@ -27,15 +27,17 @@ decoder received in the model's own forward pass). IG from a baseline ``b``,
     IG_vd = (x_vd − b_vd) · ∫₀¹ ∂f(b + α(x − b))/∂x_vd dα,     Σ_vd IG_vd ≈ f(x) − f(b)    (completeness)
 
 with ``b`` the embeddings of a blank image (:func:`blank_inputs`: pixel values 0, the processor's mean
-colour; ``baseline="blank"``) or ``b = 0`` (``"zero"``). The zero path passes through embeddings of
+colour, 1e-6 for Idefics3 and SmolVLM; ``baseline="blank"``) or ``b = 0`` (``"zero"``). The zero path
+passes through embeddings of
 vanishing norm, where the decoder's RMS norms change fastest, and the quadrature's sum then misses
 ``f(x) − f(0)`` by far more than it does from the blank image. Saliency is ``S_vd = |∂f/∂x_vd|``; a
 token's score sums over the ``D`` features (IG signed, saliency ≥ 0).
 
 In pixel space (:class:`PixelFunction`, :func:`pixel_attribution`; images fed as one pixel tensor
-``[1, C, H, W]``, as LLaVA's processor gives them), IG of ``f`` with respect to the pixel values, from the
-blank image (pixel values 0), is mapped to the vision tokens by summing it over the channels and over
-each token's patch of the ``rows × cols`` grid (``H / rows × W / cols`` pixels).
+``[1, C, H, W]``, or ``[1, tiles, C, H, W]`` for the tiled families), IG of ``f`` with respect to the pixel
+values, from the blank image, is mapped to the vision tokens by summing it over the channels and over
+each encoder patch of each tile, then over the patches that feed each token (:func:`token_sums`, the
+adapter's patch layout).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..engine.adapters.base import language_model
 from ..engine.capture import keeping_attention
 from ..engine.inference import LoadedModel, extended_inputs
 from ..store import ROLLOUT_RESIDUAL
@@ -148,7 +151,7 @@ class VisionTokenFunction:
     def __init__(self, lm: LoadedModel, inputs, vision_positions: np.ndarray, target: int):
         self.lm, self.target = lm, int(target)
         self.positions = torch.as_tensor(np.asarray(vision_positions, np.int64), device=lm.device)
-        self.decoder = lm.model.model.language_model
+        self.decoder = language_model(lm.model)
         call = {}
 
         def grab(module, args, kwargs):
@@ -182,10 +185,12 @@ class VisionTokenFunction:
 BASELINES = ("blank", "zero")
 
 
-def blank_inputs(inputs) -> dict:
-    """The processor's tensors with every pixel value 0 (the normalisation's mean colour everywhere)."""
+def blank_inputs(inputs, value: float = 0.0) -> dict:
+    """The processor's tensors with every pixel value ``value``: 0, the normalisation's mean colour
+    everywhere (``Adapter.blank_pixel_value``: Idefics3 and SmolVLM drop an image whose pixel values
+    are all exactly 0 as batch padding, so theirs is 1e-6)."""
     out = dict(inputs)
-    out["pixel_values"] = torch.zeros_like(inputs["pixel_values"])
+    out["pixel_values"] = torch.full_like(inputs["pixel_values"], value)
     return out
 
 
@@ -218,8 +223,9 @@ class PixelFunction:
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         n = pixels.shape[0]
-        run = {k: v.expand(n, *v.shape[1:]) if torch.is_tensor(v) and v.dim() and v.shape[0] == 1 else v
-               for k, v in self.inputs.items()}
+        # contiguous: Idefics3 views its pixel_attention_mask
+        run = {k: v.expand(n, *v.shape[1:]).contiguous() if torch.is_tensor(v) and v.dim() and v.shape[0] == 1
+               else v for k, v in self.inputs.items()}
         run["pixel_values"] = pixels.to(self.pixels.dtype)
         logits = self.lm.model(**run, use_cache=False, logits_to_keep=1).logits[:, -1]
         return answer_log_prob(logits, self.target)
@@ -269,7 +275,7 @@ def pixel_attribution(f: PixelFunction, grids: np.ndarray, patch_token: np.ndarr
     from captum.attr import IntegratedGradients
 
     x = f.pixels.float().requires_grad_(True)
-    baseline = torch.zeros_like(x)
+    baseline = torch.full_like(x, f.lm.adapter.blank_pixel_value)
     with torch.enable_grad():
         ig, delta = IntegratedGradients(f).attribute(x, baselines=baseline, n_steps=n_steps, method=method,
                                                      internal_batch_size=batch, return_convergence_delta=True)

@@ -79,7 +79,8 @@ def attribute(lm, image, question: str, target: int, cached: AttentionSample, *,
         raise ValueError(f"integrated gradients baseline must be one of {grads.BASELINES}, got {ig_baseline!r}")
     f = grads.VisionTokenFunction(lm, inputs, vision, target)
     if ig_baseline == "blank":
-        base = grads.VisionTokenFunction(lm, grads.blank_inputs(inputs), vision, target).embeddings
+        blank = grads.blank_inputs(inputs, lm.adapter.blank_pixel_value)
+        base = grads.VisionTokenFunction(lm, blank, vision, target).embeddings
     else:
         base = 0 * f.embeddings
     ia = grads.input_attribution(f, f.embeddings, base, n_steps=ig_steps)

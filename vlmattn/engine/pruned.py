@@ -42,6 +42,7 @@ import torch
 
 from ..errors import InputError, ModelError
 from ..families import ONLINE_PRUNING
+from .adapters.base import language_model
 from .inference import LoadedModel, model_inputs
 
 MODES = ("drop", "mask")
@@ -118,8 +119,7 @@ class _Pruner:
         self.kept = self.dropped = None
         if dropped is not None:
             self.set_dropped(dropped)
-        inner = lm.model.model
-        self.text = inner.text_model if hasattr(inner, "text_model") else inner.language_model  # Idefics3: text_model
+        self.text = language_model(lm.model)
         self.calls = 0  # forward passes of the whole model started so far (1 = prefill)
         self.memo: tuple[int, dict] | None = None  # per-pass replacement kwargs of layers ≥ K
         self.prefill_lengths: dict[int, int] = {}

@@ -54,6 +54,7 @@ import pandas as pd
 import torch
 
 from ..answers import normalise_answer
+from ..engine.adapters.base import language_model
 from ..engine.inference import LoadedModel, capture_attention, model_inputs
 from ..engine.pruned import MODES, generate_pruned
 from ..progress import progress
@@ -94,7 +95,7 @@ def capture_item(lm: LoadedModel, item) -> tuple[AttentionSample, np.ndarray]:
         if not seen:
             seen.append(kwargs["inputs_embeds"][0].detach().to(torch.float64).cpu())
 
-    handle = lm.model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    handle = language_model(lm.model).register_forward_pre_hook(grab, with_kwargs=True)
     try:
         sample = capture_attention(lm, item.image, item.question, max_new_tokens=1, prefill_rows="all_text",
                                    vision_rollout=False)

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.adapters.base import language_model
 from ..engine.capture import batched_attention_rows, biasing_keys, observing
 
 RESIDUAL_SCALES = ("raw", "standardize", "log")
@@ -320,7 +321,7 @@ class PrunerSession:
         return keep_indices(logits[0], self.budgets[layer])
 
     def __enter__(self):
-        text = self.model.model.language_model
+        text = language_model(self.model)
         self._stack.enter_context(observing(self._observe))
         h = text.register_forward_pre_hook(self._grab, with_kwargs=True)
         self._stack.callback(h.remove)

@@ -20,6 +20,8 @@ class Adapter:
     model_types: tuple[str, ...] = ()
     #: False when prompt tokens may attend to later ones in prefill (Gemma 3's images)
     causal_prefill: bool = True
+    #: the pixel value of a blank image (the normalisation's mean colour), the attributions' baseline
+    blank_pixel_value: float = 0.0
 
     def messages(self, question: str, answer: str | None = None) -> list[dict]:
         """Chat messages of one image + ``question``, and the assistant's ``answer`` if given."""
@@ -78,6 +80,13 @@ class Adapter:
         prompt ``inputs`` of an image of ``image_size`` (width, height): which encoder tokens are patches
         (with their pixel boxes and grid) and which are CLS or padding."""
         raise NotImplementedError
+
+
+def language_model(model) -> torch.nn.Module:
+    """The decoder stack of a ``…ForConditionalGeneration`` model: ``model.model.language_model``
+    (Idefics3 and SmolVLM: ``model.model.text_model``)."""
+    inner = model.model
+    return inner.text_model if hasattr(inner, "text_model") else inner.language_model
 
 
 def tower_layers(tower) -> list[torch.nn.Module]:

@@ -43,6 +43,7 @@ def _edge(size) -> int:
 class Idefics3Adapter(Adapter):
     family = "idefics3"
     model_types = ("idefics3",)
+    blank_pixel_value = 1e-6  # an image of exact zeros is batch padding to the model
 
     def batch_images(self, images):
         return [[im] for im in images]  # one list of images a prompt
