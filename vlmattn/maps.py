@@ -585,6 +585,17 @@ def box_coords(pixel_boxes: np.ndarray) -> np.ndarray:
     return np.stack([(b[:, 1] + b[:, 3]) / 2 / h[ok].min(), (b[:, 0] + b[:, 2]) / 2 / w[ok].min()], axis=1)
 
 
+def tiled(sample: AttentionSample) -> bool:
+    """True for a sample of a tiled family (:data:`vlmattn.families.TILED`, from its ``family``
+    attribute), or of a layout with several pieces an image or with markers: the samples whose tables
+    carry the ``piece`` and ``marker_share`` columns. By family, so that every table of a model has the
+    same columns (a Gemma 3 image without crops is one piece, its tables still have them)."""
+    from .families import TILED
+
+    return (sample.attrs.get("family") in TILED or sample.n_pieces > sample.n_images
+            or len(sample.marker_positions) > 0)
+
+
 def token_piece(sample: AttentionSample) -> np.ndarray:
     """``[V]`` int64: the piece of each vision token."""
     sizes = np.prod(np.asarray(sample.grid, np.int64).reshape(-1, 2), axis=1)

@@ -17,8 +17,8 @@ column NaN.
 Tiled layouts (several pieces an image: base and high-resolution grids, tiles and a thumbnail…): the
 threshold is the percentile over all the map's tokens, peaks and components are found on each piece's
 grid on its own (a component never crosses pieces), hotspots are ranked over all pieces, and a
-``piece`` column (after ``hotspot``) gives each hotspot's piece; a layout of one grid an image has no
-``piece`` column.
+``piece`` column (after ``hotspot``) gives each hotspot's piece, in the tables of every sample of a tiled
+family (:func:`vlmattn.maps.tiled`); the one-grid families' tables have no ``piece`` column.
 """
 
 from __future__ import annotations
@@ -29,7 +29,17 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import defined, int_column, label_tokens, local_maxima, piece_areas, piece_grids, quadrant_of, views
+from ..maps import (
+    defined,
+    int_column,
+    label_tokens,
+    local_maxima,
+    piece_areas,
+    piece_grids,
+    quadrant_of,
+    tiled,
+    views,
+)
 
 COLUMNS = ["n_hotspots", "hotspot", "x", "y", "peak", "mass", "area", "n_tokens", "n_peaks", "quadrant"]
 INT_COLUMNS = ["n_hotspots", "hotspot", "n_tokens", "n_peaks"]
@@ -161,7 +171,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
             "quadrant": quadrant,
             "piece": int_column(filled(hs["piece"], 0, np.int64), real),
         }))
-    columns = COLUMNS if sample.n_pieces == sample.n_images else COLUMNS[:2] + ["piece"] + COLUMNS[2:]
+    columns = COLUMNS[:2] + ["piece"] + COLUMNS[2:] if tiled(sample) else COLUMNS
     df = pd.concat(frames, ignore_index=True)[["step_pool", "step", "sinks", "layer", "head"] + columns]
     if df["quadrant"].isna().all():  # no defined map: a float column of NaN, as rows of NaN build it
         df["quadrant"] = df["quadrant"].astype(np.float64)

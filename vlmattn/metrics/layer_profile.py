@@ -13,7 +13,8 @@ cache layout):
 * ``text_after_share``   Σ over prompt text after it (the question, before generation)
 * ``generated_share``    Σ over generated tokens, N ≤ k < decode_key_len[t]
 * ``marker_share``       Σ over the other box-less image tokens (``/vision/marker_positions``: LLaVA-NeXT's
-  newline tokens, tile and row/col markers, image wrappers): only for layouts that have them
+  newline tokens, tile and row/col markers, image wrappers): in the tables of a tiled family
+  (:func:`vlmattn.maps.tiled`) only
 
 The six shares of a row (seven with ``marker_share``) sum to 1. Entropy is over the vision map p (as in concentration):
 ``entropy_mean`` / ``entropy_min`` over the H heads (``entropy_min_head`` the argmin) and
@@ -41,6 +42,7 @@ from ..maps import (
     sample_answer_step,
     select_steps,
     sink_variants,
+    tiled,
 )
 from ..store import DECODE_SEGMENTS
 from .concentration import entropy
@@ -125,7 +127,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
     out = {k: np.concatenate(v) for k, v in cols.items()}
     out["step"] = int_column(out["step"], out["step"] >= 0)
     out["entropy_min_head"] = int_column(out["entropy_min_head"], out["entropy_min_head"] >= 0)
-    if not len(sample.marker_positions):
+    if not tiled(sample):
         del out[MARKER_COLUMN]
     return pd.DataFrame(out)
 

@@ -14,7 +14,8 @@ without any is never a sink (``fraction``, ``mean_ratio``, ``max_ratio`` NaN).
 they exclude sinks). One row per vision token: ``token`` (index in [V]), ``position`` (prompt
 position), ``image_index``, grid ``row``/``col`` in its piece, centre ``x``/``y``, ``fraction``,
 ``mean_ratio`` = V · mean_{l,h} p̄ and ``max_ratio`` = V · max_{l,h} p̄ (1 = uniform share),
-``is_sink``. Tiled layouts (several pieces an image) add a ``piece`` column after ``image_index``.
+``is_sink``. The tables of a tiled family (:func:`vlmattn.maps.tiled`) add a ``piece`` column after
+``image_index``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .. import plotting
-from ..maps import Attention, fraction_above, piece_grids
+from ..maps import Attention, fraction_above, piece_grids, tiled
 
 COLUMNS = ["token", "position", "image_index", "row", "col", "x", "y", "fraction", "mean_ratio", "max_ratio",
            "is_sink"]
@@ -69,7 +70,7 @@ def compute(sample, cfg: dict) -> pd.DataFrame:
             "is_sink": frac >= min_fraction,  # NaN compares False
         }
     )
-    if sample.n_pieces != sample.n_images:
+    if tiled(sample):
         df.insert(3, "piece", piece)
     return df
 
