@@ -84,3 +84,18 @@ def gqa_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mha_checkpoint(tmp_path_factory) -> Path:
     return build_checkpoint(tmp_path_factory.mktemp("mha") / "model", text_heads=4, text_kv_heads=4, seed=1)
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """The default configuration, exactly as shipped, run end to end once per test session (its
+    working directory)."""
+    import shutil
+
+    from tests import REPO
+    from tests.pipeline import snakemake
+
+    wd = tmp_path_factory.mktemp("default")
+    shutil.copy(REPO / "config.yaml", wd / "config.yaml")
+    snakemake(wd, "--cores", "2")
+    return wd

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -16,14 +15,6 @@ from vlmattn.config import samples
 from vlmattn.workflow import load_config
 
 pytestmark = pytest.mark.pipeline
-
-
-@pytest.fixture(scope="session")
-def default_run(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("default")
-    shutil.copy(REPO / "config.yaml", wd / "config.yaml")
-    snakemake(wd, "--cores", "2")
-    return wd
 
 
 def test_every_metric_dataset_and_summary_reads_with_pandas_with_the_documented_columns(default_run):

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.pipeline
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiled")
     models = {f: {"family": f, "build": {"kind": "random", "spec": {"seed": 0}}} for f in tiled.FAMILIES}
-    cfg = {**TINY_CONFIG, "models": models}
+    cfg = {**TINY_CONFIG, "models": models, "shards": 1}
     cfg["extraction"] = {"max_new_tokens": 3, "prefill_rows": "all_text", "prefill_layers": [0, 1],
                          "resources": {"threads": 1}}
     cfg["contrasts"] = {"tl": {"question": "top_left", "a": "triangle", "b": "square",
