@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ..engine.processors import image_only_processor
-from .toy import BASE_CORPUS
+from .toy import BASE_CORPUS, known_settings
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -68,10 +68,7 @@ class ReplicaSpec:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ReplicaSpec:
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown replica model settings: {sorted(unknown)}")
+        d = known_settings(cls, d, "replica model")
         if "full_attention_layers" in d:
             d["full_attention_layers"] = tuple(d["full_attention_layers"])
         return cls(**d)

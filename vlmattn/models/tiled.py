@@ -84,11 +84,7 @@ class TiledSpec:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TiledSpec:
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown replica model settings: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**toy.known_settings(cls, d, "replica model"))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -50,6 +50,16 @@ BASE_CORPUS = [
 ]
 
 
+def known_settings(cls, d: dict | None, what: str) -> dict:
+    """A copy of ``d`` (None: empty) after checking that every key is a field of the dataclass ``cls``;
+    ValueError naming the unknown ``what`` settings otherwise."""
+    d = dict(d or {})
+    unknown = set(d) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown {what} settings: {sorted(unknown)}")
+    return d
+
+
 @dataclass(frozen=True)
 class ToySpec:
     """Sizes of the toy model. ``n_kv_heads < n_heads`` gives grouped-query attention."""
@@ -69,11 +79,7 @@ class ToySpec:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ToySpec:
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown toy model settings: {sorted(unknown)}")
-        return cls(**d)
+        return cls(**known_settings(cls, d, "toy model"))
 
     def to_dict(self) -> dict:
         return asdict(self)

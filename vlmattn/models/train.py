@@ -36,7 +36,7 @@ import shutil
 import string
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from vlmattn.images.synthetic import COLOURS, SHAPES, draw
 from vlmattn.models import shapes_task as task
-from vlmattn.models.toy import ToySpec, build_toy, save
+from vlmattn.models.toy import ToySpec, build_toy, known_settings, save
 from vlmattn.progress import progress
 
 from ..tables import atomic_target
@@ -89,10 +89,7 @@ class TrainSpec:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TrainSpec:
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        d = known_settings(cls, d, "training")
         if isinstance(d.get("model"), dict):
             d["model"] = ToySpec.from_dict(d["model"])
         if isinstance(d.get("scene"), dict):
