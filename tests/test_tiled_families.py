@@ -348,3 +348,35 @@ def test_pieces_and_markers_round_trip_and_their_segment(loaded, tmp_path, layou
         f["vision/marker_positions"][0] = f["vision/spans"][0, 0]
     with pytest.raises(InputError, match=r"s\.h5: /vision does not describe one layout"):
         read_sample(path)
+
+
+@pytest.mark.parametrize("family", tiled.FAMILIES)
+def test_every_metric_and_the_offline_pruning_scores_on_a_replica_sample(loaded, family):
+    """A captured sample of each tiled replica (two images' worth of pieces and markers) goes through
+    every metric and the offline pruning scorers and tables with the schema's defaults."""
+    from tests.synthetic_attention import MINIMAL, metric_cfg
+    from vlmattn.maps import tiled as is_tiled
+    from vlmattn.metrics import METRICS, get_metric
+    from vlmattn.pruning import offline
+    from vlmattn.pruning.jobs import model_budgets
+    from vlmattn.pruning.options import offline_options
+    from vlmattn.workflow import load_config
+
+    lm = loaded(family)
+    s = capture_attention(lm, scene((300, 100)), QUESTION, max_new_tokens=3, prefill_rows="all_text",
+                          meta={"image_id": "wide", "question_id": "q"})
+    assert is_tiled(s)
+    from dataclasses import replace
+
+    s = replace(s, boxes=np.array([[60, 16, 150, 50]], np.float32), labels=["circle"], colours=["green"])  # scene()
+    for name in METRICS:
+        table = get_metric(name).compute(s, metric_cfg(name))
+        assert len(table) > 0, name
+    options = offline_options(load_config({**MINIMAL, "extraction": {"prefill_rows": "all_text"},
+                                           "pruning": {"prune_layer": 1, "n_heads": 2,
+                                                       "online": {"models": []},
+                                                       "learned": {"enabled": False}}}))
+    scores = offline.sample_scores(s, prune_layer=1, **options["scores"])
+    budgets = model_budgets(len(s.vision_index), options, s.n_layers, family)
+    table = offline.offline_table(s, scores, budgets, prune_layer=1, step=0, pooling=True)
+    assert len(table) > 0 and table["recall"].notna().all() and table["retained_mass"].notna().all()

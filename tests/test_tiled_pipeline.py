@@ -1,5 +1,7 @@
-"""The workflow on replicas of the tiled families: every metric, the contrasts, offline pruning and
-attribution, one model per family in one run."""
+"""The workflow on replicas of tiled families: every metric, the contrasts, offline pruning and
+attribution in one run of LLaVA-NeXT (base and high-resolution grids, newline markers, attribution)
+and Gemma 3 (an image and its crops, bidirectional prefill, no pruning harness). Every family's
+replica samples go through every metric and the offline pruning in tests/test_tiled_families.py."""
 
 from __future__ import annotations
 
@@ -10,15 +12,15 @@ import pytest
 from tests.pipeline import TINY_CONFIG, snakemake, write_config
 from vlmattn.families import ONLINE_PRUNING
 from vlmattn.metrics import METRICS
-from vlmattn.models import tiled
 
 pytestmark = pytest.mark.pipeline
+FAMILIES = ("llava_next", "gemma3")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiled")
-    models = {f: {"family": f, "build": {"kind": "random", "spec": {"seed": 0}}} for f in tiled.FAMILIES}
+    models = {f: {"family": f, "build": {"kind": "random", "spec": {"seed": 0}}} for f in FAMILIES}
     cfg = {**TINY_CONFIG, "models": models, "shards": 1}
     cfg["extraction"] = {"max_new_tokens": 3, "prefill_rows": "all_text", "prefill_layers": [0, 1],
                          "resources": {"threads": 1}}
@@ -27,7 +29,7 @@ def run(tmp_path_factory):
                                "statistics": {"n_resamples": 99}, "causal": {"ks": [1], "n_random": 4}}}
     cfg["pruning"] = {"prune_layer": 1, "n_heads": 2, "online": {"models": []}, "learned": {"enabled": False}}
     # the faithfulness curves run through the pruning harness (Gemma 3: not in it)
-    cfg["attribution"] = {"models": [f for f in tiled.FAMILIES if f in ONLINE_PRUNING], "questions": ["top_left"]}
+    cfg["attribution"] = {"models": [f for f in FAMILIES if f in ONLINE_PRUNING], "questions": ["top_left"]}
     write_config(work, cfg)
     snakemake(work, "--cores", "2")
     return work
@@ -36,14 +38,14 @@ def run(tmp_path_factory):
 def test_every_metric_has_rows_for_every_family(run):
     for name in METRICS:
         table = pd.read_parquet(run / "results/tables" / name)
-        assert set(table["model"]) == set(tiled.FAMILIES), name
+        assert set(table["model"]) == set(FAMILIES), name
         assert len(table) > 0
 
 
 def test_piece_columns_and_row_shares(run):
     hot = pd.read_parquet(run / "results/tables/hotspots")
     sinks = pd.read_parquet(run / "results/tables/sinks")
-    for family in tiled.FAMILIES:
+    for family in FAMILIES:
         h, s = hot[hot["model"] == family], sinks[sinks["model"] == family]
         n_pieces = s.groupby("image")["piece"].nunique()
         assert (n_pieces > 1).all()  # every sample of a tiled family has several pieces
@@ -57,9 +59,9 @@ def test_piece_columns_and_row_shares(run):
 
 def test_contrasts_pruning_and_attribution_tables(run):
     for name in ("heads", "divergence", "encoder", "quadrants", "rollout", "causal"):
-        table = pd.read_csv(run / f"results/contrasts/tl/{tiled.FAMILIES[0]}/{name}.csv")
+        table = pd.read_csv(run / f"results/contrasts/tl/{FAMILIES[0]}/{name}.csv")
         assert len(table) > 0, name
     offline = pd.read_csv(run / "results/tables/pruning_offline.csv")
-    assert set(offline["model"]) == set(tiled.FAMILIES)
+    assert set(offline["model"]) == set(FAMILIES)
     maps = pd.read_csv(run / "results/tables/attribution_maps.csv")
-    assert set(maps["model"]) == {f for f in tiled.FAMILIES if f in ONLINE_PRUNING}
+    assert set(maps["model"]) == {f for f in FAMILIES if f in ONLINE_PRUNING}
