@@ -39,7 +39,7 @@ def test_captured_scores_match_eager_attention(loaded, checkpoint):
     a = lm_att[k - 1][:, instr][:, :, vis].mean(1).astype(np.float64)  # [H, V]
     q = a / a.sum(1, keepdims=True)
     best = int(np.argmin(-(q * np.log(q)).sum(1)))
-    got = sc.attention_scores(s.prefill, s.prefill_positions, vis, offline.image_positions(s), prune_layer=k,
+    got = sc.attention_scores(s.prefill, s.prefill_positions, vis, s.image_positions, prune_layer=k,
                               query="text_tokens_only", head="renormalised_entropy", n_heads=1, top_k=1)
     np.testing.assert_allclose(got, a[best], atol=1e-5)
     # FasterVLM: CLS row of the penultimate encoder layer, mean over heads, patch p feeds vision token p

@@ -84,8 +84,16 @@ class VisionLayout:
     def image_positions(self) -> np.ndarray:
         """``[V + n_cls + E]`` sorted: every prompt position holding an image token (vision tokens,
         CLS and the other box-less image tokens)."""
-        cls = self.cls_positions[self.cls_positions >= 0]
-        return np.union1d(np.union1d(self.vision_positions, cls), self.marker_positions).astype(np.int64)
+        return image_positions(self.vision_positions, self.cls_positions, self.marker_positions)
+
+
+def image_positions(vision_positions: np.ndarray, cls_positions: np.ndarray,
+                    marker_positions: np.ndarray) -> np.ndarray:
+    """Sorted prompt positions of every image token: the vision tokens, the CLS tokens (``-1``: none) and
+    the markers."""
+    cls = np.asarray(cls_positions, np.int64)
+    boxless = np.concatenate([cls[cls >= 0], np.asarray(marker_positions, np.int64)])
+    return np.union1d(np.asarray(vision_positions, np.int64), boxless).astype(np.int64)
 
 
 def span_positions(spans: np.ndarray) -> np.ndarray:

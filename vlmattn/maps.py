@@ -596,12 +596,6 @@ def tiled(sample: AttentionSample) -> bool:
             or len(sample.marker_positions) > 0)
 
 
-def token_piece(sample: AttentionSample) -> np.ndarray:
-    """``[V]`` int64: the piece of each vision token."""
-    sizes = np.prod(np.asarray(sample.grid, np.int64).reshape(-1, 2), axis=1)
-    return np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-
-
 def piece_areas(sample: AttentionSample) -> np.ndarray:
     """Each vision token's share of its piece's total token area, ``[V]`` (sums to 1 over each piece;
     :func:`token_areas` when there is one piece)."""

@@ -56,7 +56,7 @@ import h5py
 import numpy as np
 
 from .errors import InputError, SchemaVersionError
-from .layout import check_layout
+from .layout import check_layout, image_positions, span_positions
 from .tables import atomic_target
 
 SCHEMA_VERSION = 3
@@ -181,9 +181,7 @@ class AttentionSample:
     def image_positions(self) -> np.ndarray:
         """``[V + n_cls + E]`` sorted: every prompt position holding an image token (vision tokens, CLS
         tokens and the other box-less image tokens, ``marker_positions``)."""
-        cls = np.asarray(self.cls_positions, np.int64)
-        boxless = np.concatenate([cls[cls >= 0], np.asarray(self.marker_positions, np.int64)])
-        return np.union1d(self.vision_index, boxless).astype(np.int64)
+        return image_positions(self.vision_index, self.cls_positions, self.marker_positions)
 
     @property
     def layout(self) -> str:
@@ -225,7 +223,7 @@ class AttentionSample:
     @property
     def vision_index(self) -> np.ndarray:
         """Prompt positions of all vision tokens, ``[V]``, in span order (a CLS token is not among them)."""
-        return np.concatenate([np.arange(s, e) for s, e in self.spans]) if len(self.spans) else np.zeros(0, np.int64)
+        return span_positions(self.spans)
 
     @property
     def n_steps(self) -> int:

@@ -296,7 +296,7 @@ def generate_pruned(lm: LoadedModel, image, question: str, *, keep, layer: int, 
         layout = lm.adapter.vision_layout(lm.model, lm.processor, inputs, image.size)
     except ValueError as e:
         raise ModelError(f"model {lm.model_id!r}: cannot lay out its vision tokens ({e})") from e
-    vision = np.concatenate([np.arange(s, e) for s, e in layout.spans]).astype(np.int64)
+    vision = layout.vision_positions
     if callable(keep):
         if layer == 0:
             raise ValueError("a keep callable decides from layer K's input: layer must be at least 1")

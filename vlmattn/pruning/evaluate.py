@@ -135,7 +135,7 @@ def scores(sample: AttentionSample, embeddings: np.ndarray, *, prune_layer: int,
                                 query_strategies=query_strategies, fixed_query=fixed_query, fixed_head=fixed_head,
                                 n_heads=n_heads, top_k=top_k, seed=seed, n_draws=0, encoder_layer=encoder_layer)
     vis = sample.vision_index
-    _, instr = sc.text_layout(sample.prefill.shape[-1], offline.image_positions(sample))
+    _, instr = sc.text_layout(sample.prefill.shape[-1], sample.image_positions)
     out["sparsevlm"] = sc.sparsevlm(sample.prefill, sample.prefill_positions, vis, prune_layer=prune_layer,
                                     text_positions=instr, vision_embeddings=embeddings[vis],
                                     text_embeddings=embeddings[instr])

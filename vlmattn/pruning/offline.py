@@ -155,18 +155,12 @@ def scoring_prefill(sample: AttentionSample, *, layers: Iterable[int]) -> np.nda
     return out
 
 
-def image_positions(sample: AttentionSample) -> np.ndarray:
-    """Prompt positions of image tokens ``[I']``: the vision tokens and the box-less image tokens fed to
-    the LLM (CLS, newline and tile markers; :attr:`AttentionSample.image_positions`)."""
-    return sample.image_positions
-
-
 def available_queries(sample: AttentionSample) -> list[str]:
     """The query strategies whose prefill rows the sample stores (see ``extraction.prefill_rows``)."""
     out = []
     for q in sc.QUERY_STRATEGIES:
         try:
-            sc.query_weights(q, sample.prefill_positions, image_positions(sample), sample.prefill.shape[-1],
+            sc.query_weights(q, sample.prefill_positions, sample.image_positions, sample.prefill.shape[-1],
                              row_mass=np.zeros(len(sample.prefill_positions)))
         except ValueError:
             continue
@@ -191,7 +185,7 @@ def sample_scores(sample: AttentionSample, *, prune_layer: int, head_strategies:
     ``extraction.prefill_rows`` or ``extraction.prefill_layers``) when a requested strategy's rows or
     layers are not stored.
     """
-    pos, vis, img = sample.prefill_positions, sample.vision_index, image_positions(sample)
+    pos, vis, img = sample.prefill_positions, sample.vision_index, sample.image_positions
     n_layers = sample.n_layers
     prefill = scoring_prefill(sample, layers=[prune_layer - 1, *([prune_layer] if prune_layer < n_layers else [])])
     out = {"fastv": sc.fastv(prefill, pos, vis, prune_layer=prune_layer)}

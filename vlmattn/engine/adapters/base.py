@@ -82,6 +82,13 @@ class Adapter:
         raise NotImplementedError
 
 
+def image_sizes(image_size, n: int) -> list[tuple[int, int]]:
+    """One ``(width, height)`` per image from a single size (repeated ``n`` times) or a list of sizes."""
+    if len(image_size) == 2 and np.isscalar(image_size[0]):
+        return [tuple(int(v) for v in image_size)] * n
+    return [tuple(int(v) for v in s) for s in image_size]
+
+
 def language_model(model) -> torch.nn.Module:
     """The decoder stack of a ``…ForConditionalGeneration`` model: ``model.model.language_model``
     (Idefics3 and SmolVLM: ``model.model.text_model``)."""

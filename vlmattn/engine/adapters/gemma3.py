@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Adapter, VisionLayout, token_spans, tower_layers
-from .qwen import _sizes
+from .base import Adapter, VisionLayout, image_sizes, token_spans, tower_layers
 
 PAN_AND_SCAN = ("do_pan_and_scan", "pan_and_scan_min_crop_size", "pan_and_scan_max_num_crops",
                 "pan_and_scan_min_ratio_to_activate")
@@ -87,7 +86,7 @@ class Gemma3Adapter(Adapter):
         runs = token_spans(ids, model.config.image_token_id)
         ids = ids.cpu().numpy()
         boi, eoi = int(model.config.boi_token_index), int(model.config.eoi_token_index)
-        sizes = _sizes(image_size, 1)  # one size, or one per image
+        sizes = image_sizes(image_size, 1)  # one size, or one per image
         pieces = [(i, kind, region, size) for i, size in enumerate(sizes)
                   for kind, region in self.regions(processor, *size)]
         if len(pieces) != len(runs):
@@ -117,7 +116,7 @@ class Gemma3Adapter(Adapter):
         geo = self.geometry(model)
         n, k, g = geo["n"], geo["k"], geo["g"]
         i, j = np.divmod(np.arange(n * n), n)
-        regions = [region for size in _sizes(image_size, 1) for _, region in self.regions(processor, *size)]
+        regions = [region for size in image_sizes(image_size, 1) for _, region in self.regions(processor, *size)]
         grids, seq, image_seq, tokens, boxes = [], [], [], [], []
         offset = token_offset = 0
         for region in regions:

@@ -32,8 +32,7 @@ import sys
 
 import numpy as np
 
-from .base import Adapter, VisionLayout, token_spans
-from .qwen import _sizes
+from .base import Adapter, VisionLayout, image_sizes, token_spans
 
 
 def _edge(size) -> int:
@@ -115,7 +114,7 @@ class Idefics3Adapter(Adapter):
         fake = tok.convert_tokens_to_ids(processor.fake_image_token)
         glob = tok.convert_tokens_to_ids(getattr(processor, "global_image_tag", None) or processor.global_image_token)
         row_col = {tok.convert_tokens_to_ids(f"<row_{i + 1}_col_{j + 1}>") for i in range(6) for j in range(6)}
-        sizes = _sizes(image_size, 1)
+        sizes = image_sizes(image_size, 1)
         pieces = [(i, kind, origin, scale, size) for i, size in enumerate(sizes)
                   for kind, origin, scale in self.pieces(model, processor, *size)]
         if len(pieces) != len(runs):
@@ -154,7 +153,7 @@ class Idefics3Adapter(Adapter):
         i, j = np.divmod(np.arange(n * n), n)
         grids, seq, image_seq, tokens, boxes = [], [], [], [], []
         offset = token_offset = 0
-        for width, height in _sizes(image_size, 1):
+        for width, height in image_sizes(image_size, 1):
             for _, origin, scale in self.pieces(model, processor, width, height):
                 grids.append([n, n])
                 image_seq.append([offset, offset + n * n])

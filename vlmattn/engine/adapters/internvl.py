@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Adapter, VisionLayout, token_spans
-from .qwen import _sizes
+from .base import Adapter, VisionLayout, image_sizes, token_spans
 
 
 def _size_of(size) -> int:
@@ -94,7 +93,7 @@ class InternVLAdapter(Adapter):
         ids = inputs["input_ids"][0]
         tok = processor.tokenizer
         runs = token_spans(ids, model.config.image_token_id)
-        sizes = _sizes(image_size, len(runs))
+        sizes = image_sizes(image_size, len(runs))
         start_id, end_id = tok.convert_tokens_to_ids(processor.start_image_token), tok.convert_tokens_to_ids(
             processor.end_image_token)
         ids = ids.cpu().numpy()
@@ -135,7 +134,7 @@ class InternVLAdapter(Adapter):
         grids, seq, image_seq, cls_seq, tokens, boxes = [], [], [], [], [], []
         offset = token_offset = 0
         i, j = np.divmod(np.arange(n_side * n_side), n_side)
-        for width, height in _sizes(image_size, n_images):
+        for width, height in image_sizes(image_size, n_images):
             cols, rows = tile_grid(width, height, s, geo["min"], geo["max"]) if geo["crop"] else (1, 1)
             for kind, _, at in self.pieces(model, processor, width, height):
                 if kind == "thumbnail" or not geo["crop"]:

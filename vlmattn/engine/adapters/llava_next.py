@@ -79,6 +79,11 @@ def anyres_geometry(width: int, height: int, tile: int, patch: int, pinpoints) -
                 kept_rows=kept_rows, kept_cols=kept_cols)
 
 
+def processed_sizes(inputs) -> list[tuple[int, int]]:
+    """``(width, height)`` of each image, from the processor's ``image_sizes`` ``[I, 2]`` (height, width)."""
+    return [(int(w), int(h)) for h, w in inputs["image_sizes"].tolist()]
+
+
 def _boxes(x0, y0, x1, y1, width, height) -> np.ndarray:
     b = np.stack([x0, y0, x1, y1], axis=1).astype(np.float64)
     return np.clip(b, 0, [width, height, width, height]).astype(np.float32)
@@ -142,7 +147,7 @@ class LlavaNextAdapter(Adapter):
         return g, geo, base_boxes(width, height, g), highres_boxes(geo, width, height, patch)
 
     def vision_layout(self, model, processor, inputs, image_size):
-        sizes = [tuple(int(v) for v in s[::-1]) for s in inputs["image_sizes"].tolist()]  # (H, W) → (W, H)
+        sizes = processed_sizes(inputs)
         runs = token_spans(inputs["input_ids"][0], model.config.image_token_id)
         if len(runs) != len(sizes):
             raise ValueError(f"{len(runs)} runs of image tokens for {len(sizes)} images")
@@ -176,7 +181,7 @@ class LlavaNextAdapter(Adapter):
         from ..vision import PatchLayout
 
         _, patch = self.geometry(model, processor)
-        sizes = [tuple(int(v) for v in s[::-1]) for s in inputs["image_sizes"].tolist()]
+        sizes = processed_sizes(inputs)
         grids, seq, image_seq, cls_seq, tokens, boxes = [], [], [], [], [], []
         offset = token_offset = 0
         for width, height in sizes:

@@ -15,14 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Adapter, VisionLayout, token_spans
-
-
-def _sizes(image_size, n: int) -> list[tuple[int, int]]:
-    """One ``(width, height)`` per image from a single size or a list of sizes."""
-    if len(image_size) == 2 and np.isscalar(image_size[0]):
-        return [tuple(int(v) for v in image_size)] * n
-    return [tuple(int(v) for v in s) for s in image_size]
+from .base import Adapter, VisionLayout, image_sizes, token_spans
 
 
 def merged_grid_boxes(grid_h: int, grid_w: int, patch: int, merge: int, width: int, height: int) -> np.ndarray:
@@ -64,7 +57,7 @@ class Qwen2VLAdapter(Adapter):
         grid_thw = inputs["image_grid_thw"].cpu().numpy().astype(np.int64)
         if (grid_thw[:, 0] != 1).any():
             raise ValueError(f"expected still images (t = 1), got image_grid_thw {grid_thw.tolist()}")
-        sizes = _sizes(image_size, len(grid_thw))
+        sizes = image_sizes(image_size, len(grid_thw))
         spans = token_spans(inputs["input_ids"][0], model.config.image_token_id)
         if len(spans) != len(grid_thw):
             raise ValueError(f"{len(spans)} runs of image tokens for {len(grid_thw)} images")
@@ -85,7 +78,7 @@ class Qwen2VLAdapter(Adapter):
 
         patch, merge = self.patch_geometry(model, processor)
         grid_thw = inputs["image_grid_thw"].cpu().numpy().astype(np.int64)
-        sizes = _sizes(image_size, len(grid_thw))
+        sizes = image_sizes(image_size, len(grid_thw))
         seq, tokens, boxes, image_seq = [], [], [], []
         offset = token_offset = 0
         for (_, gh, gw), (width, height) in zip(grid_thw, sizes, strict=True):
