@@ -77,18 +77,13 @@ def segment_shares(vision: np.ndarray, segments: np.ndarray, keep: np.ndarray | 
     }
 
 
-def segment_sums(sample) -> np.ndarray:
-    """``decode_segments [T, L, H, S]`` of the sample (:func:`vlmattn.store.decode_segment_sums`)."""
-    return sample.decode_segments
-
-
 def compute(sample, cfg: dict) -> pd.DataFrame:
     """Rows ``step_pool, step, sinks, layer, head`` (head = the pooling) with :data:`COLUMNS`."""
     renorm, min_share = cfg["renormalize"], cfg["min_vision_share"]
     pools = list(cfg["head_pooling"]) or ["mean"]
     att = Attention(sample)  # the vision rows, read once
     variants = sink_variants(sample, cfg, att)
-    others = segment_sums(sample)
+    others = sample.decode_segments  # [T, L, H, S], from either cache layout
     n_steps, n_layers = att.raw.shape[:2]
     cols: dict[str, list] = {k: [] for k in ["step_pool", "step", "sinks", "layer", "head"] + COLUMNS
                              + [MARKER_COLUMN]}
