@@ -64,12 +64,15 @@ class Gemma3Adapter(Adapter):
         out = [("image", (0.0, 0.0, float(width), float(height)))]
         if not settings["do_pan_and_scan"]:
             return out
-        ys, xs = np.mgrid[0:height, 0:width]
-        crops = processor.image_processor.pan_and_scan(
-            np.stack([ys, xs]), settings["pan_and_scan_min_crop_size"], settings["pan_and_scan_max_num_crops"],
-            settings["pan_and_scan_min_ratio_to_activate"])
-        for c in crops:  # [2, h, w] coordinates of the crop's pixels
-            out.append(("crop", (float(c[1, 0, 0]), float(c[0, 0, 0]), float(c[1, 0, -1] + 1), float(c[0, -1, 0] + 1))))
+        args = (settings["pan_and_scan_min_crop_size"], settings["pan_and_scan_max_num_crops"],
+                settings["pan_and_scan_min_ratio_to_activate"])
+        # the processor's own crops of two [1, H, W] coordinate images, as zero-stride views (no H·W array)
+        ys = np.broadcast_to(np.arange(height)[None, :, None], (1, height, width))
+        xs = np.broadcast_to(np.arange(width)[None, None, :], (1, height, width))
+        pan = processor.image_processor.pan_and_scan
+        for cy, cx in zip(pan(ys, *args), pan(xs, *args), strict=True):  # [1, h, w] each
+            out.append(("crop", (float(cx[0, 0, 0]), float(cy[0, 0, 0]), float(cx[0, 0, -1] + 1),
+                                 float(cy[0, -1, 0] + 1))))
         return out
 
     @staticmethod
