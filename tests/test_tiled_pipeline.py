@@ -45,11 +45,14 @@ def test_every_metric_has_rows_for_every_family(run):
 def test_piece_columns_and_row_shares(run):
     hot = pd.read_parquet(run / "results/tables/hotspots")
     sinks = pd.read_parquet(run / "results/tables/sinks")
+    # the sinks table has a row per vision token: LLaVA-NeXT's square images are a base and a
+    # high-resolution grid; Gemma 3 pans and scans only images wider or taller than square (one piece)
+    pieces = {"llava_next": 2, "gemma3": 1}
     for family in FAMILIES:
         h, s = hot[hot["model"] == family], sinks[sinks["model"] == family]
         n_pieces = s.groupby("image")["piece"].nunique()
-        assert (n_pieces > 1).all()  # every sample of a tiled family has several pieces
-        assert set(h["piece"].dropna()) <= set(range(int(n_pieces.max())))
+        assert (n_pieces == pieces[family]).all(), (family, n_pieces)
+        assert set(h["piece"].dropna()) <= set(range(pieces[family]))
     profile = pd.read_parquet(run / "results/tables/layer_profile")
     shares = [c for c in profile.columns if c.endswith("_share")]
     mean_rows = profile[profile["head"] == "mean"]

@@ -158,7 +158,7 @@ def test_deep_tower_rollout_matches_reference(deep, family, keep, monkeypatch):
     path, lm = deep(family)
     image = noise_image()
     inputs = lm.adapter.build_inputs(lm.processor, image, QUESTION)
-    ref = clip_reference(path, inputs)[0] if family == "llava" else qwen_reference(lm, inputs, family)[0]
+    ref = clip_reference(path, inputs)[0][0] if family == "llava" else qwen_reference(lm, inputs, family)[0]
     ve = capture_attention(lm, image, QUESTION, max_new_tokens=1, vision_full=True).vision_encoder
     n_cls = 1 if family == "llava" else 0
     assert ref.shape[0] == 4
