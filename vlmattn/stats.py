@@ -69,3 +69,32 @@ def mcnemar_exact(gained: int, lost: int) -> float:
     if gained + lost == 0:
         return 1.0
     return float(stats.binomtest(int(gained), int(gained + lost), 0.5).pvalue)
+
+
+def mean_interval(values, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of ``values [n]`` (fractional scores such as VQA accuracy, where a
+    binomial interval does not apply): x̄ ∓ t_{(1+c)/2, n−1} · s / √n, clipped to [0, 1]; NaN for n < 2."""
+    v = np.asarray(values, np.float64)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if v.size < 2:
+        return np.nan, np.nan
+    half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return float(np.clip(v.mean() - half, 0, 1)), float(np.clip(v.mean() + half, 0, 1))
+
+
+def paired_sign_flip(a, b, *, n_resamples: int = 9999, seed: int = 0) -> float:
+    """Two-sided p-value of equal mean scores in paired samples ``a [n]``, ``b [n]`` (per item, e.g. a
+    pruned run's VQA accuracy and the unpruned run's): the sign-flip permutation test of the mean
+    difference d̄ = mean(a − b), each pair's two scores swapped at random
+    (:func:`scipy.stats.permutation_test`, ``permutation_type="samples"``; exact when 2ⁿ ≤
+    ``n_resamples``, else ``n_resamples`` draws from ``seed``). 1.0 when every difference is 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"a and b must be equally long non-empty 1-D arrays, got shapes {a.shape} and {b.shape}")
+    if not np.any(a != b):
+        return 1.0
+    res = stats.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), vectorized=True,
+                                 permutation_type="samples", n_resamples=n_resamples, alternative="two-sided",
+                                 random_state=np.random.default_rng(seed))
+    return float(res.pvalue)
