@@ -43,9 +43,24 @@ def test_schema_defaults_and_job_options():
                            "fixed_head": "variance", "n_heads": 4, "top_k": 10, "seed": 7, "n_draws": 5,
                            "encoder_layer": -2}
     assert o["budgets"] == {"budgets": [192, 128, 64], "keep_ratios": [], "convention": "kept"}
-    assert statistics_options(cfg) == {"confidence": 0.95, "alpha": 0.05}
+    assert statistics_options(cfg) == {"confidence": 0.95, "alpha": 0.05, "fractional": False}
+    assert pc["online"]["eval_set"] == {"kind": "shapes", "sheet": None, "annotations": None, "images": None,
+                                        "scoring": "exact", "pope": {"strategy": "random", "per_image": 3,
+                                                                     "n_images": None}}
+    vqa = config({"online": {"eval_set": {"kind": "sheet", "sheet": "s.tsv", "scoring": "vqav2"}}},
+                 prefill_layers="all")
+    assert statistics_options(load_config(vqa))["fractional"] is True
     assert online_options(cfg)["online"]["positions"] == "keep" and o["step"] == 0
     assert online_options(cfg)["scores"] == o["scores"] and online_options(cfg)["budgets"] == o["budgets"]
+
+
+def test_eval_set_needs_its_files():
+    with pytest.raises(ConfigError, match="eval_set.sheet: an eval_set of kind sheet needs it"):
+        load_config(config({"online": {"eval_set": {"kind": "sheet"}}}, prefill_layers="all"))
+    with pytest.raises(ConfigError, match="eval_set.annotations: an eval_set of kind pope needs it"):
+        load_config(config({"online": {"eval_set": {"kind": "pope", "images": "img"}}}, prefill_layers="all"))
+    with pytest.raises(ConfigError, match="the shapes set is scored by exact, not pope"):
+        load_config(config({"online": {"eval_set": {"scoring": "pope"}}}, prefill_layers="all"))
 
 
 def test_no_block_no_pruning():

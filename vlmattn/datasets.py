@@ -9,6 +9,10 @@ validated against ``vlmattn/schemas/samplesheet.schema.yaml``:
 ``question_id`` the text's id; alone, the id of a question in config ``questions``
 ``image_id``   image id (default: derived from the file name)
 ``expected``   expected answer
+``answers``    reference answers, separated by ``|`` (evaluation sets: VQA's ten human answers);
+               the first is the answer of one-answer scoring rules; defaults to ``expected``
+``answer_type`` the answer's kind (evaluation sets: accuracy per kind), e.g. ``yes_no``
+``n_options``  number of options A, B, … of a multiple-choice question (scoring rule ``choice``)
 =============  ================================================================================
 
 A row needs ``question`` or ``question_id``. Empty cells count as absent; cells are stripped of
@@ -76,6 +80,9 @@ class SheetRow:
     question_id: str
     question: str | None
     expected: str | None
+    answers: tuple[str, ...] = ()
+    answer_type: str | None = None
+    n_options: int | None = None
 
 
 @dataclass
@@ -170,7 +177,13 @@ def read_sheet(path: str, base_dir: Path = Path(".")) -> Sheet:
             if key in seen_sample:
                 raise InputError(f"{where}: duplicate sample {image_id}__{question_id} (also line {seen_sample[key]})")
             seen_sample[key] = line
-            sheet.rows.append(SheetRow(line, image_id, image_path, question_id, question, row.get("expected")))
+            answers = tuple(a.strip() for a in row["answers"].split("|")) if "answers" in row else ()
+            if any(not a for a in answers):
+                raise InputError(f"{where}: column 'answers': an empty answer between '|' separators")
+            answers = answers or ((row["expected"],) if "expected" in row else ())
+            n_options = int(row["n_options"]) if "n_options" in row else None
+            sheet.rows.append(SheetRow(line, image_id, image_path, question_id, question, row.get("expected"),
+                                       answers, row.get("answer_type"), n_options))
     except csv.Error as e:
         raise InputError(f"sheet {path} line {line}: {e}") from None
     if not sheet.rows:

@@ -211,6 +211,30 @@ def choice_letter(text: str, n_options: int) -> str | None:
     return None
 
 
+def reading(rule: str, prediction: str, *, n_options: int | None = None) -> str:
+    """What ``rule`` reads from ``prediction`` (the ``answer`` of an evaluation row, compared across runs
+    for agreement): ``exact`` the normalised first word, ``vqav2`` :func:`vqa_normalise`, ``textvqa``
+    :func:`evalai_normalise`, ``gqa`` the stripped lower-cased text without a trailing period, ``pope``
+    :func:`pope_label`, ``mme`` :func:`mme_label`, ``choice`` the letter ("" when none)."""
+    if rule == "exact":
+        return normalise_answer(prediction)
+    if rule == "vqav2":
+        return vqa_normalise(prediction)
+    if rule == "textvqa":
+        return evalai_normalise(prediction)
+    if rule == "gqa":
+        return prediction.strip().rstrip(".").lower()
+    if rule == "pope":
+        return pope_label(prediction)
+    if rule == "mme":
+        return mme_label(prediction)
+    if rule == "choice":
+        if n_options is None:
+            raise ValueError("rule 'choice' needs n_options")
+        return choice_letter(prediction, n_options) or ""
+    raise ValueError(f"unknown scoring rule {rule!r}; one of {RULES}")
+
+
 def score(rule: str, prediction: str, references: Sequence[str], *, n_options: int | None = None) -> float:
     """The per-item score of ``prediction`` under ``rule`` (:data:`RULES`, module docstring):
     1.0/0.0 for the binary rules, the VQA accuracy for ``vqav2`` and ``textvqa``. ``references``: the

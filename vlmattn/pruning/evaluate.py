@@ -24,7 +24,7 @@ answer, qtype, boxes``):
 Rows (one per item × scorer × budget, plus one ``study == "unpruned"`` row per item):
 
     item, qtype, corner, mode, study, scorer, layer, budget, n_vision, n_tokens, kept, average_tokens, recall, answer,
-    expected, correct, agrees_with_unpruned, prefill_s, decode_s, peak_memory_bytes, flops_fraction, reused
+    expected, correct, agrees_with_unpruned, prefill_s, decode_s, peak_memory_bytes, flops_fraction, reused, score
 
 ``mode`` ∈ ``modes`` (``drop``: the other tokens leave the sequence and the KV cache; ``mask``: they stay,
 unattended from the layer on), ``none`` for the unpruned row;
@@ -33,9 +33,12 @@ of vision tokens kept (V for the unpruned row), ``kept`` = k / V, ``average_toke
 decoder layer averaged over the L layers, (ℓ·V + (L − ℓ)·k) / L for ``layer`` ℓ
 (:func:`vlmattn.pruning.offline.average_tokens`, the count in-LLM methods report);
 ``recall`` = |kept ∩ objects| / |objects| (:func:`vlmattn.pruning.offline.object_recall`; objects = tokens
-under the item's boxes; NaN without an object); ``answer`` = the normalised first word of the generated
-text (:func:`vlmattn.answers.normalise_answer`),
-``correct`` = ``answer == expected``, ``agrees_with_unpruned`` = ``answer`` equals the unpruned row's;
+under the item's boxes; NaN without an object); ``answer`` = what the set's scoring rule reads from the
+generated text (:func:`vlmattn.scoring.reading`; rule ``exact``, the shapes task's: the normalised first
+word, :func:`vlmattn.answers.normalise_answer`), ``expected`` the first reference answer (normalised
+under ``exact``), ``score`` the rule's per-item score of the generated text against the item's
+references (:func:`vlmattn.scoring.score`: 0/1, or VQA accuracy), ``correct`` = ``score == 1``
+(under ``exact``: ``answer == expected``), ``agrees_with_unpruned`` = ``answer`` equals the unpruned row's;
 ``prefill_s``/``decode_s``/``peak_memory_bytes`` the run's wall times and peak memory
 (:class:`~vlmattn.engine.pruned.PrunedResult`: CUDA allocator peak on a GPU, process RSS peak on the CPU);
 ``flops_fraction`` = :func:`vlmattn.pruning.flops.kept_fraction` with n = N (the whole prompt), n̂ = N − (V − k),
@@ -53,6 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import scoring as scoring_rules
 from ..answers import normalise_answer
 from ..engine.adapters.base import language_model
 from ..engine.inference import LoadedModel, capture_attention, model_inputs
@@ -69,7 +73,7 @@ STUDIES = ("study_a", "study_b", "published", "baseline", "unpruned")
 ENCODER_SIGNALS = ("fastervlm", "visionzip_dominant")
 COLUMNS = ["item", "qtype", "corner", "mode", "study", "scorer", "layer", "budget", "n_vision", "n_tokens", "kept",
            "average_tokens", "recall", "answer", "expected", "correct", "agrees_with_unpruned", "prefill_s", "decode_s",
-           "peak_memory_bytes", "flops_fraction", "reused"]
+           "peak_memory_bytes", "flops_fraction", "reused", "score"]
 
 
 def scorer_study(name: str) -> str:
@@ -113,13 +117,25 @@ def _sizes(lm: LoadedModel) -> dict:
                 ffn_size=int(cfg.intermediate_size))
 
 
-def _unpruned_row(head: dict, layer: int, n_vis: int, n_tok: int, objects: np.ndarray, answer: str, expected: str,
+def _judged(item, text: str, scoring: str) -> dict:
+    """``answer``, ``expected``, ``correct`` and ``score`` of generated ``text`` under rule ``scoring``
+    (module docstring)."""
+    n_options = getattr(item, "n_options", None)
+    if scoring == "exact":
+        answer, expected = normalise_answer(text), normalise_answer(item.answer)
+        return {"answer": answer, "expected": expected, "correct": answer == expected,
+                "score": float(answer == expected)}
+    value = scoring_rules.score(scoring, text, getattr(item, "answers", (item.answer,)), n_options=n_options)
+    return {"answer": scoring_rules.reading(scoring, text, n_options=n_options), "expected": item.answer,
+            "correct": value == 1.0, "score": value}
+
+
+def _unpruned_row(head: dict, layer: int, n_vis: int, n_tok: int, objects: np.ndarray, judged: dict,
                   prefill_s: float, decode_s: float, peak: int) -> dict:
     """The ``study == "unpruned"`` row of one item (every vision token kept)."""
     return {**head, "mode": "none", "study": "unpruned", "scorer": "unpruned", "layer": layer, "budget": n_vis,
             "n_vision": n_vis, "n_tokens": n_tok, "kept": 1.0, "average_tokens": float(n_vis),
-            "recall": 1.0 if objects.any() else np.nan,
-            "answer": answer, "expected": expected, "correct": answer == expected, "agrees_with_unpruned": True,
+            "recall": 1.0 if objects.any() else np.nan, **judged, "agrees_with_unpruned": True,
             "prefill_s": prefill_s, "decode_s": decode_s, "peak_memory_bytes": peak, "flops_fraction": 1.0,
             "reused": False}
 
@@ -148,8 +164,10 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
              head_strategies: Iterable[str] = sc.HEAD_STRATEGIES, query_strategies: Iterable[str] = sc.QUERY_STRATEGIES,
              fixed_query: str = "last_token", fixed_head: str = "variance", n_heads: int = 2, top_k: int = 10,
              seed: int = 0, n_draws: int = 3, encoder_layer: int = -2, positions: str = "keep",
-             modes: Iterable[str] = ("drop",), reuse_runs: bool = True, show_progress: bool = True) -> pd.DataFrame:
-    """Rows of the online evaluation (module docstring) of ``items`` on ``lm`` (llava family).
+             modes: Iterable[str] = ("drop",), reuse_runs: bool = True, scoring: str = "exact",
+             show_progress: bool = True) -> pd.DataFrame:
+    """Rows of the online evaluation (module docstring) of ``items`` on ``lm``, answers scored by rule
+    ``scoring`` (:data:`vlmattn.scoring.RULES`).
 
     ``budgets``: kept vision-token counts k (1 ≤ k ≤ V; e.g. :func:`vlmattn.pruning.offline.scaled_budgets`
     of the model's V); ``prune_layer`` K (1 ≤ K < L, so that PyramidDrop's layer K exists; checked by
@@ -190,29 +208,28 @@ def evaluate(lm: LoadedModel, items: Sequence, *, prune_layer: int, budgets: Ite
                 return runs[key], True
             res = generate_pruned(lm, item.image, item.question, keep=keep, layer=layer, mode=mode,
                                   positions=positions, max_new_tokens=max_new_tokens)
-            runs[key] = (normalise_answer(res.generated_text), res.prefill_seconds, res.decode_seconds,
+            runs[key] = (_judged(item, res.generated_text, scoring), res.prefill_seconds, res.decode_seconds,
                          int(res.peak_memory_bytes))
             return runs[key], False
 
         (plain, pre_s, dec_s, peak), _ = run(None, prune_layer, "drop")
         head = dict(item=int(item.index), qtype=item.qtype, corner=getattr(item, "corner", None))
-        expected = normalise_answer(item.answer)
-        rows.append(_unpruned_row(head, prune_layer, n_vis, n_tok, objects, plain, expected, pre_s, dec_s, peak))
+        rows.append(_unpruned_row(head, prune_layer, n_vis, n_tok, objects, plain, pre_s, dec_s, peak))
         for mode in modes:
             for k in budgets:
                 per_budget = dict(named, pooling=sc.pooling_scores(sample.grid, k))
                 for name, score in per_budget.items():
                     layer = 0 if name in ENCODER_SIGNALS else prune_layer
                     keep = sc.keep_indices(score, k)
-                    (ans, pre_s, dec_s, peak), reused = run(keep, layer, mode)
+                    (judged, pre_s, dec_s, peak), reused = run(keep, layer, mode)
                     flops = 1.0 if mode == "mask" else float(
                         kept_fraction(n_tok, n_tok - (n_vis - k), prune_layer=layer, **size))
                     rows.append({**head, "mode": mode, "study": scorer_study(name), "scorer": name, "layer": layer,
                                  "budget": k, "n_vision": n_vis, "n_tokens": n_tok, "kept": k / n_vis,
                                  "average_tokens": offline.average_tokens(k, n_vis, n_layers=n_layers,
                                                                           prune_layer=layer),
-                                 "recall": offline.object_recall(keep, objects), "answer": ans, "expected": expected,
-                                 "correct": ans == expected, "agrees_with_unpruned": ans == plain,
+                                 "recall": offline.object_recall(keep, objects), **judged,
+                                 "agrees_with_unpruned": judged["answer"] == plain["answer"],
                                  "prefill_s": pre_s, "decode_s": dec_s, "peak_memory_bytes": peak,
                                  "flops_fraction": flops, "reused": reused})
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -223,7 +240,7 @@ LEARNED_STUDY = "learned"
 
 
 def evaluate_learned(lm: LoadedModel, pruners: dict, items: Sequence, *, budgets: Iterable[int], max_new_tokens: int,
-                     positions: str = "keep", show_progress: bool = True) -> pd.DataFrame:
+                     positions: str = "keep", scoring: str = "exact", show_progress: bool = True) -> pd.DataFrame:
     """Rows (:data:`COLUMNS`, mode ``drop``) of learned pruners ``{variant: LearnedPruner}`` (one layer K
     each, :mod:`vlmattn.pruning.learned`) on ``items``: per item one unpruned run and, per variant and
     budget k, one greedy generation in which the pruner keeps the k highest-logit vision tokens, decided
@@ -248,11 +265,10 @@ def evaluate_learned(lm: LoadedModel, pruners: dict, items: Sequence, *, budgets
         objects = offline.object_mask(sample)
         vision = np.asarray(sample.vision_index)
         head = dict(item=int(item.index), qtype=item.qtype, corner=getattr(item, "corner", None))
-        expected = normalise_answer(item.answer)
         res = generate_pruned(lm, item.image, item.question, keep=None, layer=layer, mode="drop", positions=positions,
                               max_new_tokens=max_new_tokens)
-        plain = normalise_answer(res.generated_text)
-        rows.append(_unpruned_row(head, layer, n_vis, n_tok, objects, plain, expected, res.prefill_seconds,
+        plain = _judged(item, res.generated_text, scoring)
+        rows.append(_unpruned_row(head, layer, n_vis, n_tok, objects, plain, res.prefill_seconds,
                                   res.decode_seconds, int(res.peak_memory_bytes)))
         inputs = model_inputs(lm, item.image, item.question)
         for name, pruner in pruners.items():
@@ -261,13 +277,13 @@ def evaluate_learned(lm: LoadedModel, pruners: dict, items: Sequence, *, budgets
                     res = generate_pruned(lm, item.image, item.question, keep=session.decide, layer=layer,
                                           mode="drop", positions=positions, max_new_tokens=max_new_tokens)
                 keep = np.flatnonzero(~np.isin(vision, res.dropped_positions))
-                ans = normalise_answer(res.generated_text)
+                judged = _judged(item, res.generated_text, scoring)
                 rows.append({**head, "mode": "drop", "study": LEARNED_STUDY, "scorer": f"learned:{name}",
                              "layer": layer, "budget": k, "n_vision": n_vis, "n_tokens": n_tok, "kept": k / n_vis,
                              "average_tokens": offline.average_tokens(k, n_vis, n_layers=size["n_layers"],
                                                                       prune_layer=layer),
-                             "recall": offline.object_recall(keep, objects), "answer": ans, "expected": expected,
-                             "correct": ans == expected, "agrees_with_unpruned": ans == plain,
+                             "recall": offline.object_recall(keep, objects), **judged,
+                             "agrees_with_unpruned": judged["answer"] == plain["answer"],
                              "prefill_s": res.prefill_seconds, "decode_s": res.decode_seconds,
                              "peak_memory_bytes": int(res.peak_memory_bytes),
                              "flops_fraction": float(kept_fraction(n_tok, n_tok - (n_vis - k), prune_layer=layer,

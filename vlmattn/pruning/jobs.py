@@ -78,14 +78,14 @@ def offline_tables(inputs: list[str], confidence: float, out: str) -> None:
     write_table(table[["model", *offline.SUMMARY_COLUMNS]], out)
 
 
-def chunk_items(n_items: int, seed: int, chunks: int, chunk: int) -> list:
-    """Chunk ``chunk`` (0-based) of ``chunks`` contiguous, near-equal slices of
-    :func:`.evalset.evaluation_set` (``n_items``, ``seed``); items keep their indexes."""
-    from .evalset import evaluation_set
+def chunk_items(eval_set: dict, n_items: int, seed: int, chunks: int, chunk: int) -> list:
+    """Chunk ``chunk`` (0-based) of ``chunks`` contiguous, near-equal slices of the first ``n_items`` of
+    the evaluation set ``eval_set`` (:func:`.evalset.evaluation_items`, ``seed``); items keep their indexes."""
+    from .evalset import evaluation_items
 
     if not 0 <= chunk < chunks:
         raise ValueError(f"chunk must lie in 0 … {chunks - 1}, got {chunk}")
-    items = evaluation_set(n_items, seed=seed)
+    items = evaluation_items(eval_set, n_items=n_items, seed=seed)
     bounds = np.linspace(0, n_items, chunks + 1).round().astype(int)
     return items[bounds[chunk]:bounds[chunk + 1]]
 
@@ -114,10 +114,11 @@ def online_chunk(model: dict, options: dict, chunk: int, out: str, threads: int 
 
     torch.set_num_threads(threads)
     on = options["online"]
-    items = chunk_items(on["n_items"], on["seed"], on["chunks"], chunk)
+    items = chunk_items(on["eval_set"], on["n_items"], on["seed"], on["chunks"], chunk)
     lm, budgets = _model_and_budgets(model, options, items)
     rows = evaluate(lm, items, budgets=budgets, max_new_tokens=on["max_new_tokens"], modes=on["modes"],
-                    positions=on["positions"], prune_layer=options["prune_layer"], **options["scores"])
+                    positions=on["positions"], prune_layer=options["prune_layer"],
+                    scoring=on["eval_set"]["scoring"], **options["scores"])
     write_table(rows.assign(model=model["id"])[["model", *COLUMNS]], out)
 
 
@@ -129,12 +130,12 @@ def _rows(paths: list[str]) -> pd.DataFrame:
     return rows
 
 
-def _tables(rows: pd.DataFrame, confidence: float, alpha: float) -> dict[str, pd.DataFrame]:
+def _tables(rows: pd.DataFrame, confidence: float, alpha: float, fractional: bool) -> dict[str, pd.DataFrame]:
     from . import stats
 
     out: dict[str, list] = {name: [] for name in ONLINE_TABLES}
     for m, g in rows.groupby("model", sort=True):
-        tables = stats.ablation_tables(g, confidence=confidence, alpha=alpha)
+        tables = stats.ablation_tables(g, confidence=confidence, alpha=alpha, fractional=fractional)
         for name, t in tables.items():
             out[name].append(t.assign(model=m))
             out["ranks"].append(stats.rank_table(t, study=name).assign(model=m))
@@ -149,7 +150,7 @@ def online_tables(inputs: list[str], statistics: dict, convention: str, outputs:
     (:func:`.stats.rank_table`) and the measured cost (:func:`.stats.speed_table`), ``model`` first;
     every table but the speed table names the ``budget_convention`` its budgets were read under
     (:func:`.offline.kept_count`)."""
-    tables = _tables(_rows(inputs), statistics["confidence"], statistics["alpha"])
+    tables = _tables(_rows(inputs), statistics["confidence"], statistics["alpha"], statistics["fractional"])
     for name, out in zip(ONLINE_TABLES, outputs, strict=True):
         t = tables[name] if name == "speed" else tables[name].assign(budget_convention=convention)
         write_table(t[["model", *[c for c in t.columns if c != "model"]]], out)
@@ -229,7 +230,7 @@ def learned_chunk(model: dict, options: dict, chunk: int, pruners: list[str], ou
 
     torch.set_num_threads(threads)
     on = options["online"]
-    items = chunk_items(on["n_items"], on["seed"], on["chunks"], chunk)
+    items = chunk_items(on["eval_set"], on["n_items"], on["seed"], on["chunks"], chunk)
     lm, budgets = _model_and_budgets(model, options, items)
     loaded = {}
     for path in pruners:
@@ -239,7 +240,7 @@ def learned_chunk(model: dict, options: dict, chunk: int, pruners: list[str], ou
                              f"{options['prune_layer']}; retrain it")
         loaded[meta.get("variant", Path(path).stem)] = pruner
     rows = evaluate_learned(lm, loaded, items, budgets=budgets, max_new_tokens=on["max_new_tokens"],
-                            positions=on["positions"])
+                            positions=on["positions"], scoring=on["eval_set"]["scoring"])
     write_table(rows.assign(model=model["id"])[["model", *COLUMNS]], out)
 
 
@@ -252,7 +253,7 @@ def learned_tables(online: list[str], learned: list[str], reports: list[str], st
 
     rows, mine = _rows(online), _rows(learned)
     frames = [stats.learned_table(rows[rows["model"] == m], g, confidence=statistics["confidence"],
-                                  alpha=statistics["alpha"]).assign(model=m)
+                                  alpha=statistics["alpha"], fractional=statistics["fractional"]).assign(model=m)
               for m, g in mine.groupby("model", sort=True)]
     table = pd.concat(frames, ignore_index=True)
     write_table(table[["model", *stats.TABLE_COLUMNS]], out_comparison)

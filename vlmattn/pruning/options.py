@@ -6,13 +6,14 @@ Per job (schema defaults filled in):
 * :func:`offline_options` — the offline scores of a shard: ``prune_layer``, ``scores``
   (:func:`vlmattn.pruning.offline.sample_scores`'s keyword arguments), ``budgets`` and ``step``;
 * :func:`online_options` — an online chunk: ``prune_layer``, ``scores``, ``budgets`` and ``online``
-  (``n_items``, ``seed``, ``chunks``, ``max_new_tokens``, ``modes``, ``positions``);
+  (``eval_set``, ``n_items``, ``seed``, ``chunks``, ``max_new_tokens``, ``modes``, ``positions``);
 * :func:`train_options` — training one learned pruner: ``prune_layer``, ``spec`` (the variant's
   :class:`vlmattn.pruning.learned.PrunerSpec` keyword arguments) and ``train``
   (:class:`vlmattn.pruning.train_pruner.PrunerTraining`'s);
 * :func:`learned_options` — the learned pruners' online chunk: ``prune_layer``, ``budgets`` and
-  ``online`` (``n_items``, ``seed``, ``chunks``, ``max_new_tokens``, ``positions``);
-* :func:`statistics_options` — the tables: ``confidence``, ``alpha``.
+  ``online`` (``eval_set``, ``n_items``, ``seed``, ``chunks``, ``max_new_tokens``, ``positions``);
+* :func:`statistics_options` — the tables: ``confidence``, ``alpha`` and ``fractional`` (the evaluation
+  set's scoring rule averages fractional scores, :data:`vlmattn.scoring.BINARY_RULES`).
 
 ``budgets`` is ``{"budgets", "keep_ratios", "convention"}`` (:func:`vlmattn.pruning.offline.model_budgets`).
 The keys are the config's names, except where a nested option moves into a flat argument list and
@@ -57,7 +58,8 @@ def offline_options(cfg: dict) -> dict:
 def online_options(cfg: dict) -> dict:
     """What a ``pruning_online`` job reads (module docstring)."""
     pc = _block(cfg)
-    online = {k: pc["online"][k] for k in ("n_items", "seed", "chunks", "max_new_tokens", "modes", "positions")}
+    online = {k: pc["online"][k] for k in ("eval_set", "n_items", "seed", "chunks", "max_new_tokens", "modes",
+                                           "positions")}
     return {"prune_layer": pc["prune_layer"], "scores": _scores(pc), "budgets": _budgets(pc), "online": online}
 
 
@@ -77,13 +79,16 @@ def train_options(cfg: dict, variant: str) -> dict:
 def learned_options(cfg: dict) -> dict:
     """What a ``pruning_learned`` job reads (module docstring)."""
     pc = _block(cfg)
-    online = {k: pc["online"][k] for k in ("n_items", "seed", "chunks", "max_new_tokens", "positions")}
+    online = {k: pc["online"][k] for k in ("eval_set", "n_items", "seed", "chunks", "max_new_tokens", "positions")}
     return {"prune_layer": pc["prune_layer"], "budgets": _budgets(pc), "online": online}
 
 
 def statistics_options(cfg: dict) -> dict:
-    """The tables' ``confidence`` and ``alpha`` (``pruning.statistics``)."""
-    return dict(_block(cfg)["statistics"])
+    """The tables' ``confidence`` and ``alpha`` (``pruning.statistics``) and ``fractional``."""
+    from ..scoring import BINARY_RULES
+
+    pc = _block(cfg)
+    return {**pc["statistics"], "fractional": pc["online"]["eval_set"]["scoring"] not in BINARY_RULES}
 
 
 def check_prune_layer(prune_layer: int, n_layers: int, model: str) -> None:
@@ -115,6 +120,14 @@ def check(cfg: dict) -> None:
                               "empty")
         if lc["dim"] % lc["n_heads"]:
             raise ConfigError(f"config pruning.learned.dim: {lc['dim']} is not a multiple of n_heads ({lc['n_heads']})")
+    es = pc["online"]["eval_set"]
+    need = {"shapes": [], "sheet": ["sheet"], "pope": ["annotations", "images"]}[es["kind"]]
+    for key in need:
+        if not es[key]:
+            raise ConfigError(f"config pruning.online.eval_set.{key}: an eval_set of kind {es['kind']} needs it")
+    if es["kind"] == "shapes" and es["scoring"] != "exact":
+        raise ConfigError(f"config pruning.online.eval_set.scoring: the shapes set is scored by exact, not "
+                          f"{es['scoring']}")
     for m in pc["online"]["models"]:
         if m not in cfg["models"]:
             raise ConfigError(f"config pruning.online.models: unknown model {m!r}")

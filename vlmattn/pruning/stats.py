@@ -13,6 +13,13 @@ Per (mode, study, scorer, budget), over the n items that have both a pruned row 
     p_adj      Benjamini–Hochberg over the scorers of the table within each mode and budget
                (:func:`vlmattn.stats.bh_adjust`); ``significant`` = p_adj < α
 
+With a fractional scoring rule (VQAv2/TextVQA accuracy, ``fractional=True``) the rows' ``score`` is
+averaged instead: accuracy = mean score, ``n_correct`` = items with score 1, the interval is Student's t
+(:func:`vlmattn.stats.mean_interval`; no binomial interval fits a mean of fractions), ``n_gained`` /
+``n_lost`` = items whose score rose / fell against the unpruned run, and p is the paired sign-flip
+permutation test of the mean score difference (:func:`vlmattn.stats.paired_sign_flip`, 9,999 draws,
+seed 0; exact for n ≤ 13), McNemar's test being for 0/1 outcomes only.
+
 No torch import: the tables are computed from the stored rows alone.
 """
 
@@ -21,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..stats import bh_adjust, mcnemar_exact, wilson_interval
+from ..stats import bh_adjust, mcnemar_exact, mean_interval, paired_sign_flip, wilson_interval
 
 TABLE_COLUMNS = ["mode", "study", "scorer", "budget", "kept", "average_tokens", "n_items", "n_correct", "accuracy",
                  "ci_low", "ci_high", "unpruned_accuracy", "agreement", "n_gained", "n_lost", "p", "p_adj",
@@ -31,16 +38,18 @@ TABLES = ("study_a", "study_b", "published")
 RANKED_BY = ("accuracy", "recall")
 
 
-def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
+def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05,
+                   fractional: bool = False) -> pd.DataFrame:
     """One row per (mode, study, scorer, budget) of the pruned ``rows`` (columns :data:`TABLE_COLUMNS`,
     module docstring), each paired by item with the unpruned rows (``study == "unpruned"``). ``recall``
     and ``flops_fraction`` are means over the items (recall ignoring NaN); measured times are in
     :func:`speed_table`, so that the same rows give the same table on every machine. Sorted by mode,
     budget (descending), study, accuracy (descending), scorer.
+    ``fractional``: the rows' ``score`` is a fraction (module docstring).
     Raises ValueError when an item lacks its unpruned row or a scorer has two rows for one item, mode
     and budget."""
     need = {"item", "mode", "study", "scorer", "budget", "kept", "average_tokens", "correct", "answer", "recall",
-            "flops_fraction"}
+            "flops_fraction", *(["score"] if fractional else [])}
     missing = need - set(rows.columns)
     if missing:
         raise ValueError(f"rows lack the columns {sorted(missing)}")
@@ -56,16 +65,25 @@ def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float
     out = []
     for (mode, study, scorer, budget), g in pruned.groupby(["mode", "study", "scorer", "budget"], sort=False):
         ref = base.loc[g["item"]]
-        ok, ref_ok = g["correct"].to_numpy(bool), ref["correct"].to_numpy(bool)
-        n, x = len(g), int(ok.sum())
-        low, high = wilson_interval(x, n, confidence=confidence)
-        gained, lost = int((ok & ~ref_ok).sum()), int((~ok & ref_ok).sum())
+        n = len(g)
+        if fractional:
+            sc, ref_sc = g["score"].to_numpy(np.float64), ref["score"].to_numpy(np.float64)
+            x, accuracy, unpruned = int((sc == 1).sum()), float(sc.mean()), float(ref_sc.mean())
+            low, high = mean_interval(sc, confidence=confidence)
+            gained, lost = int((sc > ref_sc).sum()), int((sc < ref_sc).sum())
+            p = paired_sign_flip(sc, ref_sc, n_resamples=9999, seed=0)
+        else:
+            ok, ref_ok = g["correct"].to_numpy(bool), ref["correct"].to_numpy(bool)
+            x, accuracy, unpruned = int(ok.sum()), int(ok.sum()) / n, float(ref_ok.mean())
+            low, high = wilson_interval(x, n, confidence=confidence)
+            gained, lost = int((ok & ~ref_ok).sum()), int((~ok & ref_ok).sum())
+            p = mcnemar_exact(gained, lost)
         out.append({"mode": mode, "study": study, "scorer": scorer, "budget": int(budget),
                     "kept": float(g["kept"].mean()), "average_tokens": float(g["average_tokens"].mean()),
-                    "n_items": n, "n_correct": x, "accuracy": x / n, "ci_low": float(low), "ci_high": float(high),
-                    "unpruned_accuracy": float(ref_ok.mean()),
+                    "n_items": n, "n_correct": x, "accuracy": accuracy, "ci_low": float(low), "ci_high": float(high),
+                    "unpruned_accuracy": unpruned,
                     "agreement": float((g["answer"].to_numpy() == ref["answer"].to_numpy()).mean()),
-                    "n_gained": gained, "n_lost": lost, "p": mcnemar_exact(gained, lost),
+                    "n_gained": gained, "n_lost": lost, "p": p,
                     "recall": float(np.nanmean(g["recall"])) if g["recall"].notna().any() else np.nan,
                     "flops_fraction": float(g["flops_fraction"].mean())})
     table = pd.DataFrame(out, columns=[c for c in TABLE_COLUMNS if c not in ("p_adj", "significant")])
@@ -78,12 +96,13 @@ def accuracy_table(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float
     return table[TABLE_COLUMNS].reset_index(drop=True)
 
 
-def ablation_tables(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05) -> dict[str, pd.DataFrame]:
+def ablation_tables(rows: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05,
+                    fractional: bool = False) -> dict[str, pd.DataFrame]:
     """``{"study_a", "study_b", "published"} → accuracy_table`` of that study's rows together with the
     baseline rows (random draws and pooling), so the BH adjustment runs over the study's scorers and
     the baselines within each budget."""
     return {name: accuracy_table(rows[rows["study"].isin([name, "baseline", "unpruned"])], confidence=confidence,
-                                 alpha=alpha) for name in TABLES}
+                                 alpha=alpha, fractional=fractional) for name in TABLES}
 
 
 def _ranked(table: pd.DataFrame, budget: int, by: str, n: int, best: bool) -> pd.DataFrame:
@@ -182,17 +201,18 @@ COMPARED_SIGNAL = "fastv"
 
 def best_strategy(rows: pd.DataFrame, *, mode: str = "drop") -> str | None:
     """The head- or query-selection strategy (study A or B) with the highest accuracy averaged over the
-    budgets in ``mode`` (ties by name); None without such rows. Chosen on the same questions it is then
-    compared on, which favours it."""
+    budgets in ``mode`` (ties by name), accuracy being the mean ``score`` (``correct`` in rows without
+    one); None without such rows. Chosen on the same questions it is then compared on, which favours it."""
     own = rows[rows["study"].isin(["study_a", "study_b"]) & (rows["mode"] == mode)]
     if own.empty:
         return None
-    acc = own.groupby(["scorer", "budget"])["correct"].mean().groupby("scorer").mean()
-    return str(acc.reset_index().sort_values(["correct", "scorer"], ascending=[False, True])["scorer"].iloc[0])
+    col = "score" if "score" in own.columns else "correct"
+    acc = own.groupby(["scorer", "budget"])[col].mean().groupby("scorer").mean()
+    return str(acc.reset_index().sort_values([col, "scorer"], ascending=[False, True])["scorer"].iloc[0])
 
 
-def learned_table(rows: pd.DataFrame, learned: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05
-                  ) -> pd.DataFrame:
+def learned_table(rows: pd.DataFrame, learned: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05,
+                  fractional: bool = False) -> pd.DataFrame:
     """:func:`accuracy_table` (mode ``drop``) of the learned pruners' rows ``learned`` (study ``learned``)
     beside the rows of :data:`COMPARED_SIGNAL`, the :func:`best_strategy`, the random draws and pooling
     from the ablation ``rows`` of the same questions, BH-adjusted together within each budget. The
@@ -212,4 +232,4 @@ def learned_table(rows: pd.DataFrame, learned: pd.DataFrame, *, confidence: floa
     together = pd.concat([rows[(rows["study"] == "unpruned") & rows["item"].isin(items)],
                           compared[compared["item"].isin(items)],
                           learned[learned["study"] != "unpruned"]], ignore_index=True)
-    return accuracy_table(together, confidence=confidence, alpha=alpha)
+    return accuracy_table(together, confidence=confidence, alpha=alpha, fractional=fractional)
