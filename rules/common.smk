@@ -66,6 +66,16 @@ def model_inputs(model):
     return [model_path(model)] if "build" in config["models"][model] else []
 
 
+def training_sheets(model):
+    """The sample sheets a model trained on a sheet reads (none for the shapes task)."""
+    build = config["models"][model]["build"]
+    if build["kind"] != "trained_on_sheet":
+        return []
+    return [
+        build["spec"][k] for k in ("sheet", "heldout_sheet") if build["spec"].get(k)
+    ]
+
+
 def model_params(model):
     return {**config["models"][model], "id": model, "path": model_path(model)}
 
@@ -99,7 +109,7 @@ def all_outputs():
         out += [f"{R}/plots/{p}.png" for p in get_metric(m).PLOTS]
         out += [figure_file(s, p) for s in FIGURE_SAMPLES for p in sample_plots(m)]
     for m, spec in config["models"].items():
-        if spec.get("build", {}).get("kind") == "trained":
+        if spec.get("build", {}).get("kind") in ("trained", "trained_on_sheet"):
             out += [f"{R}/tables/training_{m}.csv", f"{R}/plots/training_{m}.png"]
     if config.get("validation"):
         out.append(f"{R}/tables/validation.csv")
@@ -107,7 +117,11 @@ def all_outputs():
 
 
 BUILT = [m for m, c in config["models"].items() if "build" in c]
-TRAINED = [m for m in BUILT if config["models"][m]["build"]["kind"] == "trained"]
+TRAINED = [
+    m
+    for m in BUILT
+    if config["models"][m]["build"]["kind"] in ("trained", "trained_on_sheet")
+]
 
 
 def model_alternatives(models):

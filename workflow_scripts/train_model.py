@@ -2,4 +2,5 @@ from vlmattn import tables
 from vlmattn.models import jobs
 
 tables.log_to(snakemake.log[0])
-jobs.train_model(snakemake.params.spec, snakemake.output.model, snakemake.output.report, snakemake.output.plot)
+kind = snakemake.config["models"][snakemake.wildcards.model]["build"]["kind"]
+jobs.train_model(kind, snakemake.params.spec, snakemake.output.model, snakemake.output.report, snakemake.output.plot)

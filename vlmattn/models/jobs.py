@@ -48,10 +48,17 @@ def build_model(build: dict, out_dir: str, threads: int = 1, family: str = "llav
             shutil.rmtree(tmp)
 
 
-def train_model(spec: dict, out_dir: str, report_csv: str, report_png: str) -> None:
-    """Train the shapes-task LLaVA (``vlmattn.models.train``) and write its training report."""
-    from . import train
+def train_model(kind: str, spec: dict, out_dir: str, report_csv: str, report_png: str) -> None:
+    """Train the toy LLaVA and write its training report: ``kind`` ``trained``, the shapes task
+    (``vlmattn.models.train``); ``trained_on_sheet``, a sample sheet (``vlmattn.models.train_sheet``)."""
+    if kind == "trained_on_sheet":
+        from . import train_sheet
 
-    report = train.train(train.TrainSpec.from_dict(spec), out_dir, report_csv, report_png)
+        report = train_sheet.train_on_sheet(train_sheet.SheetTrainSpec.from_dict(spec), out_dir,
+                                            report_csv=report_csv, report_png=report_png)
+    else:
+        from . import train
+
+        report = train.train(train.TrainSpec.from_dict(spec), out_dir, report_csv, report_png)
     final = report[report.step == report.step.max()]
     log.info("held-out accuracy: %s", dict(zip(final.question_type, final.heldout_accuracy, strict=True)))

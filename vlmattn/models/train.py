@@ -65,8 +65,8 @@ class TrainSpec:
     # pipeline's synthetic images (``images.synthetic.size``) are.
     render_size: int = 224
     batch_size: int = 32
-    patch_steps: int = 1500
-    steps: int = 1500
+    patch_steps: int = 1000
+    steps: int = 1000
     lr: float = 2e-3
     patch_lr: float = 2e-3
     warmup: int = 50
