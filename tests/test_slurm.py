@@ -87,7 +87,7 @@ def test_tables_on_slurm_equal_a_local_run(cluster, tmp_path):
     comments = " ".join(j.split("|")[2] for j in jobs)
     assert states == {"COMPLETED"}, jobs
     assert "rule_extract" in comments and "rule_metrics" in comments and "rule_summary_concentration" in comments
-    assert "rule_pruning_online" in comments and "rule_attribute" in comments
+    assert "rule_pruning_online" in comments
     submitted = len(jobs)
     log = (cluster.log / "slurmctld.log").read_text()
     assert len(re.findall(r"_job_complete: JobId=\d+ done", log)) == submitted
